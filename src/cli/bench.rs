@@ -1,0 +1,145 @@
+//! `intr-explorer bench`: the performance and memory figures quoted in the README.
+//!
+//! - `bench forward`: the official configuration (R50, D=256, 6+6 layers, 8 heads, 200 classes)
+//!   with deterministic random weights, one 800×1028 image, N timed runs; median total and
+//!   per-stage split. `--compare-candle` also times candle's own `conv2d` backbone in the same run.
+//! - `bench memory`: writes a full-size official-format checkpoint (optimizer state, `args`) and
+//!   runs `predict` on it in a child process, which reports its own peak RSS.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use clap::{Args, Subcommand};
+
+use crate::model::config::IntrConfig;
+use crate::model::synthetic::{self, Rng};
+use crate::model::weights::WeightStore;
+use crate::model::{Intr, intr::StageTimings};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: BenchKind,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchKind {
+    /// Time one full-size forward pass of the official configuration.
+    Forward {
+        /// Worker threads (the bar is measured with 2).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Timed runs (after one warm-up).
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        /// Input width × height.
+        #[arg(long, default_value = "1028x800")]
+        size: String,
+        /// Number of classes.
+        #[arg(long, default_value_t = 200)]
+        classes: usize,
+        /// Also time candle's own conv2d backbone in the same run, for comparison.
+        #[arg(long)]
+        compare_candle: bool,
+    },
+    /// Peak memory of `predict` on a full-size official-format checkpoint with optimizer state.
+    Memory {
+        /// Image to predict on.
+        #[arg(long)]
+        image: PathBuf,
+        /// Keep the generated checkpoint here instead of a temporary directory.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+}
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    match &a.which {
+        BenchKind::Forward { threads, runs, size, classes, compare_candle } => forward(*threads, *runs, size, *classes, *compare_candle),
+        BenchKind::Memory { image, keep } => memory(image, keep.as_ref()),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_candle: bool) -> Result<()> {
+    let (w, h) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+        .with_context(|| format!("--size `{size}`: expected WIDTHxHEIGHT"))?;
+    if runs == 0 || threads == 0 {
+        bail!("--runs and --threads must be at least 1");
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set up the thread pool")?;
+    let cfg = IntrConfig::official(classes);
+    let weights = synthetic::random_weights(&cfg, 1);
+    let ws = WeightStore::new(&weights);
+    let mut model = Intr::load(&ws, &cfg, &Device::Cpu)?;
+    drop(ws);
+    drop(weights);
+    let mut rng = Rng::new(7);
+    let input: Vec<f32> = (0..3 * w * h).map(|_| rng.uniform(2.0)).collect();
+    println!("official INTR configuration, {classes} classes, input {w}×{h}, {threads} thread(s), {runs} runs after 1 warm-up");
+    let mut variants = vec![("fast NHWC backbone", false)];
+    if compare_candle {
+        variants.push(("candle conv2d backbone", true));
+    }
+    for (label, force) in variants {
+        model.set_force_candle_backbone(force);
+        let mut totals = Vec::new();
+        let mut stages: Vec<StageTimings> = Vec::new();
+        for i in 0..=runs {
+            let t = Instant::now();
+            let out = model.forward(&input, h, w)?;
+            let dt = t.elapsed();
+            if i > 0 {
+                totals.push(dt);
+                stages.push(out.timings);
+            } else {
+                println!("[{label}] grid {}×{}, warm-up {:.3} s", out.grid.0, out.grid.1, dt.as_secs_f64());
+            }
+        }
+        let med = |f: fn(&StageTimings) -> Duration| median(stages.iter().map(f).collect());
+        let all: Vec<String> = totals.iter().map(|d| format!("{:.3}", d.as_secs_f64())).collect();
+        println!(
+            "[{label}] median {:.3} s (backbone {:.3} s, encoder {:.3} s, decoder {:.3} s); runs: {}",
+            median(totals.clone()).as_secs_f64(),
+            med(|s| s.backbone).as_secs_f64(),
+            med(|s| s.encoder).as_secs_f64(),
+            med(|s| s.decoder).as_secs_f64(),
+            all.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn memory(image: &std::path::Path, keep: Option<&PathBuf>) -> Result<()> {
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let path = keep.cloned().unwrap_or_else(|| dir.path().join("intr_checkpoint_official_layout.pth"));
+    let cfg = IntrConfig::official(200);
+    let t = Instant::now();
+    synthetic::write_official_pth(&path, &cfg, 1, true).with_context(|| format!("{}: cannot write", path.display()))?;
+    let bytes = std::fs::metadata(&path)?.len();
+    println!("wrote {} ({:.0} MB, official layout with optimizer state) in {:.1} s", path.display(), bytes as f64 / 1e6, t.elapsed().as_secs_f64());
+    let exe = std::env::current_exe().context("cannot locate this executable")?;
+    let out = std::process::Command::new(exe)
+        .args(["predict", "--report-peak-rss", "--model"])
+        .arg(&path)
+        .arg(image)
+        .output()
+        .context("cannot run predict")?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprint!("{err}");
+    if !out.status.success() {
+        bail!("predict failed ({})", out.status);
+    }
+    let peak = err.lines().find_map(|l| l.strip_prefix("peak RSS: ")).context("predict did not report its peak RSS")?;
+    println!("predict peak RSS: {peak} (checkpoint file {:.0} MB)", bytes as f64 / 1e6);
+    Ok(())
+}

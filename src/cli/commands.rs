@@ -1,0 +1,261 @@
+//! The headless subcommands: predict, attention, inspect, convert.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::output::{self, F32Tensor};
+use super::{AttentionArgs, ConvertArgs, InspectArgs, ModelArgs, PredictArgs};
+use crate::classes;
+use crate::model::preprocess::{self, PreprocessOptions};
+use crate::model::{self, Checkpoint, Intr, IntrOutput, META_CLASSES, META_CONFIG, META_FORMAT};
+
+/// A loaded model with its class names.
+struct Session {
+    model: Intr,
+    names: Vec<String>,
+    opts: PreprocessOptions,
+}
+
+fn load_session(a: &ModelArgs) -> Result<Session> {
+    let overrides = a.config.overrides()?;
+    let (model, ckpt) = model::load_model(&a.model, &overrides, &model::default_device())?;
+    let classes_n = model.config().num_queries;
+    let names = match &a.classes {
+        Some(p) => {
+            let names = classes::load(p)?;
+            classes::check_count(p, &names, classes_n)?;
+            names
+        }
+        None => match model::stored_class_names(&ckpt)? {
+            Some(names) => {
+                classes::check_count(&a.model, &names, classes_n)?;
+                names
+            }
+            None => classes::numbered(classes_n),
+        },
+    };
+    let opts = PreprocessOptions { apply_orientation: !a.no_exif_orientation, ..PreprocessOptions::default() };
+    Ok(Session { model, names, opts })
+}
+
+fn run_image(s: &Session, path: &Path) -> Result<(preprocess::Prepared, IntrOutput)> {
+    let prepared = preprocess::prepare_file(path, &s.opts)?;
+    let (w, h) = prepared.input_size;
+    let out = s.model.forward(&prepared.chw, h, w).with_context(|| format!("{}: forward pass failed", path.display()))?;
+    Ok((prepared, out))
+}
+
+pub fn predict(a: &PredictArgs) -> Result<i32> {
+    let s = load_session(&a.model)?;
+    let mut failures = 0;
+    let mut results = Vec::new();
+    for path in &a.images {
+        match run_image(&s, path) {
+            Ok((prep, out)) => {
+                let probs = out.probabilities();
+                let top: Vec<_> = out
+                    .ranking()
+                    .into_iter()
+                    .take(a.top)
+                    .enumerate()
+                    .map(|(rank, c)| {
+                        json!({"rank": rank + 1, "class": c, "name": s.names[c], "probability": probs[c], "logit": out.logits[c]})
+                    })
+                    .collect();
+                if a.json {
+                    results.push(json!({
+                        "image": path.display().to_string(),
+                        "image_size": [prep.original.width, prep.original.height],
+                        "input_size": [prep.input_size.0, prep.input_size.1],
+                        "grid": [out.grid.0, out.grid.1],
+                        "exif_orientation_applied": prep.oriented,
+                        "top": top,
+                    }));
+                } else {
+                    print_table(path, &prep, &out, &top);
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("error: {e:#}");
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    if a.report_peak_rss {
+        if let Some(b) = output::peak_rss_bytes() {
+            eprintln!("peak RSS: {:.1} MB", b as f64 / 1e6);
+        }
+    }
+    Ok(i32::from(failures > 0))
+}
+
+fn print_table(path: &Path, prep: &preprocess::Prepared, out: &IntrOutput, top: &[serde_json::Value]) {
+    println!(
+        "{}  ({}×{} → {}×{}, grid {}×{})",
+        path.display(),
+        prep.original.width,
+        prep.original.height,
+        prep.input_size.0,
+        prep.input_size.1,
+        out.grid.0,
+        out.grid.1
+    );
+    let width = top.iter().filter_map(|t| t["name"].as_str()).map(|n| n.chars().count()).max().unwrap_or(0);
+    for t in top {
+        println!(
+            "  {:>3}. {:<width$}  {:>7.3}%  logit {:>8.4}",
+            t["rank"],
+            t["name"].as_str().unwrap_or(""),
+            t["probability"].as_f64().unwrap_or(0.0) * 100.0,
+            t["logit"].as_f64().unwrap_or(0.0),
+        );
+    }
+}
+
+pub fn attention(a: &AttentionArgs) -> Result<()> {
+    let s = load_session(&a.model)?;
+    let (prep, out) = run_image(&s, &a.image)?;
+    let (gh, gw) = out.grid;
+    let (l, h, q) = (out.layers, out.heads, out.classes);
+    let mut mean = Vec::with_capacity(l * q * gh * gw);
+    for layer in 0..l {
+        for c in 0..q {
+            mean.extend(out.head_mean(layer, c));
+        }
+    }
+    let tensors = vec![
+        F32Tensor::new("logits", vec![q], &out.logits),
+        F32Tensor::new("probabilities", vec![q], &out.probabilities()),
+        F32Tensor::new("attention", vec![l, h, q, gh, gw], &out.attention),
+        F32Tensor::new("head_mean", vec![l, q, gh, gw], &mean),
+    ];
+    let mapping = prep.mapping(out.grid, s.model.config().stride());
+    let mut meta = HashMap::new();
+    meta.insert(META_FORMAT.to_string(), "intr-explorer attention v1".to_string());
+    meta.insert("image".into(), a.image.display().to_string());
+    meta.insert("model".into(), a.model.model.display().to_string());
+    meta.insert("classes".into(), serde_json::to_string(&s.names)?);
+    meta.insert("image_size".into(), json!([prep.original.width, prep.original.height]).to_string());
+    meta.insert("input_size".into(), json!([prep.input_size.0, prep.input_size.1]).to_string());
+    meta.insert("grid".into(), json!([gh, gw]).to_string());
+    meta.insert("stride".into(), mapping.stride.to_string());
+    meta.insert("exif_orientation_applied".into(), prep.oriented.to_string());
+    meta.insert("layout".into(), "attention: (layers, heads, classes, h, w); head_mean: (layers, classes, h, w)".into());
+    meta.insert(META_CONFIG.into(), serde_json::to_string(s.model.config())?);
+    output::write_safetensors(&a.out, &tensors, meta)?;
+    eprintln!("wrote {} ({l} layers × {h} heads × {q} classes × {gh}×{gw})", a.out.display());
+    Ok(())
+}
+
+pub fn inspect(a: &InspectArgs) -> Result<()> {
+    let ckpt = Checkpoint::open(&a.model)?;
+    let cfg = model::resolve_config(&ckpt, &a.config.overrides()?);
+    let params: usize = ckpt.tensors().iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).map(|(_, t)| t.numel()).sum();
+    let ex = ckpt.extras();
+    let names = model::stored_class_names(&ckpt)?;
+    let report = json!({
+        "file": a.model.display().to_string(),
+        "format": format!("{:?}", ckpt.format()),
+        "tensors": ckpt.tensors().len(),
+        "parameters": params,
+        "config": cfg.as_ref().ok(),
+        "config_error": cfg.as_ref().err().map(ToString::to_string),
+        "classes": cfg.as_ref().ok().map(|c| c.num_queries),
+        "class_names": names,
+        "epoch": ex.epoch,
+        "top_level_keys": ex.top_level_keys,
+        "optimizer_tensors_skipped": ex.optimizer_tensors,
+        "training_args": ex.args,
+        "metadata": ex.metadata.iter().filter(|(k, _)| k.as_str() != META_CONFIG && k.as_str() != META_CLASSES).collect::<HashMap<_, _>>(),
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("file        {}", a.model.display());
+    println!("format      {:?}, {} model tensors, {:.2} M parameters", ckpt.format(), ckpt.tensors().len(), params as f64 / 1e6);
+    match &cfg {
+        Ok(c) => {
+            println!("classes     {}", c.num_queries);
+            println!(
+                "transformer D={} heads={} encoder={} decoder={} ffn={} {} {} position embedding",
+                c.hidden_dim,
+                c.nheads,
+                c.enc_layers,
+                c.dec_layers,
+                c.dim_feedforward,
+                if c.pre_norm { "pre-norm" } else { "post-norm" },
+                if c.position_embedding == model::config::PositionEmbedding::Sine { "sine" } else { "learned" }
+            );
+            println!(
+                "backbone    ResNet {:?} blocks {:?}, channels {:?}, stride {}{}",
+                c.backbone.block,
+                c.backbone.blocks_per_stage,
+                c.backbone.stage_channels,
+                c.stride(),
+                if c.dilation { " (dilated)" } else { "" }
+            );
+        }
+        Err(e) => println!("config      incomplete: {e}"),
+    }
+    if let Some(n) = &names {
+        println!("class names stored ({}): {}{}", n.len(), n.iter().take(3).cloned().collect::<Vec<_>>().join(", "), if n.len() > 3 { ", …" } else { "" });
+    }
+    if !ex.top_level_keys.is_empty() {
+        println!("contents    {}", ex.top_level_keys.join(", "));
+    }
+    if let Some(e) = ex.epoch {
+        println!("epoch       {e}");
+    }
+    if ex.optimizer_tensors > 0 {
+        println!("optimizer   {} state tensors (not loaded)", ex.optimizer_tensors);
+    }
+    if let Some(args) = &ex.args {
+        println!("training args:");
+        for (k, v) in args {
+            println!("  {k} = {v}");
+        }
+    }
+    Ok(())
+}
+
+pub fn convert(a: &ConvertArgs) -> Result<()> {
+    let ckpt = Checkpoint::open(&a.input)?;
+    let cfg = model::resolve_config(&ckpt, &a.config.overrides()?)?;
+    // Building the model proves every weight is present, shaped right and used.
+    let ws = model::weights::WeightStore::new(&ckpt);
+    model::Intr::load(&ws, &cfg, &candle_core::Device::Cpu).map_err(|e| anyhow::anyhow!("{}: {e}", a.input.display()))?;
+    drop(ws);
+    let mut meta = HashMap::new();
+    meta.insert(META_FORMAT.to_string(), "intr-explorer model v1".to_string());
+    meta.insert(META_CONFIG.to_string(), serde_json::to_string(&cfg)?);
+    let names = match &a.classes {
+        Some(p) => Some(classes::load(p)?),
+        None => model::stored_class_names(&ckpt)?,
+    };
+    if let Some(n) = names {
+        classes::check_count(a.classes.as_deref().unwrap_or(&a.input), &n, cfg.num_queries)?;
+        meta.insert(META_CLASSES.to_string(), serde_json::to_string(&n)?);
+    }
+    if let Some(e) = ckpt.extras().epoch {
+        meta.insert("epoch".into(), e.to_string());
+    }
+    meta.insert("source".into(), a.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let mut tensors = Vec::new();
+    for (name, info) in ckpt.tensors() {
+        if name.ends_with("num_batches_tracked") {
+            continue;
+        }
+        tensors.push(F32Tensor::new(name, info.shape.clone(), &ckpt.read_f32(name)?));
+    }
+    output::write_safetensors(&a.output, &tensors, meta)?;
+    let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
+    eprintln!("wrote {} ({} tensors, {:.1} MB)", a.output.display(), tensors.len(), bytes as f64 / 1e6);
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! The `intr-explorer` executable: a thin wrapper that runs the CLI and turns errors into a message
+//! on stderr and a non-zero exit code.
+
+fn main() {
+    match intr_explorer::cli::run() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The INTR network: backbone → input projection → encoder → class-query decoder → presence vector.
+//! One forward pass yields every class's logit and the cross-attention maps of every decoder layer,
+//! head and class.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+use super::backbone::Backbone;
+use super::config::IntrConfig;
+use super::error::{Error, Result};
+use super::transformer::{Linear, PositionEncoder, Transformer};
+use super::weights::WeightStore;
+
+/// A loaded INTR model.
+pub struct Intr {
+    config: IntrConfig,
+    device: Device,
+    backbone: Backbone,
+    input_proj: Linear,
+    position: PositionEncoder,
+    transformer: Transformer,
+    /// (Q, D)
+    query_embed: Tensor,
+    presence: Linear,
+}
+
+/// What one forward pass produces, as plain data that can cross threads.
+#[derive(Debug, Clone)]
+pub struct IntrOutput {
+    /// (classes) raw class logits.
+    pub logits: Vec<f32>,
+    /// (layers, heads, classes, h, w) cross-attention weights, each map summing to 1 over h·w.
+    pub attention: Vec<f32>,
+    pub layers: usize,
+    pub heads: usize,
+    pub classes: usize,
+    /// Attention grid (h, w).
+    pub grid: (usize, usize),
+    /// Wall time of each stage.
+    pub timings: StageTimings,
+}
+
+/// Time spent in each part of the forward pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimings {
+    pub backbone: Duration,
+    pub encoder: Duration,
+    pub decoder: Duration,
+}
+
+/// Every intermediate the parity tests compare (2-D tensors are (tokens, D)).
+pub struct Trace {
+    /// (h·w, C)
+    pub backbone_features: Tensor,
+    /// (h·w, D)
+    pub pos_embed: Tensor,
+    /// (h·w, D)
+    pub input_proj: Tensor,
+    /// each (h·w, D)
+    pub encoder_layer_outputs: Vec<Tensor>,
+    /// (h·w, D)
+    pub encoder_output: Tensor,
+    /// each (Q, D), before the final decoder norm
+    pub decoder_layer_outputs: Vec<Tensor>,
+    /// each (Q, D) = decoder.norm(layer output)
+    pub hs: Vec<Tensor>,
+    /// each (heads, Q, h·w)
+    pub attention: Vec<Tensor>,
+    /// (Q)
+    pub logits: Tensor,
+    pub grid: (usize, usize),
+    pub timings: StageTimings,
+}
+
+impl IntrOutput {
+    /// Number of grid cells h·w.
+    #[must_use]
+    pub fn cells(&self) -> usize {
+        self.grid.0 * self.grid.1
+    }
+
+    /// The map of one layer, head and class: h·w values, row-major.
+    #[must_use]
+    pub fn map(&self, layer: usize, head: usize, class: usize) -> &[f32] {
+        let n = self.cells();
+        let i = ((layer * self.heads + head) * self.classes + class) * n;
+        &self.attention[i..i + n]
+    }
+
+    /// The mean over heads of one layer and class: h·w values.
+    #[must_use]
+    pub fn head_mean(&self, layer: usize, class: usize) -> Vec<f32> {
+        let n = self.cells();
+        let mut out = vec![0.0f32; n];
+        for h in 0..self.heads {
+            for (o, v) in out.iter_mut().zip(self.map(layer, h, class)) {
+                *o += v;
+            }
+        }
+        let inv = 1.0 / self.heads as f32;
+        out.iter_mut().for_each(|v| *v *= inv);
+        out
+    }
+
+    /// Softmax of the logits (class probabilities).
+    #[must_use]
+    pub fn probabilities(&self) -> Vec<f32> {
+        softmax(&self.logits)
+    }
+
+    /// Class indices sorted by descending logit (ties by index).
+    #[must_use]
+    pub fn ranking(&self) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..self.logits.len()).collect();
+        idx.sort_by(|&a, &b| self.logits[b].total_cmp(&self.logits[a]).then(a.cmp(&b)));
+        idx
+    }
+}
+
+/// Numerically stable softmax.
+#[must_use]
+pub fn softmax(x: &[f32]) -> Vec<f32> {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f64> = x.iter().map(|&v| f64::from(v - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|v| (v / sum) as f32).collect()
+}
+
+impl Intr {
+    /// Builds the model from `ws` (every weight must be present and used) on `device`.
+    pub fn load(ws: &WeightStore, config: &IntrConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let d = config.hidden_dim;
+        let backbone = Backbone::load(ws, &config.backbone, config.dilation)?;
+        let input_proj = ws.get("input_proj.weight", &[d, config.backbone.num_channels, 1, 1])?;
+        let input_proj_b = ws.get("input_proj.bias", &[d])?;
+        let input_proj = Linear::from_parts(input_proj, input_proj_b, d, config.backbone.num_channels, device)?;
+        let position = PositionEncoder::load(ws, config)?;
+        let transformer = Transformer::load(ws, config, device)?;
+        let query_embed = Tensor::from_vec(ws.get("query_embed.weight", &[config.num_queries, d])?, (config.num_queries, d), device)?;
+        let presence = Linear::load(ws, "presence_vector", 1, d, device)?;
+        ws.finish()?;
+        Ok(Self { config: config.clone(), device: device.clone(), backbone, input_proj, position, transformer, query_embed, presence })
+    }
+
+    /// The configuration the model was built with.
+    #[must_use]
+    pub fn config(&self) -> &IntrConfig {
+        &self.config
+    }
+
+    /// The device the transformer runs on.
+    #[must_use]
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Makes the backbone use candle's `conv2d` even on the CPU (cross-checking only).
+    pub fn set_force_candle_backbone(&mut self, on: bool) {
+        self.backbone.force_candle = on;
+    }
+
+    /// Runs the model on a normalised image `(3, H, W)` given as CHW f32 values.
+    pub fn forward(&self, chw: &[f32], h: usize, w: usize) -> Result<IntrOutput> {
+        let trace = self.forward_traced(chw, h, w)?;
+        let layers = trace.attention.len();
+        let heads = self.config.nheads;
+        let classes = self.config.num_queries;
+        let mut attention = Vec::with_capacity(layers * heads * classes * trace.grid.0 * trace.grid.1);
+        for a in &trace.attention {
+            attention.extend(a.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(IntrOutput {
+            logits: trace.logits.to_vec1::<f32>()?,
+            attention,
+            layers,
+            heads,
+            classes,
+            grid: trace.grid,
+            timings: trace.timings,
+        })
+    }
+
+    /// Like [`Intr::forward`] but keeps every intermediate.
+    pub fn forward_traced(&self, chw: &[f32], h: usize, w: usize) -> Result<Trace> {
+        if chw.len() != 3 * h * w || h == 0 || w == 0 {
+            return Err(Error::Config(format!("input has {} values, expected 3×{h}×{w}", chw.len())));
+        }
+        let t0 = Instant::now();
+        let image = Tensor::from_slice(chw, (1, 3, h, w), &self.device)?;
+        let (features, grid) = self.backbone.forward(&image)?;
+        let features = features.to_device(&self.device)?;
+        let t1 = Instant::now();
+        let pos_embed = self.position.encode(grid.0, grid.1, &self.device)?;
+        let input_proj = self.input_proj.forward(&features)?;
+        let mut x = input_proj.clone();
+        let mut encoder_layer_outputs = Vec::with_capacity(self.transformer.encoder.len());
+        for layer in &self.transformer.encoder {
+            x = layer.forward(&x, &pos_embed)?;
+            encoder_layer_outputs.push(x.clone());
+        }
+        let memory = self.transformer.norm_encoder_output(x)?;
+        let t2 = Instant::now();
+        let mut tgt = self.query_embed.zeros_like()?;
+        let mut decoder_layer_outputs = Vec::new();
+        let mut hs = Vec::new();
+        let mut attention = Vec::new();
+        for layer in &self.transformer.decoder {
+            let (t, wts) = layer.forward(&tgt, &memory, &self.query_embed)?;
+            tgt = t;
+            hs.push(self.transformer.norm_decoder_output(&tgt)?);
+            decoder_layer_outputs.push(tgt.clone());
+            attention.push(wts);
+        }
+        let last = hs.last().ok_or_else(|| Error::Config("the model has no decoder layers".into()))?;
+        let logits = self.presence.forward(last)?.squeeze(1)?;
+        let t3 = Instant::now();
+        Ok(Trace {
+            backbone_features: features,
+            pos_embed,
+            input_proj,
+            encoder_layer_outputs,
+            encoder_output: memory,
+            decoder_layer_outputs,
+            hs,
+            attention,
+            logits,
+            grid,
+            timings: StageTimings { backbone: t1 - t0, encoder: t2 - t1, decoder: t3 - t2 },
+        })
+    }
+}
+
+impl Intr {
+    /// The fast backbone's per-stage outputs (stem, layer1..4), NHWC; for parity checks.
+    #[must_use]
+    pub fn backbone_stage_outputs(&self, x: super::conv_cpu::Fmap) -> Vec<super::conv_cpu::Fmap> {
+        self.backbone.stage_outputs(x)
+    }
+}

@@ -1,0 +1,301 @@
+//! The DETR-style transformer of INTR on candle: multi-head attention that can return its weights,
+//! post- and pre-norm encoder and decoder layers, and the position embeddings.
+//!
+//! All tensors are 2-D (tokens, D): batch 1 throughout. Weight names follow the official state dict
+//! (`transformer.encoder.layers.N.self_attn.in_proj_weight`, ...).
+
+use candle_core::{D, Device, Tensor};
+use candle_nn::{LayerNorm, Module};
+
+use super::config::{IntrConfig, PositionEmbedding};
+use super::error::{Error, Result};
+use super::weights::WeightStore;
+
+/// LayerNorm epsilon of `nn.LayerNorm`.
+const LN_EPS: f64 = 1e-5;
+
+/// A linear layer `y = x·Wᵀ + b` with W stored transposed (in, out) for a copy-free matmul.
+pub struct Linear {
+    w_t: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    pub fn from_parts(w: Vec<f32>, b: Vec<f32>, out: usize, inp: usize, dev: &Device) -> Result<Self> {
+        let w_t = Tensor::from_vec(w, (out, inp), dev)?.t()?.contiguous()?;
+        Ok(Self { w_t, b: Tensor::from_vec(b, out, dev)? })
+    }
+
+    /// Loads `{p}.weight` (out, in) and `{p}.bias` (out).
+    pub fn load(ws: &WeightStore, p: &str, out: usize, inp: usize, dev: &Device) -> Result<Self> {
+        let w = ws.get(&format!("{p}.weight"), &[out, inp])?;
+        let b = ws.get(&format!("{p}.bias"), &[out])?;
+        Self::from_parts(w, b, out, inp, dev)
+    }
+
+    /// (n, in) → (n, out)
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.w_t)?.broadcast_add(&self.b)?)
+    }
+}
+
+fn layer_norm(ws: &WeightStore, p: &str, d: usize, dev: &Device) -> Result<LayerNorm> {
+    let w = Tensor::from_vec(ws.get(&format!("{p}.weight"), &[d])?, d, dev)?;
+    let b = Tensor::from_vec(ws.get(&format!("{p}.bias"), &[d])?, d, dev)?;
+    Ok(LayerNorm::new(w, b, LN_EPS))
+}
+
+fn ln(norm: &LayerNorm, x: &Tensor) -> Result<Tensor> {
+    Ok(norm.forward(x)?)
+}
+
+/// `nn.MultiheadAttention` with separate q/k/v projections split from `in_proj_weight`.
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn load(ws: &WeightStore, p: &str, d: usize, heads: usize, dev: &Device) -> Result<Self> {
+        let w = ws.get(&format!("{p}.in_proj_weight"), &[3 * d, d])?;
+        let b = ws.get(&format!("{p}.in_proj_bias"), &[3 * d])?;
+        let part = |i: usize| Linear::from_parts(w[i * d * d..(i + 1) * d * d].to_vec(), b[i * d..(i + 1) * d].to_vec(), d, d, dev);
+        Ok(Self { q: part(0)?, k: part(1)?, v: part(2)?, out: Linear::load(ws, &format!("{p}.out_proj"), d, d, dev)?, heads })
+    }
+
+    /// Attends `q` (Lq, D) over `k`, `v` (Lk, D). Returns the output (Lq, D) and the post-softmax
+    /// weights (heads, Lq, Lk).
+    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (lq, d) = q.dims2()?;
+        let lk = k.dims2()?.0;
+        let h = self.heads;
+        let dh = d / h;
+        let split = |x: Tensor, l: usize| -> Result<Tensor> { Ok(x.reshape((l, h, dh))?.transpose(0, 1)?.contiguous()?) };
+        // PyTorch scales q before the product: q · (1/√dh).
+        let qh = split((self.q.forward(q)? * (1.0 / (dh as f64).sqrt()))?, lq)?;
+        let kh = split(self.k.forward(k)?, lk)?;
+        let vh = split(self.v.forward(v)?, lk)?;
+        let scores = qh.matmul(&kh.transpose(1, 2)?)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = weights.matmul(&vh)?.transpose(0, 1)?.reshape((lq, d))?;
+        Ok((self.out.forward(&ctx)?, weights))
+    }
+}
+
+struct Ffn {
+    l1: Linear,
+    l2: Linear,
+}
+
+impl Ffn {
+    fn load(ws: &WeightStore, p: &str, d: usize, f: usize, dev: &Device) -> Result<Self> {
+        Ok(Self { l1: Linear::load(ws, &format!("{p}.linear1"), f, d, dev)?, l2: Linear::load(ws, &format!("{p}.linear2"), d, f, dev)? })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.l2.forward(&self.l1.forward(x)?.relu()?)
+    }
+}
+
+/// One encoder layer.
+pub struct EncoderLayer {
+    attn: Attention,
+    ffn: Ffn,
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    pre_norm: bool,
+}
+
+impl EncoderLayer {
+    fn load(ws: &WeightStore, p: &str, cfg: &IntrConfig, dev: &Device) -> Result<Self> {
+        let d = cfg.hidden_dim;
+        Ok(Self {
+            attn: Attention::load(ws, &format!("{p}.self_attn"), d, cfg.nheads, dev)?,
+            ffn: Ffn::load(ws, p, d, cfg.dim_feedforward, dev)?,
+            norm1: layer_norm(ws, &format!("{p}.norm1"), d, dev)?,
+            norm2: layer_norm(ws, &format!("{p}.norm2"), d, dev)?,
+            pre_norm: cfg.pre_norm,
+        })
+    }
+
+    /// (HW, D) → (HW, D); `pos` is added to queries and keys only.
+    pub fn forward(&self, x: &Tensor, pos: &Tensor) -> Result<Tensor> {
+        if self.pre_norm {
+            let x2 = ln(&self.norm1, x)?;
+            let qk = (&x2 + pos)?;
+            let x = (x + self.attn.forward(&qk, &qk, &x2)?.0)?;
+            let x2 = ln(&self.norm2, &x)?;
+            Ok((&x + self.ffn.forward(&x2)?)?)
+        } else {
+            let qk = (x + pos)?;
+            let x = ln(&self.norm1, &(x + self.attn.forward(&qk, &qk, x)?.0)?)?;
+            ln(&self.norm2, &(&x + self.ffn.forward(&x)?)?)
+        }
+    }
+}
+
+/// One decoder layer: class-query self-attention, cross-attention over the image, FFN.
+pub struct DecoderLayer {
+    self_attn: Attention,
+    cross_attn: Attention,
+    ffn: Ffn,
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    norm3: LayerNorm,
+    pre_norm: bool,
+}
+
+impl DecoderLayer {
+    fn load(ws: &WeightStore, p: &str, cfg: &IntrConfig, dev: &Device) -> Result<Self> {
+        let d = cfg.hidden_dim;
+        Ok(Self {
+            self_attn: Attention::load(ws, &format!("{p}.self_attn"), d, cfg.nheads, dev)?,
+            cross_attn: Attention::load(ws, &format!("{p}.multihead_attn"), d, cfg.nheads, dev)?,
+            ffn: Ffn::load(ws, p, d, cfg.dim_feedforward, dev)?,
+            norm1: layer_norm(ws, &format!("{p}.norm1"), d, dev)?,
+            norm2: layer_norm(ws, &format!("{p}.norm2"), d, dev)?,
+            norm3: layer_norm(ws, &format!("{p}.norm3"), d, dev)?,
+            pre_norm: cfg.pre_norm,
+        })
+    }
+
+    /// `tgt` (Q, D), `memory` (HW, D), `qpos` (Q, D). Returns the new `tgt` and the cross-attention
+    /// weights (heads, Q, HW). The memory keys carry no position embedding (INTR, unlike DETR).
+    pub fn forward(&self, tgt: &Tensor, memory: &Tensor, qpos: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.pre_norm {
+            let t2 = ln(&self.norm1, tgt)?;
+            let qk = (&t2 + qpos)?;
+            let tgt = (tgt + self.self_attn.forward(&qk, &qk, &t2)?.0)?;
+            let t2 = ln(&self.norm2, &tgt)?;
+            let (ca, w) = self.cross_attn.forward(&(&t2 + qpos)?, memory, memory)?;
+            let tgt = (tgt + ca)?;
+            let t2 = ln(&self.norm3, &tgt)?;
+            Ok(((&tgt + self.ffn.forward(&t2)?)?, w))
+        } else {
+            let qk = (tgt + qpos)?;
+            let tgt = ln(&self.norm1, &(tgt + self.self_attn.forward(&qk, &qk, tgt)?.0)?)?;
+            let (ca, w) = self.cross_attn.forward(&(&tgt + qpos)?, memory, memory)?;
+            let tgt = ln(&self.norm2, &(tgt + ca)?)?;
+            let tgt = ln(&self.norm3, &(&tgt + self.ffn.forward(&tgt)?)?)?;
+            Ok((tgt, w))
+        }
+    }
+}
+
+/// The whole transformer.
+pub struct Transformer {
+    pub encoder: Vec<EncoderLayer>,
+    /// Pre-norm models only.
+    pub encoder_norm: Option<LayerNorm>,
+    pub decoder: Vec<DecoderLayer>,
+    pub decoder_norm: LayerNorm,
+}
+
+impl Transformer {
+    pub fn load(ws: &WeightStore, cfg: &IntrConfig, dev: &Device) -> Result<Self> {
+        let encoder = (0..cfg.enc_layers)
+            .map(|i| EncoderLayer::load(ws, &format!("transformer.encoder.layers.{i}"), cfg, dev))
+            .collect::<Result<Vec<_>>>()?;
+        let decoder = (0..cfg.dec_layers)
+            .map(|i| DecoderLayer::load(ws, &format!("transformer.decoder.layers.{i}"), cfg, dev))
+            .collect::<Result<Vec<_>>>()?;
+        let encoder_norm =
+            if cfg.pre_norm { Some(layer_norm(ws, "transformer.encoder.norm", cfg.hidden_dim, dev)?) } else { None };
+        let decoder_norm = layer_norm(ws, "transformer.decoder.norm", cfg.hidden_dim, dev)?;
+        Ok(Self { encoder, encoder_norm, decoder, decoder_norm })
+    }
+
+    /// Final decoder norm applied to one layer's output.
+    pub fn norm_decoder_output(&self, x: &Tensor) -> Result<Tensor> {
+        ln(&self.decoder_norm, x)
+    }
+
+    /// Final encoder norm (pre-norm models) or identity.
+    pub fn norm_encoder_output(&self, x: Tensor) -> Result<Tensor> {
+        match &self.encoder_norm {
+            Some(n) => ln(n, &x),
+            None => Ok(x),
+        }
+    }
+}
+
+/// Position embedding of the feature grid.
+pub enum PositionEncoder {
+    /// Sine with `npf = D/2` features per axis.
+    Sine { npf: usize },
+    /// `row_embed` / `col_embed` (50, D/2).
+    Learned { row: Vec<f32>, col: Vec<f32>, half: usize },
+}
+
+/// Grid side accepted by the learned embedding tables.
+const LEARNED_MAX: usize = 50;
+
+impl PositionEncoder {
+    pub fn load(ws: &WeightStore, cfg: &IntrConfig) -> Result<Self> {
+        let half = cfg.hidden_dim / 2;
+        Ok(match cfg.position_embedding {
+            PositionEmbedding::Sine => Self::Sine { npf: half },
+            PositionEmbedding::Learned => {
+                let row_shape = ws.shape("backbone.1.row_embed.weight")?.to_vec();
+                if row_shape.len() != 2 || row_shape[1] * 2 != cfg.hidden_dim {
+                    return Err(Error::Config(format!("learned row embedding has shape {row_shape:?}, expected (50, {half})")));
+                }
+                let row = ws.get("backbone.1.row_embed.weight", &row_shape)?;
+                let col = ws.get("backbone.1.col_embed.weight", &row_shape)?;
+                Self::Learned { row, col, half }
+            }
+        })
+    }
+
+    /// The embedding of an h×w grid as (h·w, D), tokens row-major.
+    pub fn encode(&self, h: usize, w: usize, dev: &Device) -> Result<Tensor> {
+        match self {
+            Self::Sine { npf } => {
+                let npf = *npf;
+                let d = 2 * npf;
+                let mut out = vec![0.0f32; h * w * d];
+                let two_pi = 2.0 * std::f64::consts::PI;
+                // normalize=True: (i+1) / (last + 1e-6) · 2π, per axis.
+                let ys: Vec<f64> = (0..h).map(|i| (i + 1) as f64 / (h as f64 + 1e-6) * two_pi).collect();
+                let xs: Vec<f64> = (0..w).map(|j| (j + 1) as f64 / (w as f64 + 1e-6) * two_pi).collect();
+                let dim_t: Vec<f64> = (0..npf).map(|k| 10000f64.powf(2.0 * (k / 2) as f64 / npf as f64)).collect();
+                let feat = |v: f64, k: usize| if k % 2 == 0 { (v / dim_t[k]).sin() } else { (v / dim_t[k]).cos() };
+                for i in 0..h {
+                    for j in 0..w {
+                        let t = &mut out[(i * w + j) * d..(i * w + j + 1) * d];
+                        for k in 0..npf {
+                            t[k] = feat(ys[i], k) as f32;
+                            t[npf + k] = feat(xs[j], k) as f32;
+                        }
+                    }
+                }
+                Ok(Tensor::from_vec(out, (h * w, d), dev)?)
+            }
+            Self::Learned { row, col, half } => {
+                if h > LEARNED_MAX || w > LEARNED_MAX {
+                    return Err(Error::Config(format!(
+                        "the learned position embedding covers grids up to {LEARNED_MAX}×{LEARNED_MAX}; this image gives {h}×{w}"
+                    )));
+                }
+                let half = *half;
+                let mut out = vec![0.0f32; h * w * 2 * half];
+                for i in 0..h {
+                    for j in 0..w {
+                        let t = &mut out[(i * w + j) * 2 * half..(i * w + j + 1) * 2 * half];
+                        t[..half].copy_from_slice(&col[j * half..(j + 1) * half]);
+                        t[half..].copy_from_slice(&row[i * half..(i + 1) * half]);
+                    }
+                }
+                Ok(Tensor::from_vec(out, (h * w, 2 * half), dev)?)
+            }
+        }
+    }
+}
+
+/// Mean over the heads axis of (heads, Q, HW) → (Q, HW).
+pub fn head_mean(w: &Tensor) -> Result<Tensor> {
+    Ok(w.mean(D::Minus(3))?)
+}
