@@ -54,7 +54,7 @@ impl ConvBn {
     /// candle path on NCHW tensors.
     fn forward_candle(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         let k = &self.kernel;
-        let w = Tensor::from_slice(&k.weight, (k.k, k.k, k.cin, k.cout), x.device())?.permute((3, 2, 0, 1))?.contiguous()?;
+        let w = Tensor::from_slice(&k.gemm_weight(), (k.k, k.k, k.cin, k.cout), x.device())?.permute((3, 2, 0, 1))?.contiguous()?;
         let b = Tensor::from_slice(&k.bias, (1, k.cout, 1, 1), x.device())?;
         let mut y = x.conv2d(&w, k.pad, k.stride, k.dilation, 1)?.broadcast_add(&b)?;
         if let Some(r) = residual {
@@ -162,9 +162,9 @@ impl Backbone {
         let (_, c, h, w) = image.dims4()?;
         if image.device().is_cpu() && !self.force_candle {
             let chw = image.flatten_all()?.to_vec1::<f32>()?;
-            let out = self.forward_fmap(Fmap::from_chw(c, h, w, &chw));
+            let mut out = self.forward_fmap(Fmap::from_chw(c, h, w, &chw));
             let grid = (out.h, out.w);
-            let tokens = Tensor::from_vec(out.data, (grid.0 * grid.1, out.c), &Device::Cpu)?;
+            let tokens = Tensor::from_vec(std::mem::take(&mut out.data), (grid.0 * grid.1, out.c), &Device::Cpu)?;
             return Ok((tokens, grid));
         }
         let f = self.forward_candle(image)?;

@@ -10,13 +10,71 @@
 
 use rayon::prelude::*;
 
-/// A feature map in NHWC layout (batch 1): `data[(i * w + j) * c + ch]`.
+use std::sync::Mutex;
+
+use super::fastconv;
+
+/// Feature-map buffers kept for reuse. A full-size forward pass allocates hundreds of MB in
+/// short-lived maps; fresh allocations of that size come from the kernel as untouched pages whose
+/// first-touch faults cost as much as a large convolution. Reusing buffers avoids them.
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// Most memory the pool keeps, in f32 values (1 GB).
+const POOL_MAX_VALUES: usize = 256 << 20;
+
+/// A buffer of `len` values with unspecified (but initialised) contents.
+#[must_use]
+pub fn take_buffer(len: usize) -> Vec<f32> {
+    let reused = POOL.lock().ok().and_then(|mut pool| {
+        let best = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= len).min_by_key(|(_, v)| v.capacity()).map(|(i, _)| i);
+        best.map(|i| pool.swap_remove(i))
+    });
+    match reused {
+        Some(mut v) => {
+            if v.len() >= len {
+                v.truncate(len);
+            } else {
+                v.resize(len, 0.0);
+            }
+            v
+        }
+        None => vec![0.0f32; len],
+    }
+}
+
+/// Returns a buffer to the pool (dropped instead if the pool is full).
+pub fn recycle(v: Vec<f32>) {
+    if v.capacity() < 4096 {
+        return;
+    }
+    if let Ok(mut pool) = POOL.lock() {
+        let held: usize = pool.iter().map(Vec::capacity).sum();
+        if held + v.capacity() <= POOL_MAX_VALUES {
+            pool.push(v);
+        }
+    }
+}
+
+/// Frees every pooled buffer.
+pub fn release_buffers() {
+    if let Ok(mut pool) = POOL.lock() {
+        pool.clear();
+    }
+}
+
+/// A feature map in NHWC layout (batch 1): `data[(i * w + j) * c + ch]`. Its buffer returns to the
+/// pool when dropped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fmap {
     pub h: usize,
     pub w: usize,
     pub c: usize,
     pub data: Vec<f32>,
+}
+
+impl Drop for Fmap {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.data));
+    }
 }
 
 impl Fmap {
@@ -39,7 +97,7 @@ impl Fmap {
     pub fn to_chw(&self) -> Vec<f32> {
         let (h, w, c) = (self.h, self.w, self.c);
         let mut out = vec![0.0f32; c * h * w];
-        out.par_chunks_mut(h * w).enumerate().for_each(|(ch, plane)| {
+        out.par_chunks_mut((h * w).max(1)).enumerate().for_each(|(ch, plane)| {
             for (p, v) in plane.iter_mut().enumerate() {
                 *v = self.data[p * c + ch];
             }
@@ -57,10 +115,12 @@ pub struct ConvKernel {
     pub stride: usize,
     pub pad: usize,
     pub dilation: usize,
-    /// (k·k·cin, cout) row-major; row `(ky·k + kx)·cin + ci`.
+    /// (k·k·cin, cout) row-major; row `(ky·k + kx)·cin + ci`. Empty when `packed` holds the weights.
     pub weight: Vec<f32>,
     /// (cout)
     pub bias: Vec<f32>,
+    /// The weights packed for the AVX-512 kernel, when this CPU has it.
+    pub packed: Option<fastconv::PackedB>,
 }
 
 impl ConvKernel {
@@ -79,7 +139,28 @@ impl ConvKernel {
                 }
             }
         }
-        Self { cin, cout, k, stride, pad, dilation, weight, bias }
+        let packed = fastconv::available().then(|| fastconv::PackedB::new(&weight, &bias, k * k * cin, cout));
+        if packed.is_some() {
+            weight = Vec::new();
+        }
+        Self { cin, cout, k, stride, pad, dilation, weight, bias, packed }
+    }
+
+    /// The weights in (k·k·cin, cout) layout, whichever form they are kept in.
+    #[must_use]
+    pub fn gemm_weight(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.packed {
+            Some(p) => std::borrow::Cow::Owned(p.unpack()),
+            None => std::borrow::Cow::Borrowed(&self.weight),
+        }
+    }
+
+    /// The same convolution without the AVX-512 path (portable `gemm` code only).
+    #[must_use]
+    pub fn portable(mut self) -> Self {
+        self.weight = self.gemm_weight().into_owned();
+        self.packed = None;
+        self
     }
 
     /// Output size for an input of `h × w`.
@@ -139,19 +220,30 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
     assert_eq!(x.c, p.cin, "channel mismatch");
     let (ho, wo) = p.out_size(x.h, x.w);
     let n = p.cout;
-    let mut out = Fmap { h: ho, w: wo, c: n, data: vec![0.0f32; ho * wo * n] };
-    if p.k == 1 && p.pad == 0 {
+    let mut out = Fmap { h: ho, w: wo, c: n, data: take_buffer(ho * wo * n) };
+    if let Some(packed) = &p.packed {
+        let geo_for = |src_w| fastconv::Geometry::conv(src_w, p.cin, p.k, p.stride, p.dilation, (ho, wo));
+        let res = residual.map(|r| &r.data[..]);
+        if p.pad > 0 {
+            let (buf, wp) = pad_input(x, p.pad);
+            fastconv::run(&buf, &geo_for(wp), packed, res, relu, &mut out.data);
+            recycle(buf);
+        } else {
+            fastconv::run(&x.data, &geo_for(x.w), packed, res, relu, &mut out.data);
+        }
+    } else if p.k == 1 && p.pad == 0 {
         if p.stride == 1 {
             matmul(ho * wo, n, p.cin, &mut out.data, n, false, &x.data, p.cin, &p.weight);
         } else {
             let sub = subsample(x, p.stride, ho, wo);
             matmul(ho * wo, n, p.cin, &mut out.data, n, false, &sub, p.cin, &p.weight);
+            recycle(sub);
         }
         epilogue(&mut out.data, wo, wo, n, &p.bias, residual, relu, None);
     } else if p.stride == 1 {
         let (padded, wp) = pad_input(x, p.pad);
         let m_wide = (ho - 1) * wp + wo;
-        let mut wide = vec![0.0f32; ho * wp * n];
+        let mut wide = take_buffer(ho * wp * n);
         let kk = p.cin;
         for ky in 0..p.k {
             for kx in 0..p.k {
@@ -162,9 +254,12 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
             }
         }
         epilogue(&mut out.data, wo, wo, n, &p.bias, residual, relu, Some((&wide, wp)));
+        recycle(wide);
+        recycle(padded);
     } else {
         let cols = im2col(x, p, ho, wo);
         matmul(ho * wo, n, p.k * p.k * p.cin, &mut out.data, n, false, &cols, p.k * p.k * p.cin, &p.weight);
+        recycle(cols);
         epilogue(&mut out.data, wo, wo, n, &p.bias, residual, relu, None);
     }
     out
@@ -204,7 +299,7 @@ fn epilogue(out: &mut [f32], wo: usize, _w: usize, n: usize, bias: &[f32], resid
 
 fn subsample(x: &Fmap, s: usize, ho: usize, wo: usize) -> Vec<f32> {
     let c = x.c;
-    let mut out = vec![0.0f32; ho * wo * c];
+    let mut out = take_buffer(ho * wo * c);
     out.par_chunks_mut(wo * c).enumerate().for_each(|(i, row)| {
         for j in 0..wo {
             let src = ((i * s) * x.w + j * s) * c;
@@ -217,11 +312,15 @@ fn subsample(x: &Fmap, s: usize, ho: usize, wo: usize) -> Vec<f32> {
 /// Zero-pads by `p` on every side; returns the buffer and its width in pixels.
 fn pad_input(x: &Fmap, p: usize) -> (Vec<f32>, usize) {
     let (wp, hp, c) = (x.w + 2 * p, x.h + 2 * p, x.c);
-    let mut buf = vec![0.0f32; hp * wp * c];
+    let mut buf = take_buffer(hp * wp * c);
     buf.par_chunks_mut(wp * c).enumerate().for_each(|(r, row)| {
         if r >= p && r < p + x.h {
             let i = r - p;
+            row[..p * c].fill(0.0);
             row[p * c..(p + x.w) * c].copy_from_slice(&x.data[i * x.w * c..(i + 1) * x.w * c]);
+            row[(p + x.w) * c..].fill(0.0);
+        } else {
+            row.fill(0.0);
         }
     });
     (buf, wp)
@@ -230,8 +329,9 @@ fn pad_input(x: &Fmap, p: usize) -> (Vec<f32>, usize) {
 fn im2col(x: &Fmap, p: &ConvKernel, ho: usize, wo: usize) -> Vec<f32> {
     let c = x.c;
     let kk = p.k * p.k * c;
-    let mut cols = vec![0.0f32; ho * wo * kk];
+    let mut cols = take_buffer(ho * wo * kk);
     cols.par_chunks_mut(wo * kk).enumerate().for_each(|(i, rows)| {
+        rows.fill(0.0);
         for j in 0..wo {
             let dst = &mut rows[j * kk..(j + 1) * kk];
             for ky in 0..p.k {
@@ -258,8 +358,9 @@ fn im2col(x: &Fmap, p: &ConvKernel, ho: usize, wo: usize) -> Vec<f32> {
 #[must_use]
 pub fn maxpool_3x3_s2(x: &Fmap) -> Fmap {
     let (ho, wo, c) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1, x.c);
-    let mut data = vec![f32::NEG_INFINITY; ho * wo * c];
+    let mut data = take_buffer(ho * wo * c);
     data.par_chunks_mut(wo * c).enumerate().for_each(|(i, row)| {
+        row.fill(f32::NEG_INFINITY);
         for j in 0..wo {
             let px = &mut row[j * c..(j + 1) * c];
             for dy in 0..3 {
@@ -289,6 +390,7 @@ mod tests {
 
     /// Direct (naive) convolution in NHWC, the reference for the fast paths.
     fn naive(x: &Fmap, p: &ConvKernel) -> Fmap {
+        let weight = p.gemm_weight();
         let (ho, wo) = p.out_size(x.h, x.w);
         let mut out = Fmap { h: ho, w: wo, c: p.cout, data: vec![0.0; ho * wo * p.cout] };
         for i in 0..ho {
@@ -304,7 +406,7 @@ mod tests {
                             }
                             for ci in 0..p.cin {
                                 let v = x.data[(y as usize * x.w + xx as usize) * p.cin + ci];
-                                let w = p.weight[((ky * p.k + kx) * p.cin + ci) * p.cout + o];
+                                let w = weight[((ky * p.k + kx) * p.cin + ci) * p.cout + o];
                                 acc += f64::from(v) * f64::from(w);
                             }
                         }
@@ -338,17 +440,22 @@ mod tests {
             (4, 6, 3, 1, 2, 2, 6, 7),
             (4, 6, 3, 2, 1, 1, 7, 9),
             (3, 8, 7, 2, 3, 1, 11, 13),
+            (40, 70, 3, 1, 1, 1, 9, 11),
+            (700, 33, 1, 1, 0, 1, 5, 6),
+            (64, 48, 3, 2, 1, 1, 13, 7),
         ];
         for (idx, &(cin, cout, k, stride, pad, dil, h, w)) in cases.iter().enumerate() {
             let oihw = pseudo(cout * cin * k * k, idx as u32);
             let bias = pseudo(cout, 100 + idx as u32);
             let p = ConvKernel::from_oihw(&oihw, bias, (cout, cin, k), (stride, pad, dil));
             let x = Fmap { h, w, c: cin, data: pseudo(h * w * cin, 200 + idx as u32) };
-            let fast = conv2d(&x, &p, None, false);
             let slow = naive(&x, &p);
-            assert_eq!((fast.h, fast.w), (slow.h, slow.w), "case {idx}");
-            for (a, b) in fast.data.iter().zip(&slow.data) {
-                assert!((a - b).abs() < 1e-5, "case {idx}: {a} vs {b}");
+            for (label, kern) in [("default", p.clone()), ("portable", p.clone().portable())] {
+                let fast = conv2d(&x, &kern, None, false);
+                assert_eq!((fast.h, fast.w), (slow.h, slow.w), "case {idx} {label}");
+                for (a, b) in fast.data.iter().zip(&slow.data) {
+                    assert!((a - b).abs() < 1e-5, "case {idx} {label}: {a} vs {b}");
+                }
             }
         }
     }
@@ -358,10 +465,12 @@ mod tests {
         let p = ConvKernel::from_oihw(&pseudo(4 * 4 * 9, 1), pseudo(4, 2), (4, 4, 3), (1, 1, 1));
         let x = Fmap { h: 4, w: 5, c: 4, data: pseudo(80, 3) };
         let r = Fmap { h: 4, w: 5, c: 4, data: pseudo(80, 4) };
-        let y = conv2d(&x, &p, Some(&r), true);
         let plain = naive(&x, &p);
-        for ((a, b), c) in y.data.iter().zip(&plain.data).zip(&r.data) {
-            assert!((a - (b + c).max(0.0)).abs() < 1e-5);
+        for kern in [p.clone(), p.clone().portable()] {
+            let y = conv2d(&x, &kern, Some(&r), true);
+            for ((a, b), c) in y.data.iter().zip(&plain.data).zip(&r.data) {
+                assert!((a - (b + c).max(0.0)).abs() < 1e-5);
+            }
         }
     }
 

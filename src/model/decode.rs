@@ -275,7 +275,8 @@ mod tests {
     fn cmyk_follows_pil() {
         assert_eq!(cmyk_to_rgb([0, 0, 0, 0], false), [255, 255, 255]);
         assert_eq!(cmyk_to_rgb([255, 0, 0, 0], false), [0, 255, 255]);
-        assert_eq!(cmyk_to_rgb([0, 0, 0, 255], true), [255, 255, 255]);
+        assert_eq!(cmyk_to_rgb([255, 255, 255, 255], true), [255, 255, 255]);
+        assert_eq!(cmyk_to_rgb([255, 255, 255, 0], true), [0, 0, 0]);
     }
 
     #[test]

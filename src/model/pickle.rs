@@ -625,9 +625,9 @@ mod tests {
     #[test]
     fn copy_on_write_storms_hit_the_budget() {
         // A shared 10000-item list copied on every append: quadratic work from a small stream.
-        let mut data = b"\x80\x02]q\x00(".to_vec();
+        let mut data = b"\x80\x02](".to_vec();
         data.extend(std::iter::repeat_n(*b"K\x01", 10_000).flatten());
-        data.push(b'e');
+        data.extend_from_slice(b"eq\x00");
         data.extend(std::iter::repeat_n(*b"h\x00K\x01a0", 1_000).flatten());
         data.push(b'.');
         assert!(matches!(parse(&data), Err(PickleError::Budget(_))));

@@ -9,21 +9,32 @@ use candle_nn::{LayerNorm, Module};
 
 use super::config::{IntrConfig, PositionEmbedding};
 use super::error::{Error, Result};
+use super::fastconv::{self, Geometry, PackedB};
 use super::weights::WeightStore;
 
 /// LayerNorm epsilon of `nn.LayerNorm`.
 const LN_EPS: f64 = 1e-5;
 
-/// A linear layer `y = x·Wᵀ + b` with W stored transposed (in, out) for a copy-free matmul.
+/// A linear layer `y = x·Wᵀ + b`. On a CPU with AVX-512 the weights are packed for
+/// [`fastconv`] (bias and ReLU fused); otherwise W is kept transposed (in, out) for candle's matmul.
 pub struct Linear {
-    w_t: Tensor,
+    w_t: Option<Tensor>,
     b: Tensor,
+    packed: Option<PackedB>,
+    out: usize,
 }
 
 impl Linear {
+    /// From a (out, in) row-major weight and its bias.
     pub fn from_parts(w: Vec<f32>, b: Vec<f32>, out: usize, inp: usize, dev: &Device) -> Result<Self> {
         let w_t = Tensor::from_vec(w, (out, inp), dev)?.t()?.contiguous()?;
-        Ok(Self { w_t, b: Tensor::from_vec(b, out, dev)? })
+        let packed = if dev.is_cpu() && fastconv::available() {
+            Some(PackedB::new(&w_t.flatten_all()?.to_vec1::<f32>()?, &b, inp, out))
+        } else {
+            None
+        };
+        let w_t = if packed.is_some() { None } else { Some(w_t) };
+        Ok(Self { w_t, b: Tensor::from_vec(b, out, dev)?, packed, out })
     }
 
     /// Loads `{p}.weight` (out, in) and `{p}.bias` (out).
@@ -35,7 +46,26 @@ impl Linear {
 
     /// (n, in) → (n, out)
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.w_t)?.broadcast_add(&self.b)?)
+        self.apply(x, false)
+    }
+
+    /// (n, in) → relu((n, out))
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let (m, k) = x.dims2()?;
+        if let Some(p) = &self.packed {
+            let xs = x.flatten_all()?.to_vec1::<f32>()?;
+            let mut out = vec![0.0f32; m * self.out];
+            let geo = Geometry { src_w: m, cin: k, stride: 1, out_h: 1, out_w: m, segments: vec![(0, 0, k)] };
+            fastconv::run(&xs, &geo, p, None, relu, &mut out);
+            return Ok(Tensor::from_vec(out, (m, self.out), x.device())?);
+        }
+        let w_t = self.w_t.as_ref().ok_or_else(|| Error::Config("linear layer without weights".into()))?;
+        let y = x.matmul(w_t)?.broadcast_add(&self.b)?;
+        Ok(if relu { y.relu()? } else { y })
     }
 }
 
@@ -96,7 +126,7 @@ impl Ffn {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.l2.forward(&self.l1.forward(x)?.relu()?)
+        self.l2.forward(&self.l1.forward_relu(x)?)
     }
 }
 
