@@ -35,17 +35,22 @@ impl PackedB {
     /// Packs a (k, n) row-major matrix and its bias (n).
     #[must_use]
     pub fn new(w: &[f32], bias: &[f32], k: usize, n: usize) -> Self {
+        Self::from_fn(k, n, bias, |p, c| w[p * n + c])
+    }
+
+    /// Packs the (k, n) matrix whose element (p, c) is `at(p, c)`, with bias (n) or none (empty).
+    pub fn from_fn(k: usize, n: usize, bias: &[f32], at: impl Fn(usize, usize) -> f32) -> Self {
         let panels = n.div_ceil(NR);
         let mut data = vec![0.0f32; panels * k * NR];
         for q in 0..panels {
             for p in 0..k {
                 for c in 0..NR.min(n - q * NR) {
-                    data[(q * k + p) * NR + c] = w[p * n + q * NR + c];
+                    data[(q * k + p) * NR + c] = at(p, q * NR + c);
                 }
             }
         }
         let mut b = vec![0.0f32; panels * NR];
-        b[..n].copy_from_slice(bias);
+        b[..bias.len()].copy_from_slice(bias);
         Self { k, n, data, bias: b }
     }
 }

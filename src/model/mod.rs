@@ -9,6 +9,7 @@ pub mod config;
 pub mod conv_cpu;
 pub mod decode;
 pub mod error;
+pub mod fastattn;
 pub mod fastconv;
 pub mod intr;
 pub mod pickle;

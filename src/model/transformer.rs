@@ -9,6 +9,7 @@ use candle_nn::{LayerNorm, Module};
 
 use super::config::{IntrConfig, PositionEmbedding};
 use super::error::{Error, Result};
+use super::fastattn;
 use super::fastconv::{self, Geometry, PackedB};
 use super::weights::WeightStore;
 
@@ -103,9 +104,20 @@ impl Attention {
         let lk = k.dims2()?.0;
         let h = self.heads;
         let dh = d / h;
+        let scale = 1.0 / (dh as f64).sqrt();
+        if q.device().is_cpu() && fastconv::available() {
+            let vec = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+            let qs = vec((self.q.forward(q)? * scale)?)?;
+            let ks = vec(self.k.forward(k)?)?;
+            let vs = vec(self.v.forward(v)?)?;
+            let (ctx, weights) = fastattn::attention(&qs, &ks, &vs, lq, lk, d, h);
+            let ctx = Tensor::from_vec(ctx, (lq, d), q.device())?;
+            let weights = Tensor::from_vec(weights, (h, lq, lk), q.device())?;
+            return Ok((self.out.forward(&ctx)?, weights));
+        }
         let split = |x: Tensor, l: usize| -> Result<Tensor> { Ok(x.reshape((l, h, dh))?.transpose(0, 1)?.contiguous()?) };
         // PyTorch scales q before the product: q · (1/√dh).
-        let qh = split((self.q.forward(q)? * (1.0 / (dh as f64).sqrt()))?, lq)?;
+        let qh = split((self.q.forward(q)? * scale)?, lq)?;
         let kh = split(self.k.forward(k)?, lk)?;
         let vh = split(self.v.forward(v)?, lk)?;
         let scores = qh.matmul(&kh.transpose(1, 2)?)?;

@@ -1,0 +1,31 @@
+use candle_core::{Device, Tensor, D};
+use std::time::Instant;
+fn main() {
+    rayon::ThreadPoolBuilder::new().num_threads(2).build_global().unwrap();
+    let dev = Device::Cpu;
+    let (l, h, dh) = (825usize, 8usize, 32usize);
+    let q = Tensor::randn(0f32, 1., (l, h * dh), &dev).unwrap();
+    let t = |name: &str, f: &dyn Fn() -> Tensor| { f(); let s = Instant::now(); for _ in 0..10 { f(); } println!("{name}: {:.2} ms", s.elapsed().as_secs_f64() * 100.0); };
+    let split = |x: &Tensor| x.reshape((l, h, dh)).unwrap().transpose(0, 1).unwrap().contiguous().unwrap();
+    t("split", &|| split(&q));
+    let qh = split(&q);
+    let kt = qh.transpose(1, 2).unwrap();
+    t("scores matmul", &|| qh.matmul(&kt).unwrap());
+    let kt_c = kt.contiguous().unwrap();
+    t("scores matmul contiguous kT", &|| qh.matmul(&kt_c).unwrap());
+    let sc = qh.matmul(&kt).unwrap();
+    t("softmax", &|| candle_nn::ops::softmax_last_dim(&sc).unwrap());
+    let w = candle_nn::ops::softmax_last_dim(&sc).unwrap();
+    t("attn x v", &|| w.matmul(&qh).unwrap());
+    let ctx = w.matmul(&qh).unwrap();
+    t("merge", &|| ctx.transpose(0, 1).unwrap().reshape((l, h * dh)).unwrap());
+    let g = Tensor::ones(256, candle_core::DType::F32, &dev).unwrap();
+    let b = Tensor::zeros(256, candle_core::DType::F32, &dev).unwrap();
+    let ln = candle_nn::LayerNorm::new(g, b, 1e-5);
+    use candle_nn::Module;
+    t("layernorm", &|| ln.forward(&q).unwrap());
+    t("add", &|| (&q + &q).unwrap());
+    t("scale", &|| (&q * 0.5).unwrap());
+    t("to_vec", &|| { let _ = q.flatten_all().unwrap().to_vec1::<f32>().unwrap(); q.clone() });
+    let _ = D::Minus1;
+}
