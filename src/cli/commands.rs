@@ -156,7 +156,9 @@ pub fn attention(a: &AttentionArgs) -> Result<()> {
 pub fn inspect(a: &InspectArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&a.model)?;
     let cfg = model::resolve_config(&ckpt, &a.config.overrides()?);
-    let params: usize = ckpt.tensors().iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).map(|(_, t)| t.numel()).sum();
+    // Learnable parameters, as the official `n_parameters` counts them (batch-norm statistics excluded).
+    let is_buffer = |k: &str| k.ends_with("num_batches_tracked") || k.ends_with("running_mean") || k.ends_with("running_var");
+    let params: usize = ckpt.tensors().iter().filter(|(k, _)| !is_buffer(k)).map(|(_, t)| t.numel()).sum();
     let ex = ckpt.extras();
     let names = model::stored_class_names(&ckpt)?;
     let report = json!({

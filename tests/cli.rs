@@ -1,0 +1,158 @@
+//! The command-line interface, end to end: output formats, files written, exit codes, messages.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_intr-explorer"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fixture(name: &str) -> String {
+    parity_dir().join(name).display().to_string()
+}
+
+fn bunting() -> String {
+    fixture("Painted_Bunting_0004_16641.jpg")
+}
+
+#[test]
+fn predict_prints_a_ranking_and_json() {
+    let model = fixture("tiny_postnorm_sine.pth");
+    let o = run(&["predict", "--model", &model, "-k", "3", &bunting()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("500×389 → 1028×800, grid 25×33"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains("class ")).count(), 3, "{text}");
+
+    let o = run(&["predict", "--model", &model, "--json", "-k", "10", &bunting()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let top = v[0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 10);
+    let total: f64 = top.iter().map(|t| t["probability"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-5, "probabilities sum to {total}");
+    let logits: Vec<f64> = top.iter().map(|t| t["logit"].as_f64().unwrap()).collect();
+    assert!(logits.windows(2).all(|w| w[0] >= w[1]), "not sorted: {logits:?}");
+    assert_eq!(v[0]["grid"], serde_json::json!([25, 33]));
+}
+
+#[test]
+fn predict_uses_class_names_and_checks_their_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = dir.path().join("classes.txt");
+    let list: String = (1..=10).map(|i| format!("{i} {i:03}.Test_Species_{i}\n")).collect();
+    std::fs::write(&names, list).unwrap();
+    let model = fixture("tiny_postnorm_sine.pth");
+    let o = run(&["predict", "-m", &model, "-c", &names.display().to_string(), "--json", &bunting()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Test Species 10"), "{}", stdout(&o));
+    let cub = shared().join("fixtures/cub_classes.txt").display().to_string();
+    let o = run(&["predict", "-m", &model, "-c", &cub, &bunting()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cub_classes.txt") && stderr(&o).contains("has 200 class names but the model has 10"), "{}", stderr(&o));
+}
+
+#[test]
+fn one_bad_image_is_reported_and_the_rest_still_run() {
+    let model = fixture("tiny_postnorm_sine.pth");
+    let bad = shared().join("images/edge-cases/not_an_image.jpg").display().to_string();
+    let o = run(&["predict", "-m", &model, &bad, &bunting()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not_an_image.jpg"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Painted_Bunting"), "{}", stdout(&o));
+}
+
+#[test]
+fn attention_writes_every_map_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("maps.safetensors");
+    let model = fixture("tiny_prenorm_sine.pth");
+    let o = run(&["attention", "-m", &model, &bunting(), "--out", &out.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(t["attention"].dims(), &[2, 4, 10, 25, 33]);
+    assert_eq!(t["head_mean"].dims(), &[2, 10, 25, 33]);
+    assert_eq!(t["logits"].dims(), &[10]);
+    let bytes = std::fs::read(&out).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(meta["grid"], "[25,33]");
+    assert_eq!(meta["image_size"], "[500,389]");
+    assert!(meta["classes"].contains("class 9"));
+    // Nothing but the output file is left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn attention_to_an_unwritable_place_names_the_path() {
+    let model = fixture("tiny_postnorm_sine.pth");
+    let o = run(&["attention", "-m", &model, &bunting(), "--out", "/nonexistent-dir/maps.safetensors"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent-dir/maps.safetensors"), "{}", stderr(&o));
+}
+
+#[test]
+fn inspect_describes_without_loading() {
+    let model = fixture("tiny_postnorm_learned.pth");
+    let o = run(&["inspect", &model]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for want in ["classes     10", "D=64 heads=4 encoder=2 decoder=2 ffn=128 post-norm learned", "epoch       3", "optimizer", "nheads = 4"] {
+        assert!(text.contains(want), "missing `{want}` in\n{text}");
+    }
+    let o = run(&["inspect", "--json", &model]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(parity_dir().join("tiny_postnorm_learned.json")).unwrap()).unwrap();
+    assert_eq!(v["parameters"], spec["n_parameters"]);
+    assert_eq!(v["config"]["position_embedding"], "learned");
+}
+
+#[test]
+fn convert_writes_a_self_describing_safetensors_that_predicts_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("tiny.safetensors");
+    let names = dir.path().join("names.txt");
+    std::fs::write(&names, (0..10).map(|i| format!("Species {i}\n")).collect::<String>()).unwrap();
+    let model = fixture("tiny_prenorm_sine.pth");
+    let o = run(&["convert", &model, &st.display().to_string(), "--classes", &names.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = run(&["predict", "-m", &model, "--json", "-k", "10", &bunting()]);
+    let b = run(&["predict", "-m", &st.display().to_string(), "--json", "-k", "10", &bunting()]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let (a, b): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&stdout(&a)).unwrap(), serde_json::from_str(&stdout(&b)).unwrap());
+    for (x, y) in a[0]["top"].as_array().unwrap().iter().zip(b[0]["top"].as_array().unwrap()) {
+        assert_eq!(x["logit"], y["logit"]);
+        assert_eq!(y["name"], format!("Species {}", x["class"]));
+    }
+    let o = run(&["inspect", &st.display().to_string()]);
+    assert!(stdout(&o).contains("pre-norm") && stdout(&o).contains("Species 0"), "{}", stdout(&o));
+}
+
+#[test]
+fn usage_errors_follow_unix_habits() {
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["predict", "--model"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&["predict", "--model", "/no/such/model.pth", &bunting()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/no/such/model.pth") && stderr(&o).contains("cannot open"), "{}", stderr(&o));
+    let o = run(&["--version"]);
+    assert!(o.status.success() && stdout(&o).contains("intr-explorer"));
+}
