@@ -156,8 +156,11 @@ pub fn attention(a: &AttentionArgs) -> Result<()> {
 pub fn inspect(a: &InspectArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&a.model)?;
     let cfg = model::resolve_config(&ckpt, &a.config.overrides()?);
-    // Learnable parameters, as the official `n_parameters` counts them (batch-norm statistics excluded).
-    let is_buffer = |k: &str| k.ends_with("num_batches_tracked") || k.ends_with("running_mean") || k.ends_with("running_var");
+    // Parameters as the official `n_parameters` counts them: frozen batch norm holds only buffers.
+    let is_buffer = |k: &str| {
+        let frozen_bn = k.starts_with("backbone.0.") && (k.contains(".bn") || k.contains(".downsample.1."));
+        frozen_bn || k.ends_with("num_batches_tracked")
+    };
     let params: usize = ckpt.tensors().iter().filter(|(k, _)| !is_buffer(k)).map(|(_, t)| t.numel()).sum();
     let ex = ckpt.extras();
     let names = model::stored_class_names(&ckpt)?;
