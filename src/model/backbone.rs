@@ -161,8 +161,8 @@ impl Backbone {
     pub fn forward(&self, image: &Tensor) -> Result<(Tensor, (usize, usize))> {
         let (_, c, h, w) = image.dims4()?;
         if image.device().is_cpu() && !self.force_candle {
-            let chw = image.flatten_all()?.to_vec1::<f32>()?;
-            let mut out = self.forward_fmap(Fmap::from_chw(c, h, w, &chw));
+            let nhwc = Fmap::from_chw(c, h, w, &image.flatten_all()?.to_vec1::<f32>()?);
+            let mut out = self.forward_fmap(nhwc);
             let grid = (out.h, out.w);
             let tokens = Tensor::from_vec(std::mem::take(&mut out.data), (grid.0 * grid.1, out.c), &Device::Cpu)?;
             return Ok((tokens, grid));
@@ -189,17 +189,19 @@ impl Backbone {
 
     /// Runs the fast path, showing `tap` the stem output and each stage's output.
     fn run_fmap(&self, x: Fmap, mut tap: impl FnMut(&Fmap)) -> Fmap {
-        let x = self.stem.forward_cpu(&x, None, true);
-        let mut x = conv_cpu::maxpool_3x3_s2(&x);
+        // Each map is dropped (back to the pool) as soon as the next one exists.
+        let mut x = conv_cpu::maxpool_3x3_s2(&self.stem.forward_cpu(&x, None, true));
         tap(&x);
         for blocks in &self.stages {
             for blk in blocks {
-                let identity = blk.downsample.as_ref().map(|d| d.forward_cpu(&x, None, false));
                 let mut y = blk.convs[0].forward_cpu(&x, None, true);
                 let last = blk.convs.len() - 1;
                 for conv in &blk.convs[1..last] {
                     y = conv.forward_cpu(&y, None, true);
                 }
+                // The projected shortcut is computed last: its (large) output then lives only while
+                // the block's final convolution runs.
+                let identity = blk.downsample.as_ref().map(|d| d.forward_cpu(&x, None, false));
                 x = blk.convs[last].forward_cpu(&y, Some(identity.as_ref().unwrap_or(&x)), true);
             }
             tap(&x);

@@ -25,7 +25,10 @@ const POOL_MAX_VALUES: usize = 256 << 20;
 #[must_use]
 pub fn take_buffer(len: usize) -> Vec<f32> {
     let reused = POOL.lock().ok().and_then(|mut pool| {
-        let best = pool.iter().enumerate().filter(|(_, v)| v.capacity() >= len).min_by_key(|(_, v)| v.capacity()).map(|(i, _)| i);
+        // Smallest buffer that fits, but not one more than twice the size: handing a large buffer
+        // to a small request would make the next large request allocate anew.
+        let fits = |v: &Vec<f32>| v.capacity() >= len && v.capacity() <= len.saturating_mul(2).max(1 << 16);
+        let best = pool.iter().enumerate().filter(|(_, v)| fits(v)).min_by_key(|(_, v)| v.capacity()).map(|(i, _)| i);
         best.map(|i| pool.swap_remove(i))
     });
     match reused {

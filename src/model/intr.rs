@@ -163,12 +163,13 @@ impl Intr {
 
     /// Runs the model on a normalised image `(3, H, W)` given as CHW f32 values.
     pub fn forward(&self, chw: &[f32], h: usize, w: usize) -> Result<IntrOutput> {
-        let trace = self.forward_traced(chw, h, w)?;
+        let mut trace = self.forward_traced(chw, h, w)?;
         let layers = trace.attention.len();
         let heads = self.config.nheads;
         let classes = self.config.num_queries;
         let mut attention = Vec::with_capacity(layers * heads * classes * trace.grid.0 * trace.grid.1);
-        for a in &trace.attention {
+        // Move each layer's maps out of the trace so only one copy of each exists at a time.
+        for a in std::mem::take(&mut trace.attention) {
             attention.extend(a.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(IntrOutput {
@@ -188,8 +189,7 @@ impl Intr {
             return Err(Error::Config(format!("input has {} values, expected 3×{h}×{w}", chw.len())));
         }
         let t0 = Instant::now();
-        let image = Tensor::from_slice(chw, (1, 3, h, w), &self.device)?;
-        let (features, grid) = self.backbone.forward(&image)?;
+        let (features, grid) = self.backbone.forward(&Tensor::from_slice(chw, (1, 3, h, w), &self.device)?)?;
         let features = features.to_device(&self.device)?;
         let t1 = Instant::now();
         let pos_embed = self.position.encode(grid.0, grid.1, &self.device)?;
