@@ -126,9 +126,19 @@ pub fn random_values(name: &str, shape: &[usize], rng: &mut Rng) -> Vec<f32> {
     if name.ends_with("running_var") {
         return (0..n).map(|_| 0.5 + rng.next_f32()).collect();
     }
+    // The last batch norm of each residual branch starts small (as with zero-init-residual training)
+    // so that sixteen random blocks do not blow activations up.
+    let last_bn = name.contains("layer") && (name.ends_with("bn3.weight") || name.ends_with("bn2.weight") && !name.contains("bn3"));
+    if last_bn {
+        return (0..n).map(|_| 0.1 + 0.1 * rng.next_f32()).collect();
+    }
     let is_norm_weight = (name.contains(".bn") || name.contains("norm") || name.contains("downsample.1")) && name.ends_with(".weight");
     if is_norm_weight {
         return (0..n).map(|_| 0.5 + 0.5 * rng.next_f32()).collect();
+    }
+    // Embeddings are initialised with unit variance (nn.Embedding's default).
+    if name.contains("embed") {
+        return rng.fill(n, 3f32.sqrt());
     }
     if name.ends_with("bias") || name.ends_with("running_mean") {
         return rng.fill(n, 0.05);
