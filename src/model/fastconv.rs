@@ -166,51 +166,61 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Option<&[f32]>, r
     assert!(geo.segments.iter().all(|&(_, bs, l)| bs + l <= b.k), "segments exceed K");
     // K chunk so that one chunk of all B panels stays in L2 (~384 KB).
     let kc = ((384 * 1024 / 4) / (n.div_ceil(NR) * NR)).clamp(64, 512);
+    let tpt = TILES_PER_TASK;
     let chunks = chunks(&geo.segments, kc);
     let tiles = m.div_ceil(MR);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let tasks = tiles.div_ceil(TILES_PER_TASK);
+    let tasks = tiles.div_ceil(tpt);
+    let panels = n.div_ceil(NR);
     (0..tasks).into_par_iter().for_each(|task| {
         let out_ptr = out_ptr;
-        let t0 = task * TILES_PER_TASK;
-        let t1 = (t0 + TILES_PER_TASK).min(tiles);
+        let t0 = task * tpt;
+        let t1 = (t0 + tpt).min(tiles);
+        let mut rows_of = Vec::with_capacity(t1 - t0);
+        for t in t0..t1 {
+            let r0 = t * MR;
+            let rows = MR.min(m - r0);
+            let mut a_rows = [std::ptr::null::<f32>(); MR];
+            let mut c_rows = [std::ptr::null_mut::<f32>(); MR];
+            let mut res_rows = [std::ptr::null::<f32>(); MR];
+            for r in 0..rows {
+                let o = r0 + r;
+                let (i, j) = (o / geo.out_w, o % geo.out_w);
+                let base = ((i * geo.stride) * geo.src_w + j * geo.stride) * geo.cin;
+                a_rows[r] = src[base..].as_ptr();
+                // SAFETY: o < m and out has m·n elements.
+                c_rows[r] = unsafe { out_ptr.0.add(o * n) };
+                if let Some(res) = residual {
+                    res_rows[r] = res[o * n..].as_ptr();
+                }
+            }
+            rows_of.push((rows, a_rows, c_rows, res_rows));
+        }
         for (ci, chunk) in chunks.iter().enumerate() {
             let first = ci == 0;
             let last = ci + 1 == chunks.len();
-            for t in t0..t1 {
-                let r0 = t * MR;
-                let rows = MR.min(m - r0);
-                let mut a_rows = [std::ptr::null::<f32>(); MR];
-                let mut c_rows = [std::ptr::null_mut::<f32>(); MR];
-                let mut res_rows = [std::ptr::null::<f32>(); MR];
-                for r in 0..rows {
-                    let o = r0 + r;
-                    let (i, j) = (o / geo.out_w, o % geo.out_w);
-                    let base = ((i * geo.stride) * geo.src_w + j * geo.stride) * geo.cin;
-                    a_rows[r] = src[base..].as_ptr();
-                    // SAFETY: o < m and out has m·n elements.
-                    c_rows[r] = unsafe { out_ptr.0.add(o * n) };
-                    if let Some(res) = residual {
-                        res_rows[r] = res[o * n..].as_ptr();
-                    }
-                }
-                for q in 0..n.div_ceil(NR) {
-                    let cols = NR.min(n - q * NR);
-                    let tile = Tile {
-                        a_rows: &a_rows,
-                        c_rows: &c_rows,
-                        res_rows: residual.map(|_| &res_rows),
-                        panel: &b.data[q * b.k * NR..(q + 1) * b.k * NR],
-                        bias: &b.bias[q * NR..(q + 1) * NR],
-                        col0: q * NR,
-                        cols,
-                        first,
-                        last,
-                        relu,
-                    };
-                    // SAFETY: AVX-512 availability is checked by the caller through `available()`;
-                    // pointers are in bounds as asserted above.
-                    unsafe { dispatch(rows, &tile, chunk) };
+            let call = |ti: usize, q: usize| {
+                let (rows, a_rows, c_rows, res_rows) = &rows_of[ti];
+                let tile = Tile {
+                    a_rows,
+                    c_rows,
+                    res_rows: residual.map(|_| res_rows),
+                    panel: &b.data[q * b.k * NR..(q + 1) * b.k * NR],
+                    bias: &b.bias[q * NR..(q + 1) * NR],
+                    col0: q * NR,
+                    cols: NR.min(n - q * NR),
+                    first,
+                    last,
+                    relu,
+                };
+                // SAFETY: AVX-512 availability is checked by the caller through `available()`;
+                // pointers are in bounds as asserted above.
+                unsafe { dispatch(*rows, &tile, chunk) };
+            };
+            // Tile-major: the tile's A rows stay in L1 across all output-channel panels.
+            for ti in 0..rows_of.len() {
+                for q in 0..panels {
+                    call(ti, q);
                 }
             }
         }
