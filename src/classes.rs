@@ -36,16 +36,19 @@ pub fn parse_list(text: &str) -> Vec<String> {
 pub fn clean_name(line: &str) -> String {
     let mut s = line.trim();
     // "1 001.Name": drop the running index.
-    if let Some((first, rest)) = s.split_once(char::is_whitespace) {
-        if first.chars().all(|c| c.is_ascii_digit()) && !rest.trim().is_empty() {
-            s = rest.trim();
-        }
+    if let Some((first, rest)) = s.split_once(char::is_whitespace)
+        && first.chars().all(|c| c.is_ascii_digit())
+        && !rest.trim().is_empty()
+    {
+        s = rest.trim();
     }
     // "001.Name": drop the CUB class number.
-    if let Some((num, rest)) = s.split_once('.') {
-        if !num.is_empty() && num.chars().all(|c| c.is_ascii_digit()) && !rest.is_empty() {
-            s = rest;
-        }
+    if let Some((num, rest)) = s.split_once('.')
+        && !num.is_empty()
+        && num.chars().all(|c| c.is_ascii_digit())
+        && !rest.is_empty()
+    {
+        s = rest;
     }
     if !s.contains('_') {
         return s.to_string();

@@ -166,7 +166,12 @@ fn missing_and_unknown_weights_are_named() {
 
     let p = dir.path().join("extra.pth");
     let mut t = tiny_as(DType::F32);
-    t.push(Stored { name: "transformer.decoder.extra_head.weight".into(), dtype: DType::F32, shape: vec![3], bytes: encode(&[0.0; 3], DType::F32) });
+    t.push(Stored {
+        name: "transformer.decoder.extra_head.weight".into(),
+        dtype: DType::F32,
+        shape: vec![3],
+        bytes: encode(&[0.0; 3], DType::F32),
+    });
     write_checkpoint(&p, t, Some(tiny_args()));
     let e = load_err(&p);
     assert!(e.contains("transformer.decoder.extra_head.weight") && e.contains("does not use"), "{e}");
@@ -258,7 +263,9 @@ fn edge(name: &str) -> PathBuf {
 fn every_edge_case_image_is_decoded_or_refused_clearly() {
     use intr_explorer::model::decode::decode_file;
     let upright = decode_file(&edge("macaw_upright.png"), true).unwrap().image;
-    let mean_abs = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| (i32::from(*x) - i32::from(*y)).abs() as f64).sum::<f64>() / a.len() as f64;
+    let mean_abs = |a: &[u8], b: &[u8]| {
+        a.iter().zip(b).map(|(x, y)| (i32::from(*x) - i32::from(*y)).abs() as f64).sum::<f64>() / a.len() as f64
+    };
     // Files that must decode to the macaw, upright, close to the PNG reference.
     for (name, tol) in [
         ("macaw.bmp", 0.0),
@@ -304,7 +311,8 @@ fn every_edge_case_image_is_decoded_or_refused_clearly() {
 #[test]
 fn extreme_aspect_ratios_and_tiny_images_run_through_the_model() {
     use intr_explorer::model::preprocess::{PreprocessOptions, prepare_file};
-    let (model, _) = load_model(&parity_dir().join("tiny_postnorm_learned.pth"), &ConfigOverrides::default(), &Device::Cpu).unwrap();
+    let (model, _) =
+        load_model(&parity_dir().join("tiny_postnorm_learned.pth"), &ConfigOverrides::default(), &Device::Cpu).unwrap();
     for name in ["fish_wide_2000x40.jpg", "tiny_black_1x1.png"] {
         let p = prepare_file(&edge(name), &PreprocessOptions::default()).unwrap();
         let out = model.forward(&p.chw, p.input_size.1, p.input_size.0).unwrap();

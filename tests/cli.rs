@@ -64,7 +64,11 @@ fn predict_uses_class_names_and_checks_their_count() {
     let cub = shared().join("fixtures/cub_classes.txt").display().to_string();
     let o = run(&["predict", "-m", &model, "-c", &cub, &bunting()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cub_classes.txt") && stderr(&o).contains("has 200 class names but the model has 10"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cub_classes.txt") && stderr(&o).contains("has 200 class names but the model has 10"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -112,13 +116,20 @@ fn inspect_describes_without_loading() {
     let o = run(&["inspect", &model]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    for want in ["classes     10", "D=64 heads=4 encoder=2 decoder=2 ffn=128 post-norm learned", "epoch       3", "optimizer", "nheads = 4"] {
+    for want in [
+        "classes     10",
+        "D=64 heads=4 encoder=2 decoder=2 ffn=128 post-norm learned",
+        "epoch       3",
+        "optimizer",
+        "nheads = 4",
+    ] {
         assert!(text.contains(want), "missing `{want}` in\n{text}");
     }
     let o = run(&["inspect", "--json", &model]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let spec: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(parity_dir().join("tiny_postnorm_learned.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(parity_dir().join("tiny_postnorm_learned.json")).unwrap())
+            .unwrap();
     assert_eq!(v["parameters"], spec["n_parameters"]);
     assert_eq!(v["config"]["position_embedding"], "learned");
 }
@@ -135,7 +146,8 @@ fn convert_writes_a_self_describing_safetensors_that_predicts_identically() {
     let a = run(&["predict", "-m", &model, "--json", "-k", "10", &bunting()]);
     let b = run(&["predict", "-m", &st.display().to_string(), "--json", "-k", "10", &bunting()]);
     assert!(b.status.success(), "{}", stderr(&b));
-    let (a, b): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&stdout(&a)).unwrap(), serde_json::from_str(&stdout(&b)).unwrap());
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&stdout(&a)).unwrap(), serde_json::from_str(&stdout(&b)).unwrap());
     for (x, y) in a[0]["top"].as_array().unwrap().iter().zip(b[0]["top"].as_array().unwrap()) {
         assert_eq!(x["logit"], y["logit"]);
         assert_eq!(y["name"], format!("Species {}", x["class"]));

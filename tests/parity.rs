@@ -11,8 +11,9 @@ use intr_explorer::model::{ConfigOverrides, load_model};
 const ATOL: f64 = 1e-4;
 
 fn check_fixture(name: &str) {
-    let (model, _ckpt) = load_model(&parity_dir().join(format!("{name}.pth")), &ConfigOverrides::default(), &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (model, _ckpt) =
+        load_model(&parity_dir().join(format!("{name}.pth")), &ConfigOverrides::default(), &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     let io = load_st(&format!("{name}_io.safetensors"));
     let r = load_st(&format!("{name}_io_f64.safetensors"));
     let input = values(&io["input"]);
@@ -26,12 +27,22 @@ fn check_fixture(name: &str) {
     let c = cfg.backbone.num_channels;
     let tag = |s: &str| format!("{name}/{s}");
 
-    assert_close(&tag("backbone_features"), &transpose(&values(&t.backbone_features), hw, c), &values(&r["backbone_features"]), ATOL);
+    assert_close(
+        &tag("backbone_features"),
+        &transpose(&values(&t.backbone_features), hw, c),
+        &values(&r["backbone_features"]),
+        ATOL,
+    );
     assert_close(&tag("pos_embed"), &transpose(&values(&t.pos_embed), hw, d), &values(&r["pos_embed"]), ATOL);
     assert_close(&tag("input_proj"), &transpose(&values(&t.input_proj), hw, d), &values(&r["input_proj"]), ATOL);
     let enc: Vec<f64> = t.encoder_layer_outputs.iter().flat_map(values).collect();
     assert_close(&tag("encoder_layer_outputs"), &enc, &values(&r["encoder_layer_outputs"]), ATOL);
-    assert_close(&tag("encoder_output"), &transpose(&values(&t.encoder_output), hw, d), &values(&r["encoder_output"]), ATOL);
+    assert_close(
+        &tag("encoder_output"),
+        &transpose(&values(&t.encoder_output), hw, d),
+        &values(&r["encoder_output"]),
+        ATOL,
+    );
     let dec: Vec<f64> = t.decoder_layer_outputs.iter().flat_map(values).collect();
     assert_close(&tag("decoder_layer_outputs_prenorm"), &dec, &values(&r["decoder_layer_outputs_prenorm"]), ATOL);
     let hs: Vec<f64> = t.hs.iter().flat_map(values).collect();
@@ -87,7 +98,8 @@ fn tiny_postnorm_learned_matches_official() {
 #[test]
 fn backbone_stages_match_official() {
     let name = "tiny_postnorm_sine";
-    let (model, ckpt) = load_model(&parity_dir().join(format!("{name}.pth")), &ConfigOverrides::default(), &Device::Cpu).unwrap();
+    let (model, ckpt) =
+        load_model(&parity_dir().join(format!("{name}.pth")), &ConfigOverrides::default(), &Device::Cpu).unwrap();
     drop(ckpt);
     let io = load_st(&format!("{name}_io.safetensors"));
     let stages = load_st(&format!("{name}_backbone_stages.safetensors"));
@@ -102,7 +114,8 @@ fn backbone_stages_match_official() {
 #[test]
 fn candle_conv_backbone_agrees_with_fast_backbone() {
     let name = "tiny_postnorm_learned";
-    let (mut model, _) = load_model(&parity_dir().join(format!("{name}.pth")), &ConfigOverrides::default(), &Device::Cpu).unwrap();
+    let (mut model, _) =
+        load_model(&parity_dir().join(format!("{name}.pth")), &ConfigOverrides::default(), &Device::Cpu).unwrap();
     let io = load_st(&format!("{name}_io.safetensors"));
     let input: Vec<f32> = values(&io["input"]).iter().map(|&v| v as f32).collect();
     let fast = model.forward(&input, 224, 287).unwrap();

@@ -57,7 +57,9 @@ pub enum BenchKind {
 
 pub fn run(a: &BenchArgs) -> Result<()> {
     match &a.which {
-        BenchKind::Forward { threads, runs, size, classes, compare_candle } => forward(*threads, *runs, size, *classes, *compare_candle),
+        BenchKind::Forward { threads, runs, size, classes, compare_candle } => {
+            forward(*threads, *runs, size, *classes, *compare_candle)
+        }
         BenchKind::Memory { image, keep } => memory(image, keep.as_ref()),
     }
 }
@@ -84,7 +86,9 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
     drop(weights);
     let mut rng = Rng::new(7);
     let input: Vec<f32> = (0..3 * w * h).map(|_| rng.uniform(2.0)).collect();
-    println!("official INTR configuration, {classes} classes, input {w}×{h}, {threads} thread(s), {runs} runs after 1 warm-up");
+    println!(
+        "official INTR configuration, {classes} classes, input {w}×{h}, {threads} thread(s), {runs} runs after 1 warm-up"
+    );
     let mut variants = vec![("fast NHWC backbone", false)];
     if compare_candle {
         variants.push(("candle conv2d backbone", true));
@@ -125,7 +129,12 @@ fn memory(image: &std::path::Path, keep: Option<&PathBuf>) -> Result<()> {
     let t = Instant::now();
     synthetic::write_official_pth(&path, &cfg, 1, true).with_context(|| format!("{}: cannot write", path.display()))?;
     let bytes = std::fs::metadata(&path)?.len();
-    println!("wrote {} ({:.0} MB, official layout with optimizer state) in {:.1} s", path.display(), bytes as f64 / 1e6, t.elapsed().as_secs_f64());
+    println!(
+        "wrote {} ({:.0} MB, official layout with optimizer state) in {:.1} s",
+        path.display(),
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
     let exe = std::env::current_exe().context("cannot locate this executable")?;
     let out = std::process::Command::new(exe)
         .args(["predict", "--report-peak-rss", "--model"])

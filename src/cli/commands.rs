@@ -44,7 +44,8 @@ fn load_session(a: &ModelArgs) -> Result<Session> {
 fn run_image(s: &Session, path: &Path) -> Result<(preprocess::Prepared, IntrOutput)> {
     let prepared = preprocess::prepare_file(path, &s.opts)?;
     let (w, h) = prepared.input_size;
-    let out = s.model.forward(&prepared.chw, h, w).with_context(|| format!("{}: forward pass failed", path.display()))?;
+    let out =
+        s.model.forward(&prepared.chw, h, w).with_context(|| format!("{}: forward pass failed", path.display()))?;
     Ok((prepared, out))
 }
 
@@ -87,10 +88,10 @@ pub fn predict(a: &PredictArgs) -> Result<i32> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     }
-    if a.report_peak_rss {
-        if let Some(b) = output::peak_rss_bytes() {
-            eprintln!("peak RSS: {:.1} MB", b as f64 / 1e6);
-        }
+    if a.report_peak_rss
+        && let Some(b) = output::peak_rss_bytes()
+    {
+        eprintln!("peak RSS: {:.1} MB", b as f64 / 1e6);
     }
     Ok(i32::from(failures > 0))
 }
@@ -146,7 +147,10 @@ pub fn attention(a: &AttentionArgs) -> Result<()> {
     meta.insert("grid".into(), json!([gh, gw]).to_string());
     meta.insert("stride".into(), mapping.stride.to_string());
     meta.insert("exif_orientation_applied".into(), prep.oriented.to_string());
-    meta.insert("layout".into(), "attention: (layers, heads, classes, h, w); head_mean: (layers, classes, h, w)".into());
+    meta.insert(
+        "layout".into(),
+        "attention: (layers, heads, classes, h, w); head_mean: (layers, classes, h, w)".into(),
+    );
     meta.insert(META_CONFIG.into(), serde_json::to_string(s.model.config())?);
     output::write_safetensors(&a.out, &tensors, meta)?;
     eprintln!("wrote {} ({l} layers × {h} heads × {q} classes × {gh}×{gw})", a.out.display());
@@ -184,7 +188,12 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         return Ok(());
     }
     println!("file        {}", a.model.display());
-    println!("format      {:?}, {} model tensors, {:.2} M parameters", ckpt.format(), ckpt.tensors().len(), params as f64 / 1e6);
+    println!(
+        "format      {:?}, {} model tensors, {:.2} M parameters",
+        ckpt.format(),
+        ckpt.tensors().len(),
+        params as f64 / 1e6
+    );
     match &cfg {
         Ok(c) => {
             println!("classes     {}", c.num_queries);
@@ -210,7 +219,12 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         Err(e) => println!("config      incomplete: {e}"),
     }
     if let Some(n) = &names {
-        println!("class names stored ({}): {}{}", n.len(), n.iter().take(3).cloned().collect::<Vec<_>>().join(", "), if n.len() > 3 { ", …" } else { "" });
+        println!(
+            "class names stored ({}): {}{}",
+            n.len(),
+            n.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+            if n.len() > 3 { ", …" } else { "" }
+        );
     }
     if !ex.top_level_keys.is_empty() {
         println!("contents    {}", ex.top_level_keys.join(", "));
@@ -235,7 +249,8 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
     let cfg = model::resolve_config(&ckpt, &a.config.overrides()?)?;
     // Building the model proves every weight is present, shaped right and used.
     let ws = model::weights::WeightStore::new(&ckpt);
-    model::Intr::load(&ws, &cfg, &candle_core::Device::Cpu).map_err(|e| anyhow::anyhow!("{}: {e}", a.input.display()))?;
+    model::Intr::load(&ws, &cfg, &candle_core::Device::Cpu)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.input.display()))?;
     drop(ws);
     let mut meta = HashMap::new();
     meta.insert(META_FORMAT.to_string(), "intr-explorer model v1".to_string());

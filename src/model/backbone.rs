@@ -54,7 +54,9 @@ impl ConvBn {
     /// candle path on NCHW tensors.
     fn forward_candle(&self, x: &Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
         let k = &self.kernel;
-        let w = Tensor::from_slice(&k.gemm_weight(), (k.k, k.k, k.cin, k.cout), x.device())?.permute((3, 2, 0, 1))?.contiguous()?;
+        let w = Tensor::from_slice(&k.gemm_weight(), (k.k, k.k, k.cin, k.cout), x.device())?
+            .permute((3, 2, 0, 1))?
+            .contiguous()?;
         let b = Tensor::from_slice(&k.bias, (1, k.cout, 1, 1), x.device())?;
         let mut y = x.conv2d(&w, k.pad, k.stride, k.dilation, 1)?.broadcast_add(&b)?;
         if let Some(r) = residual {
@@ -84,7 +86,10 @@ impl Backbone {
         let p = "backbone.0.body";
         let stem = ConvBn::load(ws, &format!("{p}.conv1"), &format!("{p}.bn1"), (2, 3, 1))?;
         if stem.kernel.k != 7 {
-            return Err(Error::Config(format!("`{p}.conv1` is {}×{}, expected the 7×7 ResNet stem", stem.kernel.k, stem.kernel.k)));
+            return Err(Error::Config(format!(
+                "`{p}.conv1` is {}×{}, expected the 7×7 ResNet stem",
+                stem.kernel.k, stem.kernel.k
+            )));
         }
         if dilation && cfg.block == BlockKind::Basic {
             return Err(Error::Config("dilation is not supported with BasicBlock ResNets (as in torchvision)".into()));
@@ -113,10 +118,13 @@ impl Backbone {
                     None
                 };
                 let k_mid = convs[1].kernel.k;
-                let expected_k = if cfg.block == BlockKind::Bottleneck { [1, 3, 1].as_slice() } else { [3, 3].as_slice() };
+                let expected_k =
+                    if cfg.block == BlockKind::Bottleneck { [1, 3, 1].as_slice() } else { [3, 3].as_slice() };
                 let ks: Vec<usize> = convs.iter().map(|c| c.kernel.k).collect();
                 if ks != expected_k {
-                    return Err(Error::Config(format!("block `{bp}` has kernel sizes {ks:?}, expected {expected_k:?} (mid {k_mid})")));
+                    return Err(Error::Config(format!(
+                        "block `{bp}` has kernel sizes {ks:?}, expected {expected_k:?} (mid {k_mid})"
+                    )));
                 }
                 blocks.push(Block { convs, downsample });
             }
@@ -146,7 +154,10 @@ impl Backbone {
                 }
                 let skip = blk.downsample.as_ref().map_or(block_in, |d| d.kernel.cout);
                 if blk.downsample.as_ref().is_some_and(|d| d.kernel.cin != block_in) || skip != c {
-                    return Err(Error::Config(format!("backbone layer{}.{b}: residual has {skip} channels, block output {c}", s + 1)));
+                    return Err(Error::Config(format!(
+                        "backbone layer{}.{b}: residual has {skip} channels, block output {c}",
+                        s + 1
+                    )));
                 }
                 if blk.downsample.is_none() && blk.convs.iter().any(|cv| cv.kernel.stride != 1) {
                     return Err(Error::Config(format!("backbone layer{}.{b} is strided but has no downsample", s + 1)));

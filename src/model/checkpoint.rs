@@ -157,11 +157,7 @@ impl Checkpoint {
                 "legacy (pre-1.6) PyTorch serialisation is not supported; re-save it with a current torch.save",
             ));
         }
-        if n == 4 && &magic == b"PK\x03\x04" {
-            open_pth(path, file)
-        } else {
-            open_safetensors(path, &file)
-        }
+        if n == 4 && &magic == b"PK\x03\x04" { open_pth(path, file) } else { open_safetensors(path, &file) }
     }
 
     /// The path the checkpoint was opened from.
@@ -221,7 +217,8 @@ impl Checkpoint {
             Backing::Safetensors(map) => {
                 let s = usize::try_from(start).unwrap_or(usize::MAX);
                 let slice = s.checked_add(len).and_then(|e| map.get(s..e));
-                let slice = slice.ok_or_else(|| Error::file(&self.path, format!("tensor `{name}` lies outside the file")))?;
+                let slice =
+                    slice.ok_or_else(|| Error::file(&self.path, format!("tensor `{name}` lies outside the file")))?;
                 Ok(slice.to_vec())
             }
         }
@@ -292,14 +289,18 @@ struct ZipEntry {
 fn open_pth(path: &Path, mut file: File) -> Result<Checkpoint> {
     let bad = |what: String| Error::file(path, what);
     let len = file.metadata().map_err(|e| bad(format!("cannot read: {e}")))?.len();
-    let index = zipindex::read_index(&mut file, len).map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
+    let index =
+        zipindex::read_index(&mut file, len).map_err(|e| bad(format!("not a readable PyTorch checkpoint: {e}")))?;
     let mut entries: HashMap<String, ZipEntry> = HashMap::new();
     let mut pkl_names = Vec::new();
     for e in index {
         if e.method != 0 {
             // torch.save never compresses; compressed entries would have to be inflated into memory.
             if e.name.ends_with("data.pkl") || e.name.contains("/data/") {
-                return Err(bad(format!("zip entry `{}` is compressed; torch.save writes stored entries only", e.name)));
+                return Err(bad(format!(
+                    "zip entry `{}` is compressed; torch.save writes stored entries only",
+                    e.name
+                )));
             }
             continue;
         }
@@ -375,7 +376,10 @@ fn split_top_level<'v>(path: &Path, root: &'v Value) -> Result<(&'v [(Value, Val
         None => {
             return Err(Error::file(
                 path,
-                format!("no `model` state dict in the checkpoint (top-level keys: {})", extras.top_level_keys.join(", ")),
+                format!(
+                    "no `model` state dict in the checkpoint (top-level keys: {})",
+                    extras.top_level_keys.join(", ")
+                ),
             ));
         }
     };
@@ -490,8 +494,9 @@ fn open_safetensors(path: &Path, file: &File) -> Result<Checkpoint> {
     // SAFETY: the map is read-only and private to this checkpoint; a file truncated by another
     // process while mapped would fault, as with any mmap-based reader (safetensors, candle).
     let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
-    let (n, meta) = safetensors::SafeTensors::read_metadata(&map)
-        .map_err(|e| Error::file(path, format!("neither a PyTorch zip checkpoint nor a valid safetensors file: {e:?}")))?;
+    let (n, meta) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
+        Error::file(path, format!("neither a PyTorch zip checkpoint nor a valid safetensors file: {e:?}"))
+    })?;
     let data_start = 8 + n as u64;
     let mut tensors = BTreeMap::new();
     for (name, info) in meta.tensors() {
@@ -504,12 +509,25 @@ fn open_safetensors(path: &Path, file: &File) -> Result<Checkpoint> {
         let (s, e) = info.data_offsets;
         tensors.insert(
             name,
-            TensorInfo { dtype, shape: info.shape.clone(), stride, offset: 0, location: (data_start + s as u64, (e - s) as u64) },
+            TensorInfo {
+                dtype,
+                shape: info.shape.clone(),
+                stride,
+                offset: 0,
+                location: (data_start + s as u64, (e - s) as u64),
+            },
         );
     }
     let mut extras = CheckpointExtras::default();
     if let Some(m) = meta.metadata() {
         extras.metadata = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     }
-    Ok(Checkpoint { path: path.to_path_buf(), format: Format::Safetensors, tensors, extras, backing: Backing::Safetensors(map), big_endian: false })
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        format: Format::Safetensors,
+        tensors,
+        extras,
+        backing: Backing::Safetensors(map),
+        big_endian: false,
+    })
 }

@@ -90,7 +90,7 @@ impl IntrConfig {
     /// Checks internal consistency (heads divide D, at least one decoder layer, ...).
     pub fn validate(&self) -> Result<()> {
         let c = |m: String| Err(Error::Config(m));
-        if self.nheads == 0 || self.hidden_dim % self.nheads != 0 {
+        if self.nheads == 0 || !self.hidden_dim.is_multiple_of(self.nheads) {
             return c(format!("nheads = {} does not divide hidden_dim = {}", self.nheads, self.hidden_dim));
         }
         if self.dec_layers == 0 {
@@ -99,7 +99,7 @@ impl IntrConfig {
         if self.num_queries == 0 {
             return c("num_queries = 0: the model has no classes".into());
         }
-        if self.position_embedding == PositionEmbedding::Sine && self.hidden_dim % 2 != 0 {
+        if self.position_embedding == PositionEmbedding::Sine && !self.hidden_dim.is_multiple_of(2) {
             return c(format!("hidden_dim = {} must be even for the sine embedding", self.hidden_dim));
         }
         if self.backbone.blocks_per_stage.len() != 4 || self.backbone.blocks_per_stage.contains(&0) {
@@ -162,7 +162,10 @@ impl ConfigOverrides {
         let boolean = |k: &str| -> Result<Option<bool>> {
             match args.get(k) {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(v) => v.as_bool().map(Some).ok_or_else(|| Error::Config(format!("training args: `{k}` = {v} is not a flag"))),
+                Some(v) => v
+                    .as_bool()
+                    .map(Some)
+                    .ok_or_else(|| Error::Config(format!("training args: `{k}` = {v} is not a flag"))),
             }
         };
         let position_embedding = match args.get("position_embedding").and_then(|v| v.as_str()) {
@@ -213,19 +216,24 @@ pub fn infer(shapes: &BTreeMap<String, Vec<usize>>) -> Result<Inferred> {
     let num_channels = dim("input_proj.weight", 1)?;
     let num_queries = dim("query_embed.weight", 0)?;
     let count = |prefix: &str| -> usize {
-        let ids: BTreeSet<usize> = shapes
-            .keys()
-            .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse().ok())
-            .collect();
+        let ids: BTreeSet<usize> =
+            shapes.keys().filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse().ok()).collect();
         ids.len()
     };
     let enc_layers = count("transformer.encoder.layers.");
     let dec_layers = count("transformer.decoder.layers.");
-    let ffn_key = if enc_layers > 0 { "transformer.encoder.layers.0.linear1.weight" } else { "transformer.decoder.layers.0.linear1.weight" };
+    let ffn_key = if enc_layers > 0 {
+        "transformer.encoder.layers.0.linear1.weight"
+    } else {
+        "transformer.decoder.layers.0.linear1.weight"
+    };
     let dim_feedforward = dim(ffn_key, 0)?;
     let pre_norm = shapes.contains_key("transformer.encoder.norm.weight");
-    let position_embedding =
-        if shapes.contains_key("backbone.1.row_embed.weight") { PositionEmbedding::Learned } else { PositionEmbedding::Sine };
+    let position_embedding = if shapes.contains_key("backbone.1.row_embed.weight") {
+        PositionEmbedding::Learned
+    } else {
+        PositionEmbedding::Sine
+    };
     let mut blocks_per_stage = Vec::new();
     let mut stage_channels = Vec::new();
     let mut block = None;
@@ -264,15 +272,22 @@ pub fn infer(shapes: &BTreeMap<String, Vec<usize>>) -> Result<Inferred> {
 /// Precedence for values the weights cannot tell (`nheads`, `dilation`): explicit, then the file's
 /// own stored config, then training args. A value the weights fix must agree with every source that
 /// gives it; a disagreement is an error naming the field and both values.
-pub fn resolve(inferred: &Inferred, explicit: &ConfigOverrides, stored: &ConfigOverrides, args: &ConfigOverrides) -> Result<IntrConfig> {
-    fn agree<T: PartialEq + std::fmt::Debug + Copy>(field: &str, weights: T, sources: &[(&str, Option<T>)]) -> Result<T> {
+pub fn resolve(
+    inferred: &Inferred,
+    explicit: &ConfigOverrides,
+    stored: &ConfigOverrides,
+    args: &ConfigOverrides,
+) -> Result<IntrConfig> {
+    fn agree<T: PartialEq + std::fmt::Debug + Copy>(
+        field: &str,
+        weights: T,
+        sources: &[(&str, Option<T>)],
+    ) -> Result<T> {
         for (src, v) in sources {
-            if let Some(v) = v {
-                if *v != weights {
-                    return Err(Error::Config(format!(
-                        "`{field}` is {v:?} in the {src} but the weights say {weights:?}"
-                    )));
-                }
+            if let Some(v) = v
+                && *v != weights
+            {
+                return Err(Error::Config(format!("`{field}` is {v:?} in the {src} but the weights say {weights:?}")));
             }
         }
         Ok(weights)
@@ -288,7 +303,11 @@ pub fn resolve(inferred: &Inferred, explicit: &ConfigOverrides, stored: &ConfigO
     let pre_norm = agree(
         "pre_norm",
         inferred.pre_norm,
-        &[("explicit settings", explicit.pre_norm), ("stored config", stored.pre_norm), ("training args", args.pre_norm)],
+        &[
+            ("explicit settings", explicit.pre_norm),
+            ("stored config", stored.pre_norm),
+            ("training args", args.pre_norm),
+        ],
     )?;
     let position_embedding = agree(
         "position_embedding",
@@ -300,10 +319,15 @@ pub fn resolve(inferred: &Inferred, explicit: &ConfigOverrides, stored: &ConfigO
         ],
     )?;
     let nheads = explicit.nheads.or(stored.nheads).or(args.nheads).ok_or_else(|| {
-        Error::Config("`nheads` is not stored in the file (no training args); give it with --nheads or a --config file".into())
+        Error::Config(
+            "`nheads` is not stored in the file (no training args); give it with --nheads or a --config file".into(),
+        )
     })?;
     let dilation = explicit.dilation.or(stored.dilation).or(args.dilation).ok_or_else(|| {
-        Error::Config("`dilation` is not stored in the file (no training args); give it with --dilation or a --config file".into())
+        Error::Config(
+            "`dilation` is not stored in the file (no training args); give it with --dilation or a --config file"
+                .into(),
+        )
     })?;
     let cfg = IntrConfig {
         hidden_dim,
@@ -341,16 +365,20 @@ mod tests {
 
     #[test]
     fn missing_nheads_is_named() {
-        let err = resolve(&inferred(), &ConfigOverrides::default(), &ConfigOverrides::default(), &ConfigOverrides::default())
-            .unwrap_err()
-            .to_string();
+        let err =
+            resolve(&inferred(), &ConfigOverrides::default(), &ConfigOverrides::default(), &ConfigOverrides::default())
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("nheads"), "{err}");
     }
 
     #[test]
     fn contradiction_names_field_and_values() {
-        let args = ConfigOverrides { hidden_dim: Some(512), nheads: Some(8), dilation: Some(false), ..Default::default() };
-        let err = resolve(&inferred(), &ConfigOverrides::default(), &ConfigOverrides::default(), &args).unwrap_err().to_string();
+        let args =
+            ConfigOverrides { hidden_dim: Some(512), nheads: Some(8), dilation: Some(false), ..Default::default() };
+        let err = resolve(&inferred(), &ConfigOverrides::default(), &ConfigOverrides::default(), &args)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hidden_dim") && err.contains("512") && err.contains("256"), "{err}");
     }
 
@@ -366,7 +394,8 @@ mod tests {
     #[test]
     fn heads_must_divide_width() {
         let explicit = ConfigOverrides { nheads: Some(7), dilation: Some(false), ..Default::default() };
-        let err = resolve(&inferred(), &explicit, &ConfigOverrides::default(), &ConfigOverrides::default()).unwrap_err();
+        let err =
+            resolve(&inferred(), &explicit, &ConfigOverrides::default(), &ConfigOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("does not divide"));
     }
 }

@@ -129,7 +129,12 @@ pub struct ConvKernel {
 impl ConvKernel {
     /// Repacks an OIHW weight (PyTorch layout) into the GEMM layout.
     #[must_use]
-    pub fn from_oihw(oihw: &[f32], bias: Vec<f32>, shape: (usize, usize, usize), geometry: (usize, usize, usize)) -> Self {
+    pub fn from_oihw(
+        oihw: &[f32],
+        bias: Vec<f32>,
+        shape: (usize, usize, usize),
+        geometry: (usize, usize, usize),
+    ) -> Self {
         let (cout, cin, k) = shape;
         let (stride, pad, dilation) = geometry;
         let mut weight = vec![0.0f32; k * k * cin * cout];
@@ -170,7 +175,10 @@ impl ConvKernel {
     #[must_use]
     pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
         let span = self.dilation * (self.k - 1) + 1;
-        ((h + 2 * self.pad).saturating_sub(span) / self.stride + 1, (w + 2 * self.pad).saturating_sub(span) / self.stride + 1)
+        (
+            (h + 2 * self.pad).saturating_sub(span) / self.stride + 1,
+            (w + 2 * self.pad).saturating_sub(span) / self.stride + 1,
+        )
     }
 }
 
@@ -182,7 +190,18 @@ fn parallelism() -> gemm::Parallelism {
 }
 
 /// `dst[m×n] (row stride dst_rs) (+)= lhs[m×k] (row stride lhs_rs) · rhs[k×n] (row stride n)`.
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, accumulate: bool, lhs: &[f32], lhs_rs: usize, rhs: &[f32]) {
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -271,7 +290,16 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
 /// Adds bias and residual, applies ReLU; with `wide`, first takes row `i` of width `wo` from a wide
 /// buffer of row pitch `wp` pixels.
 #[allow(clippy::too_many_arguments)]
-fn epilogue(out: &mut [f32], wo: usize, _w: usize, n: usize, bias: &[f32], residual: Option<&Fmap>, relu: bool, wide: Option<(&[f32], usize)>) {
+fn epilogue(
+    out: &mut [f32],
+    wo: usize,
+    _w: usize,
+    n: usize,
+    bias: &[f32],
+    residual: Option<&Fmap>,
+    relu: bool,
+    wide: Option<(&[f32], usize)>,
+) {
     out.par_chunks_mut(wo * n).enumerate().for_each(|(i, row)| {
         if let Some((src, wp)) = wide {
             row.copy_from_slice(&src[i * wp * n..(i * wp + wo) * n]);

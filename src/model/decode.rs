@@ -46,7 +46,11 @@ pub fn decode_file(path: &Path, apply_orientation: bool) -> Result<Decoded> {
         return Err(bad("is a directory, not an image".into()));
     }
     if meta.len() > MAX_FILE_BYTES {
-        return Err(bad(format!("file is {} MB, above the {} MB limit for images", meta.len() >> 20, MAX_FILE_BYTES >> 20)));
+        return Err(bad(format!(
+            "file is {} MB, above the {} MB limit for images",
+            meta.len() >> 20,
+            MAX_FILE_BYTES >> 20
+        )));
     }
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     decode_bytes(&bytes, apply_orientation).map_err(bad)
@@ -57,7 +61,8 @@ pub fn decode_bytes(bytes: &[u8], apply_orientation: bool) -> Result<Decoded, St
     if bytes.is_empty() {
         return Err("file is empty".into());
     }
-    let format = image::guess_format(bytes).map_err(|_| "not an image in a supported format (JPEG, PNG, WebP, TIFF, BMP, GIF)".to_string())?;
+    let format = image::guess_format(bytes)
+        .map_err(|_| "not an image in a supported format (JPEG, PNG, WebP, TIFF, BMP, GIF)".to_string())?;
     let orientation = read_orientation(bytes, format);
     let image = match format {
         ImageFormat::Jpeg => decode_jpeg(bytes)?,
@@ -145,7 +150,7 @@ thread_local! {
 extern "C-unwind" fn note_warning(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: std::os::raw::c_int) {
     // SAFETY: libjpeg passes a valid error manager; we only read its message code.
     let code = unsafe { cinfo.err.as_ref().map_or(0, |e| e.msg_code) };
-    if level < 0 && code == mozjpeg_sys::JWRN_JPEG_EOF as i32 {
+    if level < 0 && code == mozjpeg_sys::JWRN_JPEG_EOF {
         JPEG_TRUNCATED.with(|t| t.set(true));
     }
 }
@@ -171,12 +176,15 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, String> {
     let adobe = has_adobe_marker(bytes);
     let result = std::panic::catch_unwind(|| -> Result<RgbImage, String> {
         let d = mozjpeg::decompress::DecompressBuilder::new()
-            .with_err(error_manager()).from_mem(bytes).map_err(|e| format!("not a readable JPEG: {e}"))?;
+            .with_err(error_manager())
+            .from_mem(bytes)
+            .map_err(|e| format!("not a readable JPEG: {e}"))?;
         let (w, h) = d.size();
         check_size(w as u64, h as u64)?;
         let cmyk = matches!(d.color_space(), mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK);
         if cmyk {
-            let mut started = d.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK).map_err(|e| format!("cannot decode CMYK JPEG: {e}"))?;
+            let mut started =
+                d.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK).map_err(|e| format!("cannot decode CMYK JPEG: {e}"))?;
             let px: Vec<[u8; 4]> = started.read_scanlines().map_err(|e| format!("cannot decode JPEG: {e}"))?;
             started.finish().map_err(|e| format!("cannot decode JPEG: {e}"))?;
             let data = px.iter().flat_map(|p| cmyk_to_rgb(*p, adobe)).collect();

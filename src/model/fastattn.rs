@@ -12,7 +12,15 @@ use super::fastconv::{self, Geometry, PackedB};
 /// Attention of `q` (lq, d) — already scaled by 1/√dh — over `k`, `v` (lk, d) with `heads` heads.
 /// Returns the context (lq, d) and the weights (heads, lq, lk).
 #[must_use]
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], lq: usize, lk: usize, d: usize, heads: usize) -> (Vec<f32>, Vec<f32>) {
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    lq: usize,
+    lk: usize,
+    d: usize,
+    heads: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let dh = d / heads;
     let mut weights = vec![0.0f32; heads * lq * lk];
     let mut ctx = vec![0.0f32; lq * d];
@@ -58,7 +66,10 @@ fn softmax_row(row: &mut [f32]) {
 fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.376_26)), _mm512_set1_ps(-87.336_55));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        x,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+    ));
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
     let mut p = _mm512_set1_ps(1.987_569_1e-4);

@@ -173,6 +173,8 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Option<&[f32]>, r
     let tasks = tiles.div_ceil(tpt);
     let panels = n.div_ceil(NR);
     (0..tasks).into_par_iter().for_each(|task| {
+        // Capture the whole wrapper (not its raw-pointer field) so the closure stays Send.
+        #[allow(clippy::redundant_locals)]
         let out_ptr = out_ptr;
         let t0 = task * tpt;
         let t1 = (t0 + tpt).min(tiles);
@@ -268,12 +270,20 @@ unsafe fn dispatch(_rows: usize, _t: &Tile, _chunk: &[(usize, usize, usize)]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+// Indexing fixed-size register arrays by row keeps the accumulators in registers.
+#[allow(clippy::needless_range_loop)]
 unsafe fn kernel<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)]) {
     // SAFETY: the caller guarantees AVX-512F and in-bounds pointers (see `run`).
     unsafe {
         use std::arch::x86_64::*;
         let m0: __mmask16 = if t.cols >= 16 { 0xFFFF } else { ((1u32 << t.cols) - 1) as u16 };
-        let m1: __mmask16 = if t.cols >= 32 { 0xFFFF } else if t.cols > 16 { ((1u32 << (t.cols - 16)) - 1) as u16 } else { 0 };
+        let m1: __mmask16 = if t.cols >= 32 {
+            0xFFFF
+        } else if t.cols > 16 {
+            ((1u32 << (t.cols - 16)) - 1) as u16
+        } else {
+            0
+        };
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         if !t.first {
             for r in 0..R {

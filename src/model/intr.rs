@@ -138,10 +138,20 @@ impl Intr {
         let input_proj = Linear::from_parts(input_proj, input_proj_b, d, config.backbone.num_channels, device)?;
         let position = PositionEncoder::load(ws, config)?;
         let transformer = Transformer::load(ws, config, device)?;
-        let query_embed = Tensor::from_vec(ws.get("query_embed.weight", &[config.num_queries, d])?, (config.num_queries, d), device)?;
+        let query_embed =
+            Tensor::from_vec(ws.get("query_embed.weight", &[config.num_queries, d])?, (config.num_queries, d), device)?;
         let presence = Linear::load(ws, "presence_vector", 1, d, device)?;
         ws.finish()?;
-        Ok(Self { config: config.clone(), device: device.clone(), backbone, input_proj, position, transformer, query_embed, presence })
+        Ok(Self {
+            config: config.clone(),
+            device: device.clone(),
+            backbone,
+            input_proj,
+            position,
+            transformer,
+            query_embed,
+            presence,
+        })
     }
 
     /// The configuration the model was built with.

@@ -40,11 +40,20 @@ pub enum Value {
     Dict(Rc<Vec<(Value, Value)>>),
     Set(Rc<Vec<Value>>),
     /// A reference to `module.name`, never resolved.
-    Global { module: Rc<str>, name: Rc<str> },
+    Global {
+        module: Rc<str>,
+        name: Rc<str>,
+    },
     /// What `callable(*args)` would have produced (REDUCE, NEWOBJ, NEWOBJ_EX).
-    Call { callable: Rc<Value>, args: Rc<Value> },
+    Call {
+        callable: Rc<Value>,
+        args: Rc<Value>,
+    },
     /// What `obj.__setstate__(state)` would have produced (BUILD).
-    Build { obj: Rc<Value>, state: Rc<Value> },
+    Build {
+        obj: Rc<Value>,
+        state: Rc<Value>,
+    },
     /// A persistent id (torch uses it for tensor storages).
     PersistentId(Rc<Value>),
 }
@@ -233,7 +242,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.malformed("SETITEMS with an odd number of items");
         }
         let n = items.len() / 2;

@@ -23,10 +23,10 @@ pub const EVAL_MAX_SIZE: usize = 1333;
 pub fn target_size(w: usize, h: usize, size: usize, max_size: Option<usize>) -> (usize, usize) {
     let mut size = size;
     let (min_s, max_s) = (w.min(h) as f64, w.max(h) as f64);
-    if let Some(max_size) = max_size {
-        if max_s / min_s * size as f64 > max_size as f64 {
-            size = round_half_even(max_size as f64 * min_s / max_s) as usize;
-        }
+    if let Some(max_size) = max_size
+        && max_s / min_s * size as f64 > max_size as f64
+    {
+        size = round_half_even(max_size as f64 * min_s / max_s) as usize;
     }
     if (w <= h && w == size) || (h <= w && h == size) {
         return (w, h);

@@ -52,7 +52,14 @@ impl TensorRef {
         for d in (0..shape.len().saturating_sub(1)).rev() {
             stride[d] = stride[d + 1] * shape[d + 1];
         }
-        Self { storage_key: key.into(), dtype, storage_numel: shape.iter().product(), offset: 0, shape: shape.to_vec(), stride }
+        Self {
+            storage_key: key.into(),
+            dtype,
+            storage_numel: shape.iter().product(),
+            offset: 0,
+            shape: shape.to_vec(),
+            stride,
+        }
     }
 }
 
@@ -60,7 +67,10 @@ impl TensorRef {
 pub enum StorageData {
     Bytes(Vec<u8>),
     /// `len` bytes of deterministic filler (small f32 values), generated while writing.
-    Filler { len: usize, seed: u32 },
+    Filler {
+        len: usize,
+        seed: u32,
+    },
 }
 
 fn torch_storage_name(d: DType) -> &'static str {
@@ -204,7 +214,10 @@ pub fn write_pth(path: &Path, stem: &str, root: &Py, storages: Vec<(String, Stor
     use zip::write::SimpleFileOptions;
     let file = BufWriter::new(File::create(path)?);
     let mut zip = zip::ZipWriter::new(file);
-    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).with_alignment(64).large_file(true);
+    let opts = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .with_alignment(64)
+        .large_file(true);
     let put = |zip: &mut zip::ZipWriter<BufWriter<File>>, name: String, data: &[u8]| -> std::io::Result<()> {
         zip.start_file(name, opts).map_err(std::io::Error::other)?;
         zip.write_all(data)

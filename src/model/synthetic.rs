@@ -128,11 +128,13 @@ pub fn random_values(name: &str, shape: &[usize], rng: &mut Rng) -> Vec<f32> {
     }
     // The last batch norm of each residual branch starts small (as with zero-init-residual training)
     // so that sixteen random blocks do not blow activations up.
-    let last_bn = name.contains("layer") && (name.ends_with("bn3.weight") || name.ends_with("bn2.weight") && !name.contains("bn3"));
+    let last_bn = name.contains("layer")
+        && (name.ends_with("bn3.weight") || name.ends_with("bn2.weight") && !name.contains("bn3"));
     if last_bn {
         return (0..n).map(|_| 0.1 + 0.1 * rng.next_f32()).collect();
     }
-    let is_norm_weight = (name.contains(".bn") || name.contains("norm") || name.contains("downsample.1")) && name.ends_with(".weight");
+    let is_norm_weight =
+        (name.contains(".bn") || name.contains("norm") || name.contains("downsample.1")) && name.ends_with(".weight");
     if is_norm_weight {
         return (0..n).map(|_| 0.5 + 0.5 * rng.next_f32()).collect();
     }
@@ -174,7 +176,10 @@ pub fn official_args(cfg: &IntrConfig) -> Vec<(String, super::pth_writer::Py)> {
         ("clip_max_norm".into(), Py::Float(0.1)),
         ("backbone".into(), s("resnet50")),
         ("dilation".into(), Py::Bool(cfg.dilation)),
-        ("position_embedding".into(), s(if cfg.position_embedding == PositionEmbedding::Sine { "sine" } else { "learned" })),
+        (
+            "position_embedding".into(),
+            s(if cfg.position_embedding == PositionEmbedding::Sine { "sine" } else { "learned" }),
+        ),
         ("enc_layers".into(), i(cfg.enc_layers)),
         ("dec_layers".into(), i(cfg.dec_layers)),
         ("dim_feedforward".into(), i(cfg.dim_feedforward)),
@@ -202,7 +207,12 @@ pub fn official_args(cfg: &IntrConfig) -> Vec<(String, super::pth_writer::Py)> {
 /// 'optimizer': AdamW state (exp_avg, exp_avg_sq, step per parameter), 'lr_scheduler', 'epoch',
 /// 'args': argparse.Namespace}`, with `num_batches_tracked` buffers, random weights from
 /// [`random_weights`] and filler optimizer moments (two thirds of the file, as in official files).
-pub fn write_official_pth(path: &std::path::Path, cfg: &IntrConfig, seed: u64, with_optimizer: bool) -> std::io::Result<()> {
+pub fn write_official_pth(
+    path: &std::path::Path,
+    cfg: &IntrConfig,
+    seed: u64,
+    with_optimizer: bool,
+) -> std::io::Result<()> {
     use super::checkpoint::DType;
     use super::pth_writer::{Py, StorageData, TensorRef, f32_bytes, write_pth};
     let weights = random_weights(cfg, seed);

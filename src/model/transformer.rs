@@ -93,8 +93,16 @@ impl Attention {
     fn load(ws: &WeightStore, p: &str, d: usize, heads: usize, dev: &Device) -> Result<Self> {
         let w = ws.get(&format!("{p}.in_proj_weight"), &[3 * d, d])?;
         let b = ws.get(&format!("{p}.in_proj_bias"), &[3 * d])?;
-        let part = |i: usize| Linear::from_parts(w[i * d * d..(i + 1) * d * d].to_vec(), b[i * d..(i + 1) * d].to_vec(), d, d, dev);
-        Ok(Self { q: part(0)?, k: part(1)?, v: part(2)?, out: Linear::load(ws, &format!("{p}.out_proj"), d, d, dev)?, heads })
+        let part = |i: usize| {
+            Linear::from_parts(w[i * d * d..(i + 1) * d * d].to_vec(), b[i * d..(i + 1) * d].to_vec(), d, d, dev)
+        };
+        Ok(Self {
+            q: part(0)?,
+            k: part(1)?,
+            v: part(2)?,
+            out: Linear::load(ws, &format!("{p}.out_proj"), d, d, dev)?,
+            heads,
+        })
     }
 
     /// Attends `q` (Lq, D) over `k`, `v` (Lk, D). Returns the output (Lq, D) and the post-softmax
@@ -115,7 +123,8 @@ impl Attention {
             let weights = Tensor::from_vec(weights, (h, lq, lk), q.device())?;
             return Ok((self.out.forward(&ctx)?, weights));
         }
-        let split = |x: Tensor, l: usize| -> Result<Tensor> { Ok(x.reshape((l, h, dh))?.transpose(0, 1)?.contiguous()?) };
+        let split =
+            |x: Tensor, l: usize| -> Result<Tensor> { Ok(x.reshape((l, h, dh))?.transpose(0, 1)?.contiguous()?) };
         // PyTorch scales q before the product: q · (1/√dh).
         let qh = split((self.q.forward(q)? * scale)?, lq)?;
         let kh = split(self.k.forward(k)?, lk)?;
@@ -134,7 +143,10 @@ struct Ffn {
 
 impl Ffn {
     fn load(ws: &WeightStore, p: &str, d: usize, f: usize, dev: &Device) -> Result<Self> {
-        Ok(Self { l1: Linear::load(ws, &format!("{p}.linear1"), f, d, dev)?, l2: Linear::load(ws, &format!("{p}.linear2"), d, f, dev)? })
+        Ok(Self {
+            l1: Linear::load(ws, &format!("{p}.linear1"), f, d, dev)?,
+            l2: Linear::load(ws, &format!("{p}.linear2"), d, f, dev)?,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -283,7 +295,9 @@ impl PositionEncoder {
             PositionEmbedding::Learned => {
                 let row_shape = ws.shape("backbone.1.row_embed.weight")?.to_vec();
                 if row_shape.len() != 2 || row_shape[1] * 2 != cfg.hidden_dim {
-                    return Err(Error::Config(format!("learned row embedding has shape {row_shape:?}, expected (50, {half})")));
+                    return Err(Error::Config(format!(
+                        "learned row embedding has shape {row_shape:?}, expected (50, {half})"
+                    )));
                 }
                 let row = ws.get("backbone.1.row_embed.weight", &row_shape)?;
                 let col = ws.get("backbone.1.col_embed.weight", &row_shape)?;
@@ -304,7 +318,8 @@ impl PositionEncoder {
                 let ys: Vec<f64> = (0..h).map(|i| (i + 1) as f64 / (h as f64 + 1e-6) * two_pi).collect();
                 let xs: Vec<f64> = (0..w).map(|j| (j + 1) as f64 / (w as f64 + 1e-6) * two_pi).collect();
                 let dim_t: Vec<f64> = (0..npf).map(|k| 10000f64.powf(2.0 * (k / 2) as f64 / npf as f64)).collect();
-                let feat = |v: f64, k: usize| if k % 2 == 0 { (v / dim_t[k]).sin() } else { (v / dim_t[k]).cos() };
+                let feat =
+                    |v: f64, k: usize| if k.is_multiple_of(2) { (v / dim_t[k]).sin() } else { (v / dim_t[k]).cos() };
                 for i in 0..h {
                     for j in 0..w {
                         let t = &mut out[(i * w + j) * d..(i * w + j + 1) * d];

@@ -124,7 +124,11 @@ impl<'a> WeightStore<'a> {
             return Ok(());
         }
         let shown: Vec<&str> = unused.iter().take(8).copied().collect();
-        let more = if unused.len() > shown.len() { format!(" and {} more", unused.len() - shown.len()) } else { String::new() };
+        let more = if unused.len() > shown.len() {
+            format!(" and {} more", unused.len() - shown.len())
+        } else {
+            String::new()
+        };
         Err(Error::Config(format!(
             "{}: {} weight(s) this INTR configuration does not use: {}{more}",
             self.src.label(),

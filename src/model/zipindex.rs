@@ -41,7 +41,9 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
 
 fn read_at(f: &mut File, pos: u64, len: usize) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; len];
-    f.seek(SeekFrom::Start(pos)).and_then(|_| f.read_exact(&mut buf)).map_err(|e| format!("cannot read zip structure at byte {pos}: {e}"))?;
+    f.seek(SeekFrom::Start(pos))
+        .and_then(|_| f.read_exact(&mut buf))
+        .map_err(|e| format!("cannot read zip structure at byte {pos}: {e}"))?;
     Ok(buf)
 }
 
@@ -72,7 +74,9 @@ pub fn read_index(f: &mut File, len: u64) -> Result<Vec<Entry>, String> {
         cd_offset = u64_at(&rec, 48);
     }
     if cd_size > MAX_CD_BYTES || cd_offset.saturating_add(cd_size) > len {
-        return Err(format!("central directory ({cd_size} bytes at {cd_offset}) does not fit in the {len}-byte file (truncated?)"));
+        return Err(format!(
+            "central directory ({cd_size} bytes at {cd_offset}) does not fit in the {len}-byte file (truncated?)"
+        ));
     }
     let cd = read_at(f, cd_offset, cd_size as usize)?;
     let mut entries = Vec::new();
@@ -84,7 +88,8 @@ pub fn read_index(f: &mut File, len: u64) -> Result<Vec<Entry>, String> {
         let method = u16_at(&cd, p + 10);
         let mut csize = u64::from(u32_at(&cd, p + 20));
         let mut usize_ = u64::from(u32_at(&cd, p + 24));
-        let (nlen, elen, clen) = (usize::from(u16_at(&cd, p + 28)), usize::from(u16_at(&cd, p + 30)), usize::from(u16_at(&cd, p + 32)));
+        let (nlen, elen, clen) =
+            (usize::from(u16_at(&cd, p + 28)), usize::from(u16_at(&cd, p + 30)), usize::from(u16_at(&cd, p + 32)));
         let mut lho = u64::from(u32_at(&cd, p + 42));
         let end = p + 46 + nlen + elen + clen;
         if end > cd.len() {
