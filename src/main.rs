@@ -4,6 +4,7 @@
 fn main() {
     match intr_explorer::cli::run() {
         Ok(code) => std::process::exit(code),
+        Err(e) if intr_explorer::cli::is_broken_pipe(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(1);

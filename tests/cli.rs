@@ -168,3 +168,18 @@ fn usage_errors_follow_unix_habits() {
     let o = run(&["--version"]);
     assert!(o.status.success() && stdout(&o).contains("intr-explorer"));
 }
+
+#[test]
+fn closed_stdout_ends_quietly_instead_of_panicking() {
+    // The reader goes away at once (as with `| head -1`): no panic message, success.
+    let mut child = bin()
+        .args(["inspect", &fixture("tiny_postnorm_sine.pth")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+}

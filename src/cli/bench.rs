@@ -86,7 +86,7 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
     drop(weights);
     let mut rng = Rng::new(7);
     let input: Vec<f32> = (0..3 * w * h).map(|_| rng.uniform(2.0)).collect();
-    println!(
+    outln!(
         "official INTR configuration, {classes} classes, input {w}×{h}, {threads} thread(s), {runs} runs after 1 warm-up"
     );
     let mut variants = vec![("fast NHWC backbone", false)];
@@ -105,12 +105,12 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
                 totals.push(dt);
                 stages.push(out.timings);
             } else {
-                println!("[{label}] grid {}×{}, warm-up {:.3} s", out.grid.0, out.grid.1, dt.as_secs_f64());
+                outln!("[{label}] grid {}×{}, warm-up {:.3} s", out.grid.0, out.grid.1, dt.as_secs_f64());
             }
         }
         let med = |f: fn(&StageTimings) -> Duration| median(stages.iter().map(f).collect());
         let all: Vec<String> = totals.iter().map(|d| format!("{:.3}", d.as_secs_f64())).collect();
-        println!(
+        outln!(
             "[{label}] median {:.3} s (backbone {:.3} s, encoder {:.3} s, decoder {:.3} s); runs: {}",
             median(totals.clone()).as_secs_f64(),
             med(|s| s.backbone).as_secs_f64(),
@@ -129,7 +129,7 @@ fn memory(image: &std::path::Path, keep: Option<&PathBuf>) -> Result<()> {
     let t = Instant::now();
     synthetic::write_official_pth(&path, &cfg, 1, true).with_context(|| format!("{}: cannot write", path.display()))?;
     let bytes = std::fs::metadata(&path)?.len();
-    println!(
+    outln!(
         "wrote {} ({:.0} MB, official layout with optimizer state) in {:.1} s",
         path.display(),
         bytes as f64 / 1e6,
@@ -142,13 +142,13 @@ fn memory(image: &std::path::Path, keep: Option<&PathBuf>) -> Result<()> {
         .arg(image)
         .output()
         .context("cannot run predict")?;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+    out!("{}", String::from_utf8_lossy(&out.stdout));
     let err = String::from_utf8_lossy(&out.stderr);
     eprint!("{err}");
     if !out.status.success() {
         bail!("predict failed ({})", out.status);
     }
     let peak = err.lines().find_map(|l| l.strip_prefix("peak RSS: ")).context("predict did not report its peak RSS")?;
-    println!("predict peak RSS: {peak} (checkpoint file {:.0} MB)", bytes as f64 / 1e6);
+    outln!("predict peak RSS: {peak} (checkpoint file {:.0} MB)", bytes as f64 / 1e6);
     Ok(())
 }

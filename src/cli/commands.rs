@@ -76,7 +76,7 @@ pub fn predict(a: &PredictArgs) -> Result<i32> {
                         "top": top,
                     }));
                 } else {
-                    print_table(path, &prep, &out, &top);
+                    print_table(path, &prep, &out, &top)?;
                 }
             }
             Err(e) => {
@@ -86,7 +86,7 @@ pub fn predict(a: &PredictArgs) -> Result<i32> {
         }
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        outln!("{}", serde_json::to_string_pretty(&results)?);
     }
     if a.report_peak_rss
         && let Some(b) = output::peak_rss_bytes()
@@ -96,8 +96,8 @@ pub fn predict(a: &PredictArgs) -> Result<i32> {
     Ok(i32::from(failures > 0))
 }
 
-fn print_table(path: &Path, prep: &preprocess::Prepared, out: &IntrOutput, top: &[serde_json::Value]) {
-    println!(
+fn print_table(path: &Path, prep: &preprocess::Prepared, out: &IntrOutput, top: &[serde_json::Value]) -> Result<()> {
+    outln!(
         "{}  ({}×{} → {}×{}, grid {}×{})",
         path.display(),
         prep.original.width,
@@ -109,7 +109,7 @@ fn print_table(path: &Path, prep: &preprocess::Prepared, out: &IntrOutput, top: 
     );
     let width = top.iter().filter_map(|t| t["name"].as_str()).map(|n| n.chars().count()).max().unwrap_or(0);
     for t in top {
-        println!(
+        outln!(
             "  {:>3}. {:<width$}  {:>7.3}%  logit {:>8.4}",
             t["rank"],
             t["name"].as_str().unwrap_or(""),
@@ -117,6 +117,7 @@ fn print_table(path: &Path, prep: &preprocess::Prepared, out: &IntrOutput, top: 
             t["logit"].as_f64().unwrap_or(0.0),
         );
     }
+    Ok(())
 }
 
 pub fn attention(a: &AttentionArgs) -> Result<()> {
@@ -184,11 +185,11 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         "metadata": ex.metadata.iter().filter(|(k, _)| k.as_str() != META_CONFIG && k.as_str() != META_CLASSES).collect::<HashMap<_, _>>(),
     });
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("file        {}", a.model.display());
-    println!(
+    outln!("file        {}", a.model.display());
+    outln!(
         "format      {:?}, {} model tensors, {:.2} M parameters",
         ckpt.format(),
         ckpt.tensors().len(),
@@ -196,8 +197,8 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
     );
     match &cfg {
         Ok(c) => {
-            println!("classes     {}", c.num_queries);
-            println!(
+            outln!("classes     {}", c.num_queries);
+            outln!(
                 "transformer D={} heads={} encoder={} decoder={} ffn={} {} {} position embedding",
                 c.hidden_dim,
                 c.nheads,
@@ -207,7 +208,7 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
                 if c.pre_norm { "pre-norm" } else { "post-norm" },
                 if c.position_embedding == model::config::PositionEmbedding::Sine { "sine" } else { "learned" }
             );
-            println!(
+            outln!(
                 "backbone    ResNet {:?} blocks {:?}, channels {:?}, stride {}{}",
                 c.backbone.block,
                 c.backbone.blocks_per_stage,
@@ -216,10 +217,10 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
                 if c.dilation { " (dilated)" } else { "" }
             );
         }
-        Err(e) => println!("config      incomplete: {e}"),
+        Err(e) => outln!("config      incomplete: {e}"),
     }
     if let Some(n) = &names {
-        println!(
+        outln!(
             "class names stored ({}): {}{}",
             n.len(),
             n.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
@@ -227,18 +228,18 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         );
     }
     if !ex.top_level_keys.is_empty() {
-        println!("contents    {}", ex.top_level_keys.join(", "));
+        outln!("contents    {}", ex.top_level_keys.join(", "));
     }
     if let Some(e) = ex.epoch {
-        println!("epoch       {e}");
+        outln!("epoch       {e}");
     }
     if ex.optimizer_tensors > 0 {
-        println!("optimizer   {} state tensors (not loaded)", ex.optimizer_tensors);
+        outln!("optimizer   {} state tensors (not loaded)", ex.optimizer_tensors);
     }
     if let Some(args) = &ex.args {
-        println!("training args:");
+        outln!("training args:");
         for (k, v) in args {
-            println!("  {k} = {v}");
+            outln!("  {k} = {v}");
         }
     }
     Ok(())

@@ -1,6 +1,22 @@
 //! Command-line interface: parsing (clap) and dispatch. Each subcommand lives in its own module and
 //! returns `anyhow::Result`; `main` prints the error chain once and exits non-zero.
 
+/// `println!` that returns an error instead of panicking when stdout is closed (`| head`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    }};
+}
+
+/// `print!` counterpart of [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($t)*)?
+    }};
+}
+
 mod bench;
 mod commands;
 mod output;
@@ -129,6 +145,12 @@ pub struct ConvertArgs {
     pub classes: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+/// Whether `e` is a write to a closed pipe (the reader went away: not an error worth reporting).
+#[must_use]
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// Parses the command line and runs it. Returns the process exit code.
