@@ -13,10 +13,11 @@
 
 use rayon::prelude::*;
 
-/// Output channels per micro-tile (two 16-lane vectors).
-pub const NR: usize = 32;
+/// Output channels per micro-tile (`NV` 16-lane vectors).
+pub const NR: usize = 64;
+const NV: usize = NR / 16;
 /// Output pixels per micro-tile.
-pub const MR: usize = 12;
+pub const MR: usize = 6;
 /// Micro-tiles per parallel work item.
 const TILES_PER_TASK: usize = 8;
 
@@ -247,12 +248,6 @@ unsafe fn dispatch(rows: usize, t: &Tile, chunk: &[(usize, usize, usize)]) {
     // SAFETY: forwarded from `run`.
     unsafe {
         match rows {
-            12 => kernel::<12>(t, chunk),
-            11 => kernel::<11>(t, chunk),
-            10 => kernel::<10>(t, chunk),
-            9 => kernel::<9>(t, chunk),
-            8 => kernel::<8>(t, chunk),
-            7 => kernel::<7>(t, chunk),
             6 => kernel::<6>(t, chunk),
             5 => kernel::<5>(t, chunk),
             4 => kernel::<4>(t, chunk),
@@ -276,20 +271,18 @@ unsafe fn kernel<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)]) {
     // SAFETY: the caller guarantees AVX-512F and in-bounds pointers (see `run`).
     unsafe {
         use std::arch::x86_64::*;
-        let m0: __mmask16 = if t.cols >= 16 { 0xFFFF } else { ((1u32 << t.cols) - 1) as u16 };
-        let m1: __mmask16 = if t.cols >= 32 {
-            0xFFFF
-        } else if t.cols > 16 {
-            ((1u32 << (t.cols - 16)) - 1) as u16
-        } else {
-            0
-        };
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let mut masks = [0 as __mmask16; NV];
+        for (v, m) in masks.iter_mut().enumerate() {
+            let cols = t.cols.saturating_sub(v * 16).min(16);
+            *m = ((1u32 << cols) - 1) as u16;
+        }
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
         if !t.first {
             for r in 0..R {
                 let c = t.c_rows[r].add(t.col0);
-                acc[r][0] = _mm512_maskz_loadu_ps(m0, c);
-                acc[r][1] = _mm512_maskz_loadu_ps(m1, c.add(16));
+                for v in 0..NV {
+                    acc[r][v] = _mm512_maskz_loadu_ps(masks[v], c.add(16 * v));
+                }
             }
         }
         let bp = t.panel.as_ptr();
@@ -300,37 +293,39 @@ unsafe fn kernel<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)]) {
                 a[r] = t.a_rows[r].add(aoff);
             }
             for p in 0..len {
-                let b0 = _mm512_loadu_ps(b);
-                let b1 = _mm512_loadu_ps(b.add(16));
+                let mut bv = [_mm512_setzero_ps(); NV];
+                for v in 0..NV {
+                    bv[v] = _mm512_loadu_ps(b.add(16 * v));
+                }
                 for r in 0..R {
                     let x = _mm512_set1_ps(*a[r].add(p));
-                    acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
-                    acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
+                    for v in 0..NV {
+                        acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+                    }
                 }
                 b = b.add(NR);
             }
         }
         if t.last {
-            let bias0 = _mm512_loadu_ps(t.bias.as_ptr());
-            let bias1 = _mm512_loadu_ps(t.bias.as_ptr().add(16));
-            for r in 0..R {
-                acc[r][0] = _mm512_add_ps(acc[r][0], bias0);
-                acc[r][1] = _mm512_add_ps(acc[r][1], bias1);
-                if let Some(res) = t.res_rows {
-                    let rp = res[r].add(t.col0);
-                    acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_maskz_loadu_ps(m0, rp));
-                    acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_maskz_loadu_ps(m1, rp.add(16)));
-                }
-                if t.relu {
-                    acc[r][0] = _mm512_max_ps(acc[r][0], _mm512_setzero_ps());
-                    acc[r][1] = _mm512_max_ps(acc[r][1], _mm512_setzero_ps());
+            for v in 0..NV {
+                let bias = _mm512_loadu_ps(t.bias.as_ptr().add(16 * v));
+                for r in 0..R {
+                    acc[r][v] = _mm512_add_ps(acc[r][v], bias);
+                    if let Some(res) = t.res_rows {
+                        let rp = res[r].add(t.col0 + 16 * v);
+                        acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_maskz_loadu_ps(masks[v], rp));
+                    }
+                    if t.relu {
+                        acc[r][v] = _mm512_max_ps(acc[r][v], _mm512_setzero_ps());
+                    }
                 }
             }
         }
         for r in 0..R {
             let c = t.c_rows[r].add(t.col0);
-            _mm512_mask_storeu_ps(c, m0, acc[r][0]);
-            _mm512_mask_storeu_ps(c.add(16), m1, acc[r][1]);
+            for v in 0..NV {
+                _mm512_mask_storeu_ps(c.add(16 * v), masks[v], acc[r][v]);
+            }
         }
     }
 }
