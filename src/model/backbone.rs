@@ -117,13 +117,12 @@ impl Backbone {
                 } else {
                     None
                 };
-                let k_mid = convs[1].kernel.k;
                 let expected_k =
                     if cfg.block == BlockKind::Bottleneck { [1, 3, 1].as_slice() } else { [3, 3].as_slice() };
                 let ks: Vec<usize> = convs.iter().map(|c| c.kernel.k).collect();
                 if ks != expected_k {
                     return Err(Error::Config(format!(
-                        "block `{bp}` has kernel sizes {ks:?}, expected {expected_k:?} (mid {k_mid})"
+                        "block `{bp}` has kernel sizes {ks:?}, expected {expected_k:?}"
                     )));
                 }
                 blocks.push(Block { convs, downsample });

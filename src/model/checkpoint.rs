@@ -90,8 +90,6 @@ pub struct TensorInfo {
     pub shape: Vec<usize>,
     /// Strides in elements (row-major for safetensors).
     pub stride: Vec<usize>,
-    /// Offset of element 0 in elements from the start of `location`.
-    pub offset: usize,
     /// Absolute byte range of the backing storage inside the file.
     location: (u64, u64),
 }
@@ -250,13 +248,13 @@ fn gather_f32(bytes: &[u8], info: &TensorInfo, big_endian: bool) -> Vec<f32> {
     }
     let contiguous = is_contiguous(&info.shape, &info.stride);
     if contiguous {
-        out.extend((0..n).map(|i| convert(info.offset + i)));
+        out.extend((0..n).map(convert));
         return out;
     }
     let rank = info.shape.len();
     let mut idx = vec![0usize; rank];
     for _ in 0..n {
-        let at = info.offset + idx.iter().zip(&info.stride).map(|(i, s)| i * s).sum::<usize>();
+        let at = idx.iter().zip(&info.stride).map(|(i, s)| i * s).sum::<usize>();
         out.push(convert(at));
         for d in (0..rank).rev() {
             idx[d] += 1;
@@ -485,9 +483,9 @@ fn tensor_from_pickle(
     if extent > numel {
         return Err(bad(&format!("view reaches element {extent} of a {numel}-element storage")));
     }
-    // Only the bytes the view touches are read, starting at its first element (so offset 0 there).
+    // Only the bytes the view touches are read, starting at its first element (the storage offset).
     let location = (entry.start + offset as u64 * es, extent.saturating_sub(offset) as u64 * es);
-    Ok(TensorInfo { dtype, shape, stride, offset: 0, location })
+    Ok(TensorInfo { dtype, shape, stride, location })
 }
 
 fn open_safetensors(path: &Path, file: &File) -> Result<Checkpoint> {
@@ -509,13 +507,7 @@ fn open_safetensors(path: &Path, file: &File) -> Result<Checkpoint> {
         let (s, e) = info.data_offsets;
         tensors.insert(
             name,
-            TensorInfo {
-                dtype,
-                shape: info.shape.clone(),
-                stride,
-                offset: 0,
-                location: (data_start + s as u64, (e - s) as u64),
-            },
+            TensorInfo { dtype, shape: info.shape.clone(), stride, location: (data_start + s as u64, (e - s) as u64) },
         );
     }
     let mut extras = CheckpointExtras::default();

@@ -124,6 +124,23 @@ pub struct ConfigOverrides {
     pub dilation: Option<bool>,
 }
 
+impl From<&IntrConfig> for ConfigOverrides {
+    /// Every field of a complete configuration, as explicit values.
+    fn from(c: &IntrConfig) -> Self {
+        Self {
+            hidden_dim: Some(c.hidden_dim),
+            nheads: Some(c.nheads),
+            enc_layers: Some(c.enc_layers),
+            dec_layers: Some(c.dec_layers),
+            dim_feedforward: Some(c.dim_feedforward),
+            num_queries: Some(c.num_queries),
+            pre_norm: Some(c.pre_norm),
+            position_embedding: Some(c.position_embedding),
+            dilation: Some(c.dilation),
+        }
+    }
+}
+
 impl ConfigOverrides {
     /// Reads a JSON file holding any subset of the fields (unknown fields are an error).
     pub fn from_json_file(path: &std::path::Path) -> Result<Self> {

@@ -261,7 +261,7 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
             matmul(ho * wo, n, p.cin, &mut out.data, n, false, &sub, p.cin, &p.weight);
             recycle(sub);
         }
-        epilogue(&mut out.data, wo, wo, n, &p.bias, residual, relu, None);
+        epilogue(&mut out.data, wo, n, &p.bias, residual, relu, None);
     } else if p.stride == 1 {
         let (padded, wp) = pad_input(x, p.pad);
         let m_wide = (ho - 1) * wp + wo;
@@ -275,14 +275,14 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
                 matmul(m_wide, n, kk, &mut wide, n, t > 0, &padded[start..], kk, rhs);
             }
         }
-        epilogue(&mut out.data, wo, wo, n, &p.bias, residual, relu, Some((&wide, wp)));
+        epilogue(&mut out.data, wo, n, &p.bias, residual, relu, Some((&wide, wp)));
         recycle(wide);
         recycle(padded);
     } else {
         let cols = im2col(x, p, ho, wo);
         matmul(ho * wo, n, p.k * p.k * p.cin, &mut out.data, n, false, &cols, p.k * p.k * p.cin, &p.weight);
         recycle(cols);
-        epilogue(&mut out.data, wo, wo, n, &p.bias, residual, relu, None);
+        epilogue(&mut out.data, wo, n, &p.bias, residual, relu, None);
     }
     out
 }
@@ -293,7 +293,6 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
 fn epilogue(
     out: &mut [f32],
     wo: usize,
-    _w: usize,
     n: usize,
     bias: &[f32],
     residual: Option<&Fmap>,

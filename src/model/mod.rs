@@ -45,17 +45,7 @@ pub fn resolve_config(ckpt: &Checkpoint, explicit: &ConfigOverrides) -> Result<I
         Some(json) => {
             let cfg: IntrConfig = serde_json::from_str(json)
                 .map_err(|e| Error::file(ckpt.path(), format!("stored model config is invalid: {e}")))?;
-            ConfigOverrides {
-                hidden_dim: Some(cfg.hidden_dim),
-                nheads: Some(cfg.nheads),
-                enc_layers: Some(cfg.enc_layers),
-                dec_layers: Some(cfg.dec_layers),
-                dim_feedforward: Some(cfg.dim_feedforward),
-                num_queries: Some(cfg.num_queries),
-                pre_norm: Some(cfg.pre_norm),
-                position_embedding: Some(cfg.position_embedding),
-                dilation: Some(cfg.dilation),
-            }
+            ConfigOverrides::from(&cfg)
         }
         None => ConfigOverrides::default(),
     };

@@ -4,7 +4,7 @@
 //! All tensors are 2-D (tokens, D): batch 1 throughout. Weight names follow the official state dict
 //! (`transformer.encoder.layers.N.self_attn.in_proj_weight`, ...).
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::{LayerNorm, Module};
 
 use super::config::{IntrConfig, PositionEmbedding};
@@ -350,9 +350,4 @@ impl PositionEncoder {
             }
         }
     }
-}
-
-/// Mean over the heads axis of (heads, Q, HW) → (Q, HW).
-pub fn head_mean(w: &Tensor) -> Result<Tensor> {
-    Ok(w.mean(D::Minus(3))?)
 }
