@@ -128,3 +128,24 @@ fn candle_conv_backbone_agrees_with_fast_backbone() {
     let sa: Vec<f64> = slow.attention.iter().map(|&v| f64::from(v)).collect();
     assert_close("attention fast vs candle conv2d", &fa, &sa, ATOL);
 }
+
+#[test]
+fn loading_reads_every_weight_of_the_state_dict_and_nothing_else() {
+    use intr_explorer::model::weights::WeightStore;
+    use intr_explorer::model::{Checkpoint, Intr, resolve_config};
+    use std::collections::BTreeSet;
+    for name in ["tiny_postnorm_sine", "tiny_prenorm_sine", "tiny_postnorm_learned"] {
+        let ck = Checkpoint::open(&parity_dir().join(format!("{name}.pth"))).unwrap();
+        let cfg = resolve_config(&ck, &ConfigOverrides::default()).unwrap();
+        let ws = WeightStore::new(&ck);
+        Intr::load(&ws, &cfg, &Device::Cpu).unwrap();
+        let listed: BTreeSet<String> = std::fs::read_to_string(parity_dir().join(format!("{name}_keys.txt")))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split('\t').next())
+            .filter(|k| !k.is_empty() && !k.ends_with("num_batches_tracked"))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ws.consumed(), listed, "{name}: weights read differ from the official key list");
+    }
+}
