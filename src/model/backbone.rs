@@ -166,18 +166,16 @@ impl Backbone {
         Ok(())
     }
 
-    /// Runs the backbone on a (1, 3, H, W) image tensor. Returns the tokens (h·w, C), row-major over
-    /// the grid, and the grid size (h, w).
-    pub fn forward(&self, image: &Tensor) -> Result<(Tensor, (usize, usize))> {
-        let (_, c, h, w) = image.dims4()?;
-        if image.device().is_cpu() && !self.force_candle {
-            let nhwc = Fmap::from_chw(c, h, w, &image.flatten_all()?.to_vec1::<f32>()?);
-            let mut out = self.forward_fmap(nhwc);
+    /// Runs the backbone on a normalised (3, H, W) image given as CHW values. Returns the tokens
+    /// (h·w, C) on `device`, row-major over the grid, and the grid size (h, w).
+    pub fn forward(&self, chw: &[f32], h: usize, w: usize, device: &Device) -> Result<(Tensor, (usize, usize))> {
+        if device.is_cpu() && !self.force_candle {
+            let mut out = self.forward_fmap(Fmap::from_chw(3, h, w, chw));
             let grid = (out.h, out.w);
             let tokens = Tensor::from_vec(std::mem::take(&mut out.data), (grid.0 * grid.1, out.c), &Device::Cpu)?;
             return Ok((tokens, grid));
         }
-        let f = self.forward_candle(image)?;
+        let f = self.forward_candle(&Tensor::from_slice(chw, (1, 3, h, w), device)?)?;
         let (_, c, gh, gw) = f.dims4()?;
         let tokens = f.reshape((c, gh * gw))?.t()?.contiguous()?;
         Ok((tokens, (gh, gw)))
@@ -209,10 +207,13 @@ impl Backbone {
                 for conv in &blk.convs[1..last] {
                     y = conv.forward_cpu(&y, None, true);
                 }
-                // The projected shortcut is computed last: its (large) output then lives only while
-                // the block's final convolution runs.
-                let identity = blk.downsample.as_ref().map(|d| d.forward_cpu(&x, None, false));
-                x = blk.convs[last].forward_cpu(&y, Some(identity.as_ref().unwrap_or(&x)), true);
+                // The projected shortcut is computed last, so its (large) map lives only while the
+                // block's final convolution runs; that convolution then writes over the shortcut.
+                let shortcut = match &blk.downsample {
+                    Some(d) => d.forward_cpu(&x, None, false),
+                    None => x,
+                };
+                x = conv_cpu::conv2d_add_into(&y, &blk.convs[last].kernel, shortcut, true);
             }
             tap(&x);
         }

@@ -25,9 +25,8 @@ const POOL_MAX_VALUES: usize = 256 << 20;
 #[must_use]
 pub fn take_buffer(len: usize) -> Vec<f32> {
     let reused = POOL.lock().ok().and_then(|mut pool| {
-        // Smallest buffer that fits, but not one more than twice the size: handing a large buffer
-        // to a small request would make the next large request allocate anew.
-        let fits = |v: &Vec<f32>| v.capacity() >= len && v.capacity() <= len.saturating_mul(2).max(1 << 16);
+        // Smallest buffer that fits.
+        let fits = |v: &Vec<f32>| v.capacity() >= len;
         let best = pool.iter().enumerate().filter(|(_, v)| fits(v)).min_by_key(|(_, v)| v.capacity()).map(|(i, _)| i);
         best.map(|i| pool.swap_remove(i))
     });
@@ -84,7 +83,7 @@ impl Fmap {
     /// Converts a CHW tensor's values to NHWC.
     #[must_use]
     pub fn from_chw(c: usize, h: usize, w: usize, chw: &[f32]) -> Self {
-        let mut data = vec![0.0f32; c * h * w];
+        let mut data = take_buffer(c * h * w);
         data.par_chunks_mut(w * c).enumerate().for_each(|(i, row)| {
             for j in 0..w {
                 for ch in 0..c {
@@ -245,7 +244,7 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
     let mut out = Fmap { h: ho, w: wo, c: n, data: take_buffer(ho * wo * n) };
     if let Some(packed) = &p.packed {
         let geo_for = |src_w| fastconv::Geometry::conv(src_w, p.cin, p.k, p.stride, p.dilation, (ho, wo));
-        let res = residual.map(|r| &r.data[..]);
+        let res = residual.map_or(fastconv::Residual::None, |r| fastconv::Residual::Add(&r.data));
         if p.pad > 0 {
             let (buf, wp) = pad_input(x, p.pad);
             fastconv::run(&buf, &geo_for(wp), packed, res, relu, &mut out.data);
@@ -285,6 +284,25 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
         epilogue(&mut out.data, wo, n, &p.bias, residual, relu, None);
     }
     out
+}
+
+/// `relu?(conv(x) + bias + residual)`, written over `residual`'s buffer when the fast kernel runs
+/// (saving one full-size map per residual block); otherwise as [`conv2d`].
+#[must_use]
+pub fn conv2d_add_into(x: &Fmap, p: &ConvKernel, mut residual: Fmap, relu: bool) -> Fmap {
+    let (ho, wo) = p.out_size(x.h, x.w);
+    assert_eq!((residual.h, residual.w, residual.c), (ho, wo, p.cout), "residual shape");
+    let Some(packed) = &p.packed else { return conv2d(x, p, Some(&residual), relu) };
+    let geo_for = |src_w| fastconv::Geometry::conv(src_w, p.cin, p.k, p.stride, p.dilation, (ho, wo));
+    let res = fastconv::Residual::InPlace;
+    if p.pad > 0 {
+        let (buf, wp) = pad_input(x, p.pad);
+        fastconv::run(&buf, &geo_for(wp), packed, res, relu, &mut residual.data);
+        recycle(buf);
+    } else {
+        fastconv::run(&x.data, &geo_for(x.w), packed, res, relu, &mut residual.data);
+    }
+    residual
 }
 
 /// Adds bias and residual, applies ReLU; with `wide`, first takes row `i` of width `wo` from a wide
@@ -500,6 +518,26 @@ mod tests {
             let y = conv2d(&x, &kern, Some(&r), true);
             for ((a, b), c) in y.data.iter().zip(&plain.data).zip(&r.data) {
                 assert!((a - (b + c).max(0.0)).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn writing_over_the_residual_matches_the_separate_residual() {
+        // K = 700 (more than one K chunk) and a 3×3 case; the in-place path must use one chunk.
+        for (idx, &(cin, cout, k, pad)) in [(700usize, 70usize, 1usize, 0usize), (24, 40, 3, 1)].iter().enumerate() {
+            let p = ConvKernel::from_oihw(
+                &pseudo(cout * cin * k * k, 10 + idx as u32),
+                pseudo(cout, 20),
+                (cout, cin, k),
+                (1, pad, 1),
+            );
+            let x = Fmap { h: 5, w: 7, c: cin, data: pseudo(35 * cin, 30) };
+            let r = Fmap { h: 5, w: 7, c: cout, data: pseudo(35 * cout, 40) };
+            let want = conv2d(&x, &p, Some(&r), true);
+            let got = conv2d_add_into(&x, &p, r.clone(), true);
+            for (a, b) in got.data.iter().zip(&want.data) {
+                assert!((a - b).abs() < 1e-5, "case {idx}: {a} vs {b}");
             }
         }
     }

@@ -10,36 +10,43 @@ use super::conv_cpu::{recycle, take_buffer};
 use super::fastconv::{self, Geometry, PackedB};
 
 /// Attention of `q` (lq, d) — already scaled by 1/√dh — over `k`, `v` (lk, d) with `heads` heads.
-/// Returns the context (lq, d) and the weights (heads, lq, lk).
+/// Returns the context (lq, d) and, if `keep_weights`, the weights (heads, lq, lk); otherwise only one
+/// head's weights exist at a time (encoder self-attention needs none of them afterwards).
 #[must_use]
 pub fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    lq: usize,
-    lk: usize,
-    d: usize,
-    heads: usize,
-) -> (Vec<f32>, Vec<f32>) {
+    (lq, lk, d, heads): (usize, usize, usize, usize),
+    keep_weights: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let dh = d / heads;
-    let mut weights = vec![0.0f32; heads * lq * lk];
+    let kept_heads = if keep_weights { heads } else { 1 };
+    let mut weights = if keep_weights { vec![0.0f32; heads * lq * lk] } else { take_buffer(lq * lk) };
+    debug_assert_eq!(weights.len(), kept_heads * lq * lk);
     let mut ctx = vec![0.0f32; lq * d];
     let mut ctx_h = take_buffer(lq * dh);
     for h in 0..heads {
         let kt = PackedB::from_fn(dh, lk, &[], |p, j| k[j * d + h * dh + p]);
-        let scores = &mut weights[h * lq * lk..(h + 1) * lq * lk];
+        let slot = if keep_weights { h } else { 0 };
+        let scores = &mut weights[slot * lq * lk..(slot + 1) * lq * lk];
         let geo = Geometry { src_w: lq, cin: d, stride: 1, out_h: 1, out_w: lq, segments: vec![(h * dh, 0, dh)] };
-        fastconv::run(q, &geo, &kt, None, false, scores);
+        fastconv::run(q, &geo, &kt, fastconv::Residual::None, false, scores);
         scores.par_chunks_mut(lk).for_each(softmax_row);
         let vh = PackedB::from_fn(lk, dh, &[], |j, c| v[j * d + h * dh + c]);
         let geo = Geometry { src_w: lq, cin: lk, stride: 1, out_h: 1, out_w: lq, segments: vec![(0, 0, lk)] };
-        fastconv::run(scores, &geo, &vh, None, false, &mut ctx_h);
+        fastconv::run(scores, &geo, &vh, fastconv::Residual::None, false, &mut ctx_h);
         for i in 0..lq {
             ctx[i * d + h * dh..i * d + (h + 1) * dh].copy_from_slice(&ctx_h[i * dh..(i + 1) * dh]);
         }
     }
     recycle(ctx_h);
-    (ctx, weights)
+    if keep_weights {
+        (ctx, Some(weights))
+    } else {
+        recycle(weights);
+        (ctx, None)
+    }
 }
 
 /// In-place softmax of one row.

@@ -150,14 +150,24 @@ struct SendPtr<T>(*mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
+/// What is added to the output before ReLU.
+#[derive(Clone, Copy)]
+pub enum Residual<'a> {
+    None,
+    /// A separate (out_h·out_w, n) map.
+    Add(&'a [f32]),
+    /// The output buffer's own contents on entry (the result replaces them).
+    InPlace,
+}
+
 /// `out[o, :] = relu?(Σ_segments A_o · B + bias + residual[o, :])` for every output pixel `o`.
 ///
-/// `src` is the (padded) NHWC input, `out` and `residual` are (out_h·out_w, n) row-major.
-pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Option<&[f32]>, relu: bool, out: &mut [f32]) {
+/// `src` is the (padded) NHWC input, `out` and a separate residual are (out_h·out_w, n) row-major.
+pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: bool, out: &mut [f32]) {
     let m = geo.out_h * geo.out_w;
     let n = b.n;
     assert_eq!(out.len(), m * n, "output size");
-    if let Some(r) = residual {
+    if let Residual::Add(r) = residual {
         assert_eq!(r.len(), m * n, "residual size");
     }
     // Every A element any segment reads must lie inside `src` (the unsafe kernel relies on it).
@@ -166,7 +176,11 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Option<&[f32]>, r
     assert!(last_base + reach <= src.len(), "input too small for the geometry");
     assert!(geo.segments.iter().all(|&(_, bs, l)| bs + l <= b.k), "segments exceed K");
     // K chunk so that one chunk of all B panels stays in L2 (~384 KB).
-    let kc = ((384 * 1024 / 4) / (n.div_ceil(NR) * NR)).clamp(64, 512);
+    let mut kc = ((384 * 1024 / 4) / (n.div_ceil(NR) * NR)).clamp(64, 512);
+    if matches!(residual, Residual::InPlace) {
+        // Partial sums must not overwrite the residual they are added to: one K chunk only.
+        kc = b.k;
+    }
     let tpt = TILES_PER_TASK;
     let chunks = chunks(&geo.segments, kc);
     let tiles = m.div_ceil(MR);
@@ -193,8 +207,10 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Option<&[f32]>, r
                 a_rows[r] = src[base..].as_ptr();
                 // SAFETY: o < m and out has m·n elements.
                 c_rows[r] = unsafe { out_ptr.0.add(o * n) };
-                if let Some(res) = residual {
-                    res_rows[r] = res[o * n..].as_ptr();
+                match residual {
+                    Residual::Add(res) => res_rows[r] = res[o * n..].as_ptr(),
+                    Residual::InPlace => res_rows[r] = c_rows[r].cast_const(),
+                    Residual::None => {}
                 }
             }
             rows_of.push((rows, a_rows, c_rows, res_rows));
@@ -207,7 +223,7 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Option<&[f32]>, r
                 let tile = Tile {
                     a_rows,
                     c_rows,
-                    res_rows: residual.map(|_| res_rows),
+                    res_rows: if matches!(residual, Residual::None) { None } else { Some(res_rows) },
                     panel: &b.data[q * b.k * NR..(q + 1) * b.k * NR],
                     bias: &b.bias[q * NR..(q + 1) * NR],
                     col0: q * NR,

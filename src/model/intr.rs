@@ -173,19 +173,21 @@ impl Intr {
 
     /// Runs the model on a normalised image `(3, H, W)` given as CHW f32 values.
     pub fn forward(&self, chw: &[f32], h: usize, w: usize) -> Result<IntrOutput> {
-        let mut trace = self.forward_traced(chw, h, w)?;
-        let layers = trace.attention.len();
-        let heads = self.config.nheads;
-        let classes = self.config.num_queries;
-        let mut attention = Vec::with_capacity(layers * heads * classes * trace.grid.0 * trace.grid.1);
-        // Move each layer's maps out of the trace so only one copy of each exists at a time.
-        for a in std::mem::take(&mut trace.attention) {
+        let (heads, classes) = (self.config.nheads, self.config.num_queries);
+        let mut attention = Vec::new();
+        // Each layer's maps are appended as soon as they exist, so no second copy is ever held.
+        let layers = self.config.dec_layers;
+        let trace = self.run(chw, h, w, &mut |a: Tensor| {
+            if attention.capacity() == 0 {
+                attention.reserve_exact(a.elem_count() * layers);
+            }
             attention.extend(a.flatten_all()?.to_vec1::<f32>()?);
-        }
+            Ok(())
+        })?;
         Ok(IntrOutput {
             logits: trace.logits.to_vec1::<f32>()?,
             attention,
-            layers,
+            layers: trace.hs.len(),
             heads,
             classes,
             grid: trace.grid,
@@ -195,11 +197,29 @@ impl Intr {
 
     /// Like [`Intr::forward`] but keeps every intermediate.
     pub fn forward_traced(&self, chw: &[f32], h: usize, w: usize) -> Result<Trace> {
+        let mut attention = Vec::new();
+        let mut trace = self.run(chw, h, w, &mut |a: Tensor| {
+            attention.push(a);
+            Ok(())
+        })?;
+        trace.attention = attention;
+        Ok(trace)
+    }
+
+    /// The forward pass; each decoder layer's cross-attention (heads, Q, h·w) goes to `on_attention`
+    /// (the returned trace's `attention` is empty).
+    fn run(
+        &self,
+        chw: &[f32],
+        h: usize,
+        w: usize,
+        on_attention: &mut dyn FnMut(Tensor) -> Result<()>,
+    ) -> Result<Trace> {
         if chw.len() != 3 * h * w || h == 0 || w == 0 {
             return Err(Error::Config(format!("input has {} values, expected 3×{h}×{w}", chw.len())));
         }
         let t0 = Instant::now();
-        let (features, grid) = self.backbone.forward(&Tensor::from_slice(chw, (1, 3, h, w), &self.device)?)?;
+        let (features, grid) = self.backbone.forward(chw, h, w, &self.device)?;
         let features = features.to_device(&self.device)?;
         let t1 = Instant::now();
         let pos_embed = self.position.encode(grid.0, grid.1, &self.device)?;
@@ -215,13 +235,12 @@ impl Intr {
         let mut tgt = self.query_embed.zeros_like()?;
         let mut decoder_layer_outputs = Vec::new();
         let mut hs = Vec::new();
-        let mut attention = Vec::new();
         for layer in &self.transformer.decoder {
             let (t, wts) = layer.forward(&tgt, &memory, &self.query_embed)?;
             tgt = t;
             hs.push(self.transformer.norm_decoder_output(&tgt)?);
             decoder_layer_outputs.push(tgt.clone());
-            attention.push(wts);
+            on_attention(wts)?;
         }
         let last = hs.last().ok_or_else(|| Error::Config("the model has no decoder layers".into()))?;
         let logits = self.presence.forward(last)?.squeeze(1)?;
@@ -234,7 +253,7 @@ impl Intr {
             encoder_output: memory,
             decoder_layer_outputs,
             hs,
-            attention,
+            attention: Vec::new(),
             logits,
             grid,
             timings: StageTimings { backbone: t1 - t0, encoder: t2 - t1, decoder: t3 - t2 },

@@ -61,7 +61,7 @@ impl Linear {
             let xs = x.flatten_all()?.to_vec1::<f32>()?;
             let mut out = vec![0.0f32; m * self.out];
             let geo = Geometry { src_w: m, cin: k, stride: 1, out_h: 1, out_w: m, segments: vec![(0, 0, k)] };
-            fastconv::run(&xs, &geo, p, None, relu, &mut out);
+            fastconv::run(&xs, &geo, p, fastconv::Residual::None, relu, &mut out);
             return Ok(Tensor::from_vec(out, (m, self.out), x.device())?);
         }
         let w_t = self.w_t.as_ref().ok_or_else(|| Error::Config("linear layer without weights".into()))?;
@@ -108,6 +108,18 @@ impl Attention {
     /// Attends `q` (Lq, D) over `k`, `v` (Lk, D). Returns the output (Lq, D) and the post-softmax
     /// weights (heads, Lq, Lk).
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (out, w) = self.run(q, k, v, true)?;
+        let w = w.ok_or_else(|| Error::Config("attention weights were not kept".into()))?;
+        Ok((out, w))
+    }
+
+    /// Like [`Attention::forward`] for callers that need only the output (self-attention): the
+    /// weights of all heads are never held at once.
+    pub fn context(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        Ok(self.run(q, k, v, false)?.0)
+    }
+
+    fn run(&self, q: &Tensor, k: &Tensor, v: &Tensor, need_weights: bool) -> Result<(Tensor, Option<Tensor>)> {
         let (lq, d) = q.dims2()?;
         let lk = k.dims2()?.0;
         let h = self.heads;
@@ -118,9 +130,9 @@ impl Attention {
             let qs = vec((self.q.forward(q)? * scale)?)?;
             let ks = vec(self.k.forward(k)?)?;
             let vs = vec(self.v.forward(v)?)?;
-            let (ctx, weights) = fastattn::attention(&qs, &ks, &vs, lq, lk, d, h);
+            let (ctx, weights) = fastattn::attention(&qs, &ks, &vs, (lq, lk, d, h), need_weights);
             let ctx = Tensor::from_vec(ctx, (lq, d), q.device())?;
-            let weights = Tensor::from_vec(weights, (h, lq, lk), q.device())?;
+            let weights = weights.map(|w| Tensor::from_vec(w, (h, lq, lk), q.device())).transpose()?;
             return Ok((self.out.forward(&ctx)?, weights));
         }
         let split =
@@ -132,7 +144,7 @@ impl Attention {
         let scores = qh.matmul(&kh.transpose(1, 2)?)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let ctx = weights.matmul(&vh)?.transpose(0, 1)?.reshape((lq, d))?;
-        Ok((self.out.forward(&ctx)?, weights))
+        Ok((self.out.forward(&ctx)?, Some(weights)))
     }
 }
 
@@ -180,12 +192,12 @@ impl EncoderLayer {
         if self.pre_norm {
             let x2 = ln(&self.norm1, x)?;
             let qk = (&x2 + pos)?;
-            let x = (x + self.attn.forward(&qk, &qk, &x2)?.0)?;
+            let x = (x + self.attn.context(&qk, &qk, &x2)?)?;
             let x2 = ln(&self.norm2, &x)?;
             Ok((&x + self.ffn.forward(&x2)?)?)
         } else {
             let qk = (x + pos)?;
-            let x = ln(&self.norm1, &(x + self.attn.forward(&qk, &qk, x)?.0)?)?;
+            let x = ln(&self.norm1, &(x + self.attn.context(&qk, &qk, x)?)?)?;
             ln(&self.norm2, &(&x + self.ffn.forward(&x)?)?)
         }
     }
@@ -222,7 +234,7 @@ impl DecoderLayer {
         if self.pre_norm {
             let t2 = ln(&self.norm1, tgt)?;
             let qk = (&t2 + qpos)?;
-            let tgt = (tgt + self.self_attn.forward(&qk, &qk, &t2)?.0)?;
+            let tgt = (tgt + self.self_attn.context(&qk, &qk, &t2)?)?;
             let t2 = ln(&self.norm2, &tgt)?;
             let (ca, w) = self.cross_attn.forward(&(&t2 + qpos)?, memory, memory)?;
             let tgt = (tgt + ca)?;
@@ -230,7 +242,7 @@ impl DecoderLayer {
             Ok(((&tgt + self.ffn.forward(&t2)?)?, w))
         } else {
             let qk = (tgt + qpos)?;
-            let tgt = ln(&self.norm1, &(tgt + self.self_attn.forward(&qk, &qk, tgt)?.0)?)?;
+            let tgt = ln(&self.norm1, &(tgt + self.self_attn.context(&qk, &qk, tgt)?)?)?;
             let (ca, w) = self.cross_attn.forward(&(&tgt + qpos)?, memory, memory)?;
             let tgt = ln(&self.norm2, &(tgt + ca)?)?;
             let tgt = ln(&self.norm3, &(&tgt + self.ffn.forward(&tgt)?)?)?;
