@@ -46,9 +46,10 @@ pub enum BenchKind {
     },
     /// Peak memory of `predict` on a full-size official-format checkpoint with optimizer state.
     Memory {
-        /// Image to predict on.
+        /// Images to predict on, one `predict` run each; a generated 1333×800 image (the largest
+        /// network input the size rule allows) is always measured too.
         #[arg(long)]
-        image: PathBuf,
+        image: Vec<PathBuf>,
         /// Keep the generated checkpoint here instead of a temporary directory.
         #[arg(long)]
         keep: Option<PathBuf>,
@@ -122,7 +123,7 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
     Ok(())
 }
 
-fn memory(image: &std::path::Path, keep: Option<&PathBuf>) -> Result<()> {
+fn memory(images: &[PathBuf], keep: Option<&PathBuf>) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let path = keep.cloned().unwrap_or_else(|| dir.path().join("intr_checkpoint_official_layout.pth"));
     let cfg = IntrConfig::official(200);
@@ -135,20 +136,28 @@ fn memory(image: &std::path::Path, keep: Option<&PathBuf>) -> Result<()> {
         bytes as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
+    // Largest input: 1333×800 after the size rule (a 5:3 photo), filled with noise.
+    let widest = dir.path().join("widest_1333x800.png");
+    let mut rng = Rng::new(3);
+    let noise = image::RgbImage::from_fn(1333, 800, |_, _| {
+        image::Rgb([0, 0, 0].map(|_: u8| (rng.next_f32() * 255.0) as u8))
+    });
+    noise.save(&widest).with_context(|| format!("{}: cannot write", widest.display()))?;
     let exe = std::env::current_exe().context("cannot locate this executable")?;
-    let out = std::process::Command::new(exe)
-        .args(["predict", "--report-peak-rss", "--model"])
-        .arg(&path)
-        .arg(image)
-        .output()
-        .context("cannot run predict")?;
-    out!("{}", String::from_utf8_lossy(&out.stdout));
-    let err = String::from_utf8_lossy(&out.stderr);
-    eprint!("{err}");
-    if !out.status.success() {
-        bail!("predict failed ({})", out.status);
+    for image in images.iter().chain(std::iter::once(&widest)) {
+        let out = std::process::Command::new(&exe)
+            .args(["predict", "--report-peak-rss", "-k", "1", "--model"])
+            .arg(&path)
+            .arg(image)
+            .output()
+            .context("cannot run predict")?;
+        out!("{}", String::from_utf8_lossy(&out.stdout));
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            bail!("predict failed ({}): {err}", out.status);
+        }
+        let peak = err.lines().find_map(|l| l.strip_prefix("peak RSS: ")).context("predict did not report its peak RSS")?;
+        outln!("predict peak RSS: {peak} ({})", image.display());
     }
-    let peak = err.lines().find_map(|l| l.strip_prefix("peak RSS: ")).context("predict did not report its peak RSS")?;
-    outln!("predict peak RSS: {peak} (checkpoint file {:.0} MB)", bytes as f64 / 1e6);
     Ok(())
 }
