@@ -139,9 +139,8 @@ fn memory(images: &[PathBuf], keep: Option<&PathBuf>) -> Result<()> {
     // Largest input: 1333×800 after the size rule (a 5:3 photo), filled with noise.
     let widest = dir.path().join("widest_1333x800.png");
     let mut rng = Rng::new(3);
-    let noise = image::RgbImage::from_fn(1333, 800, |_, _| {
-        image::Rgb([0, 0, 0].map(|_: u8| (rng.next_f32() * 255.0) as u8))
-    });
+    let noise =
+        image::RgbImage::from_fn(1333, 800, |_, _| image::Rgb([0, 0, 0].map(|_: u8| (rng.next_f32() * 255.0) as u8)));
     noise.save(&widest).with_context(|| format!("{}: cannot write", widest.display()))?;
     let exe = std::env::current_exe().context("cannot locate this executable")?;
     for image in images.iter().chain(std::iter::once(&widest)) {
@@ -156,7 +155,8 @@ fn memory(images: &[PathBuf], keep: Option<&PathBuf>) -> Result<()> {
         if !out.status.success() {
             bail!("predict failed ({}): {err}", out.status);
         }
-        let peak = err.lines().find_map(|l| l.strip_prefix("peak RSS: ")).context("predict did not report its peak RSS")?;
+        let peak =
+            err.lines().find_map(|l| l.strip_prefix("peak RSS: ")).context("predict did not report its peak RSS")?;
         outln!("predict peak RSS: {peak} ({})", image.display());
     }
     Ok(())

@@ -176,13 +176,12 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: b
     assert!(last_base + reach <= src.len(), "input too small for the geometry");
     assert!(geo.segments.iter().all(|&(_, bs, l)| bs + l <= b.k), "segments exceed K");
     // K chunk so that one chunk of all B panels stays in L2 (~384 KB).
-    let mut kc = ((384 * 1024 / 4) / (n.div_ceil(NR) * NR)).clamp(64, 512);
-    if matches!(residual, Residual::InPlace) {
-        // Partial sums must not overwrite the residual they are added to: one K chunk only.
-        kc = b.k;
-    }
+    let kc = ((384 * 1024 / 4) / (n.div_ceil(NR) * NR)).clamp(64, 512);
     let tpt = TILES_PER_TASK;
     let chunks = chunks(&geo.segments, kc);
+    // Partial sums must not overwrite a residual that is only added at the last chunk: they then go
+    // to a per-task scratch buffer instead of the output.
+    let scratch_partials = matches!(residual, Residual::InPlace) && chunks.len() > 1;
     let tiles = m.div_ceil(MR);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let tasks = tiles.div_ceil(tpt);
@@ -193,12 +192,15 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: b
         let out_ptr = out_ptr;
         let t0 = task * tpt;
         let t1 = (t0 + tpt).min(tiles);
+        let mut scratch = if scratch_partials { vec![0.0f32; (t1 - t0) * MR * n] } else { Vec::new() };
+        let scratch_ptr = scratch.as_mut_ptr();
         let mut rows_of = Vec::with_capacity(t1 - t0);
         for t in t0..t1 {
             let r0 = t * MR;
             let rows = MR.min(m - r0);
             let mut a_rows = [std::ptr::null::<f32>(); MR];
             let mut c_rows = [std::ptr::null_mut::<f32>(); MR];
+            let mut p_rows = [std::ptr::null_mut::<f32>(); MR];
             let mut res_rows = [std::ptr::null::<f32>(); MR];
             for r in 0..rows {
                 let o = r0 + r;
@@ -207,22 +209,29 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: b
                 a_rows[r] = src[base..].as_ptr();
                 // SAFETY: o < m and out has m·n elements.
                 c_rows[r] = unsafe { out_ptr.0.add(o * n) };
+                p_rows[r] = if scratch_partials {
+                    // SAFETY: (t - t0)·MR + r < (t1 - t0)·MR rows of n values in `scratch`.
+                    unsafe { scratch_ptr.add(((t - t0) * MR + r) * n) }
+                } else {
+                    c_rows[r]
+                };
                 match residual {
                     Residual::Add(res) => res_rows[r] = res[o * n..].as_ptr(),
                     Residual::InPlace => res_rows[r] = c_rows[r].cast_const(),
                     Residual::None => {}
                 }
             }
-            rows_of.push((rows, a_rows, c_rows, res_rows));
+            rows_of.push((rows, a_rows, c_rows, p_rows, res_rows));
         }
         for (ci, chunk) in chunks.iter().enumerate() {
             let first = ci == 0;
             let last = ci + 1 == chunks.len();
             let call = |ti: usize, q: usize| {
-                let (rows, a_rows, c_rows, res_rows) = &rows_of[ti];
+                let (rows, a_rows, c_rows, p_rows, res_rows) = &rows_of[ti];
                 let tile = Tile {
                     a_rows,
                     c_rows,
+                    p_rows,
                     res_rows: if matches!(residual, Residual::None) { None } else { Some(res_rows) },
                     panel: &b.data[q * b.k * NR..(q + 1) * b.k * NR],
                     bias: &b.bias[q * NR..(q + 1) * NR],
@@ -248,7 +257,10 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: b
 
 struct Tile<'a> {
     a_rows: &'a [*const f32; MR],
+    /// Final output rows.
     c_rows: &'a [*mut f32; MR],
+    /// Where partial sums between K chunks live (the output rows unless they hold the residual).
+    p_rows: &'a [*mut f32; MR],
     res_rows: Option<&'a [*const f32; MR]>,
     panel: &'a [f32],
     bias: &'a [f32],
@@ -295,7 +307,7 @@ unsafe fn kernel<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)]) {
         let mut acc = [[_mm512_setzero_ps(); NV]; R];
         if !t.first {
             for r in 0..R {
-                let c = t.c_rows[r].add(t.col0);
+                let c = t.p_rows[r].add(t.col0);
                 for v in 0..NV {
                     acc[r][v] = _mm512_maskz_loadu_ps(masks[v], c.add(16 * v));
                 }
@@ -338,7 +350,7 @@ unsafe fn kernel<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)]) {
             }
         }
         for r in 0..R {
-            let c = t.c_rows[r].add(t.col0);
+            let c = if t.last { t.c_rows[r] } else { t.p_rows[r] }.add(t.col0);
             for v in 0..NV {
                 _mm512_mask_storeu_ps(c.add(16 * v), masks[v], acc[r][v]);
             }
