@@ -7,5 +7,6 @@
 //! - [`cli`]: the command-line interface.
 
 pub mod classes;
+pub mod colormap;
 pub mod cli;
 pub mod model;

@@ -1,0 +1,336 @@
+//! Attention display on the CPU: colormap lookup tables, map normalisation, grid interpolation,
+//! threshold and blending. The GPU overlay (`shaders/overlay.wgsl`) mirrors this code operation for
+//! operation, so the window, the CLI and exported figures show the same pixels.
+//!
+//! NOTE: keep in sync with `shaders/overlay.wgsl` (sampling positions, bicubic kernel, LUT
+//! interpolation, threshold and blend).
+
+use serde::{Deserialize, Serialize};
+
+/// Colormaps offered for attention overlays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Colormap {
+    /// Perceptually uniform, colour-blind safe (the default).
+    #[default]
+    Viridis,
+    /// Perceptually uniform, optimised for colour-vision deficiency.
+    Cividis,
+    Magma,
+    Inferno,
+    /// Improved rainbow (Google's Turbo).
+    Turbo,
+    /// The classic rainbow of the INTR paper's figures (not perceptually uniform).
+    Jet,
+}
+
+impl Colormap {
+    pub const ALL: [Colormap; 6] =
+        [Colormap::Viridis, Colormap::Cividis, Colormap::Magma, Colormap::Inferno, Colormap::Turbo, Colormap::Jet];
+
+    /// Display name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Colormap::Viridis => "viridis",
+            Colormap::Cividis => "cividis",
+            Colormap::Magma => "magma",
+            Colormap::Inferno => "inferno",
+            Colormap::Turbo => "turbo",
+            Colormap::Jet => "jet",
+        }
+    }
+
+    /// 256 sRGB colours, entry i for value i/255.
+    #[must_use]
+    pub fn lut(self) -> [[u8; 3]; LUT_SIZE] {
+        let mut out = [[0u8; 3]; LUT_SIZE];
+        for (i, c) in out.iter_mut().enumerate() {
+            *c = match self {
+                Colormap::Jet => jet(i as f64 / (LUT_SIZE - 1) as f64),
+                other => {
+                    let g = match other {
+                        Colormap::Viridis => colorous::VIRIDIS,
+                        Colormap::Cividis => colorous::CIVIDIS,
+                        Colormap::Magma => colorous::MAGMA,
+                        Colormap::Inferno => colorous::INFERNO,
+                        _ => colorous::TURBO,
+                    };
+                    let c = g.eval_rational(i, LUT_SIZE);
+                    [c.r, c.g, c.b]
+                }
+            };
+        }
+        out
+    }
+}
+
+/// Entries of every lookup table. NOTE: keep in sync with `LUT_SIZE` in `shaders/overlay.wgsl`.
+pub const LUT_SIZE: usize = 256;
+
+/// Matplotlib's `jet` (piecewise linear segments).
+fn jet(t: f64) -> [u8; 3] {
+    let seg = |pts: &[(f64, f64)]| -> f64 {
+        for w in pts.windows(2) {
+            let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+            if t <= x1 {
+                return y0 + (y1 - y0) * ((t - x0) / (x1 - x0)).clamp(0.0, 1.0);
+            }
+        }
+        pts[pts.len() - 1].1
+    };
+    let r = seg(&[(0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)]);
+    let g = seg(&[(0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)]);
+    let b = seg(&[(0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)]);
+    [r, g, b].map(|v| (v * 255.0).round() as u8)
+}
+
+/// How attention values are mapped to [0, 1] before colouring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Normalization {
+    /// Each map's own min–max (the official renderer).
+    #[default]
+    PerMap,
+    /// One min–max over all heads of the class.
+    SharedHeads,
+    /// One min–max over all compared classes and their heads.
+    SharedClasses,
+    /// Absolute attention probability on the fixed scale [0, [`ABSOLUTE_MAX`]], comparable across
+    /// images.
+    Absolute,
+}
+
+/// Upper end of the absolute scale: uniform attention over a 25×33 grid is 0.0012, a sharp peak a few
+/// tenths; values above are saturated.
+pub const ABSOLUTE_MAX: f32 = 0.25;
+
+impl Normalization {
+    pub const ALL: [Normalization; 4] =
+        [Normalization::PerMap, Normalization::SharedHeads, Normalization::SharedClasses, Normalization::Absolute];
+
+    /// What the colour bar says the colours mean.
+    #[must_use]
+    pub fn describe(self) -> &'static str {
+        match self {
+            Normalization::PerMap => "min–max of each map",
+            Normalization::SharedHeads => "min–max shared by the class's heads",
+            Normalization::SharedClasses => "min–max shared by the compared classes",
+            Normalization::Absolute => "attention probability",
+        }
+    }
+}
+
+/// How the attention grid is resampled to the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Interpolation {
+    /// Shows the true grid cells.
+    Nearest,
+    #[default]
+    Bilinear,
+    /// Keys cubic (a = −0.75, as OpenCV and PyTorch), clamped to the value range of its neighbours.
+    Bicubic,
+}
+
+impl Interpolation {
+    pub const ALL: [Interpolation; 3] = [Interpolation::Nearest, Interpolation::Bilinear, Interpolation::Bicubic];
+
+    /// Shader code of the mode. NOTE: keep in sync with `shaders/overlay.wgsl`.
+    #[must_use]
+    pub fn code(self) -> u32 {
+        match self {
+            Interpolation::Nearest => 0,
+            Interpolation::Bilinear => 1,
+            Interpolation::Bicubic => 2,
+        }
+    }
+}
+
+/// Everything that decides how one map looks, once its value range is known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OverlayStyle {
+    pub colormap: Colormap,
+    pub interpolation: Interpolation,
+    /// Value shown as the first LUT colour.
+    pub lo: f32,
+    /// Value shown as the last LUT colour.
+    pub hi: f32,
+    /// Normalised values below this are transparent (0 = off).
+    pub threshold: f32,
+    /// Overlay opacity in [0, 1].
+    pub opacity: f32,
+}
+
+/// Min and max of a set of maps (for the shared normalisations).
+#[must_use]
+pub fn value_range<'a>(maps: impl IntoIterator<Item = &'a [f32]>) -> (f32, f32) {
+    let mut lo = f32::INFINITY;
+    let mut hi = f32::NEG_INFINITY;
+    for m in maps {
+        for &v in m {
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    if lo > hi { (0.0, 1.0) } else { (lo, hi) }
+}
+
+/// Keys cubic convolution weight (a = −0.75).
+fn cubic(x: f32) -> f32 {
+    const A: f32 = -0.75;
+    let x = x.abs();
+    if x <= 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A
+    } else {
+        0.0
+    }
+}
+
+/// The map value at normalised position (u, v) ∈ [0, 1]² of a `gw × gh` grid (row-major `map`).
+/// Cell centres sit at ((j + 0.5)/gw, (i + 0.5)/gh); edges are clamped.
+#[must_use]
+pub fn sample(map: &[f32], gw: usize, gh: usize, u: f32, v: f32, mode: Interpolation) -> f32 {
+    let at = |x: i32, y: i32| map[(y.clamp(0, gh as i32 - 1) as usize) * gw + x.clamp(0, gw as i32 - 1) as usize];
+    let gx = u * gw as f32 - 0.5;
+    let gy = v * gh as f32 - 0.5;
+    match mode {
+        Interpolation::Nearest => {
+            let x = ((u * gw as f32).floor() as i32).clamp(0, gw as i32 - 1);
+            let y = ((v * gh as f32).floor() as i32).clamp(0, gh as i32 - 1);
+            at(x, y)
+        }
+        Interpolation::Bilinear => {
+            let (x0, y0) = (gx.floor(), gy.floor());
+            let (fx, fy) = (gx - x0, gy - y0);
+            let (x0, y0) = (x0 as i32, y0 as i32);
+            let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1, y0) * fx;
+            let bottom = at(x0, y0 + 1) * (1.0 - fx) + at(x0 + 1, y0 + 1) * fx;
+            top * (1.0 - fy) + bottom * fy
+        }
+        Interpolation::Bicubic => {
+            let (x0, y0) = (gx.floor(), gy.floor());
+            let (fx, fy) = (gx - x0, gy - y0);
+            let (x0, y0) = (x0 as i32, y0 as i32);
+            let mut acc = 0.0;
+            let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+            for dy in -1..=2 {
+                let wy = cubic(dy as f32 - fy);
+                let mut row = 0.0;
+                for dx in -1..=2 {
+                    let s = at(x0 + dx, y0 + dy);
+                    lo = lo.min(s);
+                    hi = hi.max(s);
+                    row += s * cubic(dx as f32 - fx);
+                }
+                acc += row * wy;
+            }
+            // No overshoot below the smallest or above the largest neighbour (no negative attention).
+            acc.clamp(lo, hi)
+        }
+    }
+}
+
+/// The overlay colour (sRGB, 0–1) and alpha for one attention value.
+#[must_use]
+pub fn shade(value: f32, style: &OverlayStyle, lut: &[[u8; 3]; LUT_SIZE]) -> ([f32; 3], f32) {
+    let span = (style.hi - style.lo).max(1e-12);
+    let t = ((value - style.lo) / span).clamp(0.0, 1.0);
+    if t < style.threshold {
+        return ([0.0; 3], 0.0);
+    }
+    let x = t * (LUT_SIZE - 1) as f32;
+    let i = (x.floor() as usize).min(LUT_SIZE - 2);
+    let f = x - i as f32;
+    let c = std::array::from_fn(|k| {
+        let a = f32::from(lut[i][k]) / 255.0;
+        let b = f32::from(lut[i + 1][k]) / 255.0;
+        a + (b - a) * f
+    });
+    (c, style.opacity)
+}
+
+/// Blends the overlay over an RGB image of `w × h` pixels (sRGB bytes) and returns RGBA bytes.
+/// `map` is the `gw × gh` attention grid covering the whole image.
+#[must_use]
+pub fn render_overlay(image: &[u8], w: usize, h: usize, map: &[f32], gw: usize, gh: usize, style: &OverlayStyle) -> Vec<u8> {
+    let lut = style.colormap.lut();
+    let mut out = vec![0u8; w * h * 4];
+    for y in 0..h {
+        for x in 0..w {
+            let u = (x as f32 + 0.5) / w as f32;
+            let v = (y as f32 + 0.5) / h as f32;
+            let value = sample(map, gw, gh, u, v, style.interpolation);
+            let (c, a) = shade(value, style, &lut);
+            let p = (y * w + x) * 3;
+            let o = (y * w + x) * 4;
+            for k in 0..3 {
+                let base = f32::from(image[p + k]) / 255.0;
+                out[o + k] = ((base * (1.0 - a) + c[k] * a) * 255.0).round().clamp(0.0, 255.0) as u8;
+            }
+            out[o + 3] = 255;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luts_start_and_end_where_the_references_do() {
+        let v = Colormap::Viridis.lut();
+        assert_eq!(v[0], [68, 1, 84]);
+        assert_eq!(v[255], [253, 231, 37]);
+        let j = Colormap::Jet.lut();
+        assert_eq!(j[0], [0, 0, 128]);
+        assert_eq!(j[255], [128, 0, 0]);
+        for cm in Colormap::ALL {
+            assert_ne!(cm.lut()[0], cm.lut()[255], "{cm:?}");
+        }
+    }
+
+    #[test]
+    fn sampling_hits_cell_values_at_cell_centres() {
+        let map = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]; // 3 wide, 2 high
+        for mode in Interpolation::ALL {
+            for (i, &want) in map.iter().enumerate() {
+                let (x, y) = (i % 3, i / 3);
+                let got = sample(&map, 3, 2, (x as f32 + 0.5) / 3.0, (y as f32 + 0.5) / 2.0, mode);
+                assert!((got - want).abs() < 1e-5, "{mode:?} cell {i}: {got}");
+            }
+        }
+        // Between two cells bilinear is the average; nearest is one of them.
+        let mid = sample(&map, 3, 2, 1.0 / 3.0, 0.25, Interpolation::Bilinear);
+        assert!((mid - 0.5).abs() < 1e-5);
+    }
+
+    #[test]
+    fn bicubic_never_overshoots() {
+        let map = [0.0, 0.0, 1.0, 1.0];
+        for k in 0..100 {
+            let v = sample(&map, 4, 1, k as f32 / 100.0, 0.5, Interpolation::Bicubic);
+            assert!((0.0..=1.0).contains(&v), "{v}");
+        }
+    }
+
+    #[test]
+    fn threshold_and_opacity() {
+        let style = OverlayStyle {
+            colormap: Colormap::Viridis,
+            interpolation: Interpolation::Nearest,
+            lo: 0.0,
+            hi: 1.0,
+            threshold: 0.5,
+            opacity: 0.6,
+        };
+        let lut = style.colormap.lut();
+        assert_eq!(shade(0.2, &style, &lut).1, 0.0);
+        let (c, a) = shade(1.0, &style, &lut);
+        assert_eq!(a, 0.6);
+        assert!((c[0] - 253.0 / 255.0).abs() < 1e-6);
+        let img = vec![0u8; 3];
+        let out = render_overlay(&img, 1, 1, &[1.0], 1, 1, &style);
+        assert_eq!(out, vec![(253.0f32 * 0.6).round() as u8, (231.0f32 * 0.6).round() as u8, (37.0f32 * 0.6).round() as u8, 255]);
+    }
+}
