@@ -6,7 +6,12 @@
 //! - [`classes`]: class-name lists.
 //! - [`cli`]: the command-line interface.
 
+#[cfg(feature = "gui")]
+pub mod app;
 pub mod classes;
-pub mod colormap;
 pub mod cli;
+pub mod colormap;
+pub mod inference;
 pub mod model;
+#[cfg(feature = "gui")]
+pub mod render;

@@ -158,7 +158,7 @@ fn convert_writes_a_self_describing_safetensors_that_predicts_identically() {
 
 #[test]
 fn usage_errors_follow_unix_habits() {
-    let o = run(&[]);
+    let o = run(&["--no-such-flag"]);
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["predict", "--model"]);
     assert_eq!(o.status.code(), Some(2));

@@ -30,10 +30,12 @@ use crate::model::ConfigOverrides;
 /// INTR Explorer: rank the classes of a photo with an INTR model and see where each class's
 /// attention heads looked.
 #[derive(Debug, Parser)]
-#[command(name = "intr-explorer", version, about, long_about = None)]
+#[command(name = "intr-explorer", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// With no subcommand: open the desktop explorer on these files (a model and/or images).
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +164,9 @@ pub fn run() -> anyhow::Result<i32> {
         Some(Command::Inspect(a)) => commands::inspect(&a).map(|()| 0),
         Some(Command::Convert(a)) => commands::convert(&a).map(|()| 0),
         Some(Command::Bench(a)) => bench::run(&a).map(|()| 0),
+        #[cfg(feature = "gui")]
+        None => crate::app::run(cli.paths).map(|()| 0),
+        #[cfg(not(feature = "gui"))]
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

@@ -1,0 +1,635 @@
+//! The desktop explorer: application state, commands, and the bridge to the inference worker and
+//! the GPU overlay. Layout lives in [`ui`]; it reads the state and returns [`Command`]s, which are
+//! applied here after layout.
+
+mod ui;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+
+use eframe::egui;
+use serde::{Deserialize, Serialize};
+
+use crate::colormap::{self, ABSOLUTE_MAX, Colormap, Interpolation, Normalization, OverlayStyle};
+use crate::inference::{Analysis, ModelInfo, Request, Response, Worker};
+use crate::model::preprocess::PreprocessOptions;
+use crate::render::callback::OverlayResources;
+use crate::render::overlay::AtlasLayout;
+
+/// Display settings, remembered between runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DisplaySettings {
+    pub colormap: Colormap,
+    pub opacity: f32,
+    pub normalization: Normalization,
+    pub threshold: f32,
+    pub interpolation: Interpolation,
+}
+
+impl Default for DisplaySettings {
+    fn default() -> Self {
+        Self {
+            colormap: Colormap::Viridis,
+            opacity: 0.6,
+            normalization: Normalization::PerMap,
+            threshold: 0.0,
+            interpolation: Interpolation::Bilinear,
+        }
+    }
+}
+
+impl DisplaySettings {
+    /// The official renderer's look: bicubic, per-map min–max, JET, 50 % blend.
+    #[must_use]
+    pub fn paper_style() -> Self {
+        Self {
+            colormap: Colormap::Jet,
+            opacity: 0.5,
+            normalization: Normalization::PerMap,
+            threshold: 0.0,
+            interpolation: Interpolation::Bicubic,
+        }
+    }
+}
+
+/// What is remembered between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Persisted {
+    display: DisplaySettings,
+    recent_models: Vec<PathBuf>,
+}
+
+const STORAGE_KEY: &str = "intr-explorer";
+/// Recent models remembered.
+const RECENT: usize = 8;
+/// Analyses kept on the GPU at once.
+const GPU_SCENES: usize = 16;
+
+/// File dialogs, behind a trait so tests inject paths. Results arrive on the app's channel.
+pub trait Dialogs {
+    fn pick_images(&self, reply: Sender<Picked>, ctx: egui::Context);
+    fn pick_model(&self, reply: Sender<Picked>, ctx: egui::Context);
+}
+
+/// A dialog's answer.
+#[derive(Debug)]
+pub enum Picked {
+    Images(Vec<PathBuf>),
+    Model(PathBuf),
+}
+
+/// Native dialogs (rfd): run on a helper thread so the window never blocks.
+pub struct NativeDialogs;
+
+impl Dialogs for NativeDialogs {
+    fn pick_images(&self, reply: Sender<Picked>, ctx: egui::Context) {
+        std::thread::spawn(move || {
+            let files = rfd::FileDialog::new()
+                .set_title("Open images")
+                .add_filter("Images", &["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif"])
+                .pick_files();
+            if let Some(files) = files {
+                let _ = reply.send(Picked::Images(files));
+                ctx.request_repaint();
+            }
+        });
+    }
+
+    fn pick_model(&self, reply: Sender<Picked>, ctx: egui::Context) {
+        std::thread::spawn(move || {
+            let file = rfd::FileDialog::new()
+                .set_title("Open an INTR model")
+                .add_filter("INTR checkpoints", &["pth", "safetensors"])
+                .pick_file();
+            if let Some(file) = file {
+                let _ = reply.send(Picked::Model(file));
+                ctx.request_repaint();
+            }
+        });
+    }
+}
+
+/// One open image.
+pub struct ImageEntry {
+    pub path: PathBuf,
+    pub analysis: Option<Arc<Analysis>>,
+    pub error: Option<String>,
+    /// Request id of the analysis in flight, if any.
+    pub pending: Option<u64>,
+    pub thumbnail: Option<egui::TextureHandle>,
+}
+
+/// Where the user is looking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewState {
+    pub class: usize,
+    /// `None` = mean over heads.
+    pub head: Option<usize>,
+    pub layer: usize,
+    pub compare: Vec<usize>,
+    pub show_compare: bool,
+    pub show_help: bool,
+    pub search: String,
+    /// Zoom factor (1 = fit) and pan in fractions of the image.
+    pub zoom: f32,
+    pub pan: egui::Vec2,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        Self {
+            class: 0,
+            head: None,
+            layer: usize::MAX,
+            compare: Vec::new(),
+            show_compare: false,
+            show_help: false,
+            search: String::new(),
+            zoom: 1.0,
+            pan: egui::Vec2::ZERO,
+        }
+    }
+}
+
+/// Everything the UI can ask for; applied after layout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    OpenImagesDialog,
+    OpenModelDialog,
+    LoadModel(PathBuf),
+    OpenImages(Vec<PathBuf>),
+    SelectImage(usize),
+    CloseImage(usize),
+    SelectClass(usize),
+    ToggleCompare(usize),
+    SelectHead(Option<usize>),
+    SelectLayer(usize),
+    Display(DisplaySettings),
+    ShowCompare(bool),
+    ShowHelp(bool),
+    Search(String),
+    ViewTransform { zoom: f32, pan: egui::Vec2 },
+    Cancel,
+    DismissError(usize),
+}
+
+/// The explorer application.
+pub struct ExplorerApp {
+    worker: Worker,
+    dialogs: Box<dyn Dialogs>,
+    picked_tx: Sender<Picked>,
+    picked_rx: Receiver<Picked>,
+    pub model: Option<ModelInfo>,
+    pub model_loading: Option<PathBuf>,
+    pub images: Vec<ImageEntry>,
+    pub selected: usize,
+    pub view: ViewState,
+    pub display: DisplaySettings,
+    pub recent_models: Vec<PathBuf>,
+    pub errors: Vec<String>,
+    /// (request id, stage) of the work in progress.
+    pub busy: Option<(u64, &'static str)>,
+    next_id: u64,
+    gpu: Option<eframe::egui_wgpu::RenderState>,
+    ctx: egui::Context,
+}
+
+impl ExplorerApp {
+    /// Creates the app; loads `model` (or nothing: the window then says how to open one) and `images`.
+    pub fn new(
+        cc: &eframe::CreationContext<'_>,
+        dialogs: Box<dyn Dialogs>,
+        model: Option<PathBuf>,
+        images: Vec<PathBuf>,
+    ) -> Self {
+        let persisted: Persisted = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
+        let ctx = cc.egui_ctx.clone();
+        let waker = ctx.clone();
+        let worker = match Worker::spawn(move || waker.request_repaint()) {
+            Ok(w) => w,
+            Err(e) => panic!("cannot start the inference thread: {e}"),
+        };
+        let gpu = cc.wgpu_render_state.clone();
+        if let Some(rs) = &gpu {
+            OverlayResources::install(rs);
+        }
+        let (picked_tx, picked_rx) = std::sync::mpsc::channel();
+        let mut app = Self {
+            worker,
+            dialogs,
+            picked_tx,
+            picked_rx,
+            model: None,
+            model_loading: None,
+            images: Vec::new(),
+            selected: 0,
+            view: ViewState::default(),
+            display: persisted.display,
+            recent_models: persisted.recent_models,
+            errors: Vec::new(),
+            busy: None,
+            next_id: 1,
+            gpu,
+            ctx,
+        };
+        if let Some(m) = model {
+            app.apply(Command::LoadModel(m));
+        }
+        if !images.is_empty() {
+            app.apply(Command::OpenImages(images));
+        }
+        app
+    }
+
+    /// The analysis of the selected image, if finished.
+    #[must_use]
+    pub fn current(&self) -> Option<&Arc<Analysis>> {
+        self.images.get(self.selected).and_then(|e| e.analysis.as_ref())
+    }
+
+    /// Adds a finished analysis as if the worker had produced it (tests, demos).
+    pub fn inject(&mut self, analysis: Analysis) {
+        let path = analysis.image_path.clone();
+        let idx = match self.images.iter().position(|e| e.path == path) {
+            Some(i) => i,
+            None => {
+                self.images.push(ImageEntry { path, analysis: None, error: None, pending: None, thumbnail: None });
+                self.images.len() - 1
+            }
+        };
+        self.next_id = self.next_id.max(analysis.id + 1);
+        self.accept(idx, analysis);
+        self.selected = idx;
+    }
+
+    fn accept(&mut self, idx: usize, a: Analysis) {
+        let a = Arc::new(a);
+        self.upload(&a);
+        let thumb = thumbnail(&self.ctx, &a);
+        let entry = &mut self.images[idx];
+        entry.thumbnail = Some(thumb);
+        entry.analysis = Some(Arc::clone(&a));
+        entry.error = None;
+        entry.pending = None;
+        if idx == self.selected {
+            self.reset_view_for(&a);
+        }
+    }
+
+    fn reset_view_for(&mut self, a: &Analysis) {
+        let ranking = a.output.ranking();
+        self.view.class = ranking.first().copied().unwrap_or(0);
+        self.view.layer = a.output.layers.saturating_sub(1);
+        self.view.head = None;
+        self.view.compare.retain(|&c| c < a.output.classes);
+    }
+
+    /// Uploads the photo and every map (+ the head means) of an analysis to the GPU once.
+    fn upload(&self, a: &Analysis) {
+        let Some(rs) = &self.gpu else { return };
+        let o = &a.output;
+        let (gh, gw) = o.grid;
+        let Some(atlas) = AtlasLayout::new(o.layers * o.classes * (o.heads + 1), gw as u32, gh as u32) else { return };
+        let mut maps = Vec::with_capacity(atlas.count * gw * gh);
+        for l in 0..o.layers {
+            for c in 0..o.classes {
+                for h in 0..o.heads {
+                    maps.extend_from_slice(o.map(l, h, c));
+                }
+                maps.extend(o.head_mean(l, c));
+            }
+        }
+        let rgba: Vec<u8> = a.image.data.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        OverlayResources::upload(
+            rs,
+            a.id,
+            &rgba,
+            (a.image.width as u32, a.image.height as u32),
+            atlas,
+            &maps,
+            GPU_SCENES,
+        );
+    }
+
+    /// Atlas index of (layer, class, head or mean).
+    #[must_use]
+    pub fn atlas_index(o: &crate::model::IntrOutput, layer: usize, class: usize, head: Option<usize>) -> usize {
+        (layer * o.classes + class) * (o.heads + 1) + head.unwrap_or(o.heads)
+    }
+
+    /// The values of one map (a head, or the mean when `head` is `None`).
+    #[must_use]
+    pub fn map_values(a: &Analysis, layer: usize, class: usize, head: Option<usize>) -> Vec<f32> {
+        match head {
+            Some(h) => a.output.map(layer, h, class).to_vec(),
+            None => a.output.head_mean(layer, class),
+        }
+    }
+
+    /// The style (colour scale included) of one map under the current normalisation.
+    #[must_use]
+    pub fn style_for(&self, a: &Analysis, class: usize, head: Option<usize>) -> OverlayStyle {
+        let o = &a.output;
+        let layer = self.view.layer.min(o.layers - 1);
+        let heads: Vec<Option<usize>> = (0..o.heads).map(Some).chain([None]).collect();
+        let (lo, hi) = match self.display.normalization {
+            Normalization::PerMap => colormap::value_range([Self::map_values(a, layer, class, head).as_slice()]),
+            Normalization::SharedHeads => {
+                let maps: Vec<Vec<f32>> = heads.iter().map(|&h| Self::map_values(a, layer, class, h)).collect();
+                colormap::value_range(maps.iter().map(Vec::as_slice))
+            }
+            Normalization::SharedClasses => {
+                let mut classes = self.view.compare.clone();
+                classes.push(class);
+                let maps: Vec<Vec<f32>> = classes
+                    .iter()
+                    .flat_map(|&c| heads.iter().map(move |&h| (c, h)))
+                    .map(|(c, h)| Self::map_values(a, layer, c, h))
+                    .collect();
+                colormap::value_range(maps.iter().map(Vec::as_slice))
+            }
+            Normalization::Absolute => (0.0, ABSOLUTE_MAX),
+        };
+        OverlayStyle {
+            colormap: self.display.colormap,
+            interpolation: self.display.interpolation,
+            lo,
+            hi,
+            threshold: self.display.threshold,
+            opacity: self.display.opacity,
+        }
+    }
+
+    /// The style of the comparison grid: one value range over every compared class and head.
+    #[must_use]
+    pub fn compare_style(&self, a: &Analysis) -> OverlayStyle {
+        let o = &a.output;
+        let layer = self.view.layer.min(o.layers - 1);
+        let mut style = self.style_for(a, self.view.class, None);
+        if self.display.normalization != Normalization::Absolute {
+            let maps: Vec<Vec<f32>> = self
+                .view
+                .compare
+                .iter()
+                .flat_map(|&c| (0..o.heads).map(Some).chain([None]).map(move |h| (c, h)))
+                .map(|(c, h)| Self::map_values(a, layer, c, h))
+                .collect();
+            (style.lo, style.hi) = colormap::value_range(maps.iter().map(Vec::as_slice));
+        }
+        style
+    }
+
+    /// Applies one command.
+    pub fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::OpenImagesDialog => self.dialogs.pick_images(self.picked_tx.clone(), self.ctx.clone()),
+            Command::OpenModelDialog => self.dialogs.pick_model(self.picked_tx.clone(), self.ctx.clone()),
+            Command::LoadModel(path) => {
+                let req = Request::LoadModel { path: path.clone(), classes: None, overrides: Default::default() };
+                match self.worker.send(req) {
+                    Ok(()) => self.model_loading = Some(path),
+                    Err(e) => self.errors.push(e),
+                }
+            }
+            Command::OpenImages(paths) => {
+                let first_new = self.images.len();
+                for p in expand_folders(paths) {
+                    if !self.images.iter().any(|e| e.path == p) {
+                        self.images.push(ImageEntry {
+                            path: p,
+                            analysis: None,
+                            error: None,
+                            pending: None,
+                            thumbnail: None,
+                        });
+                    }
+                }
+                if self.images.len() > first_new {
+                    self.apply(Command::SelectImage(first_new));
+                }
+            }
+            Command::SelectImage(i) if i < self.images.len() => {
+                self.selected = i;
+                self.view.zoom = 1.0;
+                self.view.pan = egui::Vec2::ZERO;
+                match self.images[i].analysis.clone() {
+                    Some(a) => self.reset_view_for(&a),
+                    None => self.analyze(i),
+                }
+            }
+            Command::SelectImage(_) => {}
+            Command::CloseImage(i) if i < self.images.len() => {
+                self.images.remove(i);
+                self.selected = self.selected.min(self.images.len().saturating_sub(1));
+            }
+            Command::CloseImage(_) => {}
+            Command::SelectClass(c) => self.view.class = c,
+            Command::ToggleCompare(c) => {
+                if let Some(pos) = self.view.compare.iter().position(|&x| x == c) {
+                    self.view.compare.remove(pos);
+                } else {
+                    self.view.compare.push(c);
+                    self.view.show_compare = self.view.compare.len() >= 2;
+                }
+            }
+            Command::SelectHead(h) => self.view.head = h,
+            Command::SelectLayer(l) => self.view.layer = l,
+            Command::Display(d) => self.display = d,
+            Command::ShowCompare(b) => self.view.show_compare = b,
+            Command::ShowHelp(b) => self.view.show_help = b,
+            Command::Search(s) => self.view.search = s,
+            Command::ViewTransform { zoom, pan } => {
+                self.view.zoom = zoom.clamp(1.0, 32.0);
+                self.view.pan = pan;
+            }
+            Command::Cancel => {
+                if let Some((id, _)) = self.busy.take() {
+                    self.worker.cancel(id);
+                    for e in &mut self.images {
+                        if e.pending.is_some_and(|p| p <= id) {
+                            e.pending = None;
+                            e.error = Some("analysis cancelled".into());
+                        }
+                    }
+                }
+            }
+            Command::DismissError(i) if i < self.errors.len() => {
+                self.errors.remove(i);
+            }
+            Command::DismissError(_) => {}
+        }
+    }
+
+    fn analyze(&mut self, i: usize) {
+        if self.model.is_none() && self.model_loading.is_none() {
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let image = self.images[i].path.clone();
+        match self.worker.send(Request::Analyze { id, image, options: PreprocessOptions::default() }) {
+            Ok(()) => {
+                self.images[i].pending = Some(id);
+                self.busy = Some((id, "queued"));
+            }
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// Drains worker responses, dialog answers and dropped files.
+    fn poll(&mut self, ctx: &egui::Context) {
+        while let Some(r) = self.worker.try_recv() {
+            match r {
+                Response::ModelLoaded(info) => {
+                    self.model_loading = None;
+                    self.recent_models.retain(|p| p != &info.path);
+                    self.recent_models.insert(0, info.path.clone());
+                    self.recent_models.truncate(RECENT);
+                    self.model = Some(info);
+                    // A new model invalidates every result.
+                    for e in &mut self.images {
+                        e.analysis = None;
+                        e.error = None;
+                    }
+                    if !self.images.is_empty() {
+                        self.analyze(self.selected);
+                    }
+                }
+                Response::Progress { id, stage } => {
+                    if id == 0 || self.images.iter().any(|e| e.pending == Some(id)) {
+                        self.busy = Some((id, stage));
+                    }
+                }
+                Response::Done(a) => {
+                    if let Some(i) = self.images.iter().position(|e| e.pending == Some(a.id)) {
+                        self.accept(i, *a);
+                    }
+                    self.busy = None;
+                }
+                Response::Failed { id, what } => {
+                    if id == 0 {
+                        self.model_loading = None;
+                    } else if let Some(e) = self.images.iter_mut().find(|e| e.pending == Some(id)) {
+                        e.pending = None;
+                        e.error = Some(what.clone());
+                    }
+                    self.busy = None;
+                    self.errors.push(what);
+                }
+            }
+        }
+        while let Ok(p) = self.picked_rx.try_recv() {
+            match p {
+                Picked::Images(v) => self.apply(Command::OpenImages(v)),
+                Picked::Model(m) => self.apply(Command::LoadModel(m)),
+            }
+        }
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect()
+        });
+        if !dropped.is_empty() {
+            let (models, images): (Vec<PathBuf>, Vec<PathBuf>) = dropped.into_iter().partition(|p| is_model_path(p));
+            if let Some(m) = models.into_iter().next() {
+                self.apply(Command::LoadModel(m));
+            }
+            if !images.is_empty() {
+                self.apply(Command::OpenImages(images));
+            }
+        }
+    }
+}
+
+/// Whether a path names a checkpoint (by extension).
+#[must_use]
+pub fn is_model_path(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "pth" | "pt" | "safetensors"))
+}
+
+/// Folders become their (sorted) image files.
+fn expand_folders(paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&p)
+                .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|f| f.is_file()).collect())
+                .unwrap_or_default();
+            files.retain(|f| {
+                f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    matches!(
+                        e.to_ascii_lowercase().as_str(),
+                        "jpg" | "jpeg" | "png" | "webp" | "tif" | "tiff" | "bmp" | "gif"
+                    )
+                })
+            });
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A small texture of the photo for the image strip.
+fn thumbnail(ctx: &egui::Context, a: &Analysis) -> egui::TextureHandle {
+    let (w, h) = (a.image.width, a.image.height);
+    let scale = (96.0 / w.max(h) as f32).min(1.0);
+    let (tw, th) = (((w as f32 * scale) as usize).max(1), ((h as f32 * scale) as usize).max(1));
+    let mut rgba = Vec::with_capacity(tw * th * 4);
+    for y in 0..th {
+        for x in 0..tw {
+            let sx = (x * w / tw).min(w - 1);
+            let sy = (y * h / th).min(h - 1);
+            let p = (sy * w + sx) * 3;
+            rgba.extend_from_slice(&[a.image.data[p], a.image.data[p + 1], a.image.data[p + 2], 255]);
+        }
+    }
+    let img = egui::ColorImage::from_rgba_unmultiplied([tw, th], &rgba);
+    ctx.load_texture(format!("thumb-{}", a.id), img, egui::TextureOptions::LINEAR)
+}
+
+impl eframe::App for ExplorerApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.poll(ctx);
+        if self.busy.is_some() || self.model_loading.is_some() {
+            // Keep repainting (progress) while the worker runs.
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let commands = ui::layout(ui, self);
+        for c in commands {
+            self.apply(c);
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(
+            storage,
+            STORAGE_KEY,
+            &Persisted { display: self.display, recent_models: self.recent_models.clone() },
+        );
+    }
+}
+
+/// Runs the window. `paths` may hold a model and images, in any order.
+pub fn run(paths: Vec<PathBuf>) -> anyhow::Result<()> {
+    let (models, images): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| is_model_path(p));
+    let model = models.into_iter().next();
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default().with_inner_size([1600.0, 1000.0]).with_title("INTR Explorer"),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "INTR Explorer",
+        options,
+        Box::new(move |cc| Ok(Box::new(ExplorerApp::new(cc, Box::new(NativeDialogs), model, images)))),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}

@@ -1,0 +1,127 @@
+//! The overlay shader: validated by naga, and rendered off-screen (wgpu on a CPU adapter such as
+//! Mesa's lavapipe) against the CPU reference of `colormap` for every colormap and interpolation.
+#![cfg(feature = "gui")]
+
+use intr_explorer::colormap::{self, Colormap, Interpolation, OverlayStyle};
+use intr_explorer::render::overlay::{self, AtlasLayout, OverlayPipeline, OverlayUniforms};
+
+#[test]
+fn every_shader_validates_with_naga() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wgsl") {
+            let src = std::fs::read_to_string(&path).unwrap();
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no shaders found");
+}
+
+#[test]
+fn atlas_layout_places_every_map() {
+    let a = AtlasLayout::new(9600, 33, 25).unwrap();
+    assert!(a.width <= overlay::MAX_ATLAS_SIDE && a.height <= overlay::MAX_ATLAS_SIDE);
+    let (x, y) = a.origin(9599);
+    assert!(x + 33 <= a.width && y + 25 <= a.height);
+    let maps: Vec<f32> = (0..3 * 6).map(|v| v as f32).collect(); // three 2×3 maps
+    let small = AtlasLayout::new(3, 3, 2).unwrap();
+    let tex = small.pack(&maps);
+    let (x1, y1) = small.origin(1);
+    assert_eq!(tex[(y1 as usize + 1) * small.width as usize + x1 as usize + 2], 11.0);
+    assert!(AtlasLayout::new(10_000_000, 33, 25).is_none());
+}
+
+fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s as f32 / u32::MAX as f32
+        })
+        .collect()
+}
+
+#[test]
+fn gpu_overlay_matches_the_cpu_reference_for_every_colormap_and_interpolation() {
+    let (device, queue, adapter) = overlay::headless_device().expect("a wgpu adapter (Mesa lavapipe in CI)");
+    eprintln!("adapter: {adapter}");
+    let pipeline = OverlayPipeline::new(&device, &queue, eframe::egui_wgpu::wgpu::TextureFormat::Rgba8Unorm);
+    let (w, h) = (70usize, 45usize);
+    let (gw, gh) = (7usize, 5usize);
+    // A photo-like gradient with texture, and two attention maps (softmax-like values).
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 37 + (i / (w * 3)) * 11) % 256) as u8).collect();
+    let rgba: Vec<u8> = rgb.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+    let mut maps = pseudo(2 * gw * gh, 7);
+    let total: f32 = maps[..gw * gh].iter().sum();
+    maps.iter_mut().for_each(|v| *v /= total);
+    let atlas = AtlasLayout::new(2, gw as u32, gh as u32).unwrap();
+    let scene = pipeline.scene(&device, &queue, &rgba, (w as u32, h as u32), atlas, &maps);
+    let map1 = &maps[gw * gh..];
+    let (lo, hi) = colormap::value_range([map1]);
+    let mut worst_all = 0;
+    for cm in Colormap::ALL {
+        for interpolation in Interpolation::ALL {
+            let style = OverlayStyle { colormap: cm, interpolation, lo, hi, threshold: 0.15, opacity: 0.6 };
+            let u = OverlayUniforms::new(&atlas, 1, &style, ([0.0, 0.0], [1.0, 1.0]), true);
+            let gpu = overlay::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
+            let cpu = colormap::render_overlay(&rgb, w, h, map1, gw, gh, &style);
+            // A pixel whose normalised value sits on the threshold (within float rounding) may
+            // legitimately be cut on one side and not the other; only those may differ more.
+            let on_threshold = |px: usize| {
+                let (x, y) = (px % w, px / w);
+                let v = colormap::sample(
+                    map1,
+                    gw,
+                    gh,
+                    (x as f32 + 0.5) / w as f32,
+                    (y as f32 + 0.5) / h as f32,
+                    interpolation,
+                );
+                ((v - lo) / (hi - lo) - style.threshold).abs() < 1e-5
+            };
+            let mut worst = 0;
+            let mut differing = 0;
+            for (i, (a, b)) in gpu.iter().zip(&cpu).enumerate() {
+                if a != b {
+                    differing += 1;
+                    if a.abs_diff(*b) > 2 {
+                        let (x, y) = ((i / 4) % w, (i / 4) / w);
+                        eprintln!(
+                            "  pixel ({x}, {y}) channel {}: gpu {a} cpu {b}, on threshold: {}",
+                            i % 4,
+                            on_threshold(i / 4)
+                        );
+                    }
+                }
+                if !on_threshold(i / 4) {
+                    worst = worst.max(a.abs_diff(*b));
+                }
+            }
+            eprintln!("{cm:?} {interpolation:?}: max diff {worst}/255, {differing} channel values differ");
+            assert!(worst <= 2, "{cm:?} {interpolation:?}: GPU and CPU differ by {worst}/255");
+            worst_all = worst_all.max(worst);
+        }
+    }
+    // The overlay is really there: it changes the photo.
+    let style = OverlayStyle {
+        colormap: Colormap::Turbo,
+        interpolation: Interpolation::Nearest,
+        lo,
+        hi,
+        threshold: 0.0,
+        opacity: 1.0,
+    };
+    let u = OverlayUniforms::new(&atlas, 1, &style, ([0.0, 0.0], [1.0, 1.0]), true);
+    let gpu = overlay::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
+    let photo_kept = gpu.chunks(4).zip(rgb.chunks(3)).filter(|(g, p)| &g[..3] == *p).count();
+    assert!(photo_kept < w * h / 20, "opaque overlay left {photo_kept} photo pixels unchanged");
+}

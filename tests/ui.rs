@@ -1,0 +1,127 @@
+//! The real explorer UI driven by egui_kittest (wgpu on a CPU adapter) with injected results:
+//! clicking a class changes the head gallery's class, the layer selector changes the maps, adding
+//! classes to the comparison adds rows; snapshots of these states are checked in.
+#![cfg(feature = "gui")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use intr_explorer::app::{Dialogs, ExplorerApp, Picked};
+use intr_explorer::inference::Analysis;
+use intr_explorer::model::IntrOutput;
+use intr_explorer::model::decode::RgbImage;
+use intr_explorer::model::intr::StageTimings;
+use intr_explorer::model::preprocess::GridMapping;
+
+struct NoDialogs;
+
+impl Dialogs for NoDialogs {
+    fn pick_images(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
+    fn pick_model(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
+}
+
+const NAMES: [&str; 5] = ["Indigo Bunting", "Painted Bunting", "Lazuli Bunting", "Blue Grosbeak", "House Finch"];
+
+/// A deterministic result: 2 layers, 3 heads, 5 classes, a 4×6 grid; each (layer, head, class)
+/// peaks at a different cell so every view change changes the pixels.
+fn analysis() -> Analysis {
+    let (layers, heads, classes, gh, gw) = (2, 3, 5, 4, 6);
+    let mut attention = Vec::new();
+    for l in 0..layers {
+        for h in 0..heads {
+            for c in 0..classes {
+                let peak = (l * 7 + h * 5 + c * 3) % (gh * gw);
+                let mut m: Vec<f32> =
+                    (0..gh * gw).map(|i| if i == peak { 10.0 } else { 1.0 + (i % 3) as f32 }).collect();
+                let s: f32 = m.iter().sum();
+                m.iter_mut().for_each(|v| *v /= s);
+                attention.extend(m);
+            }
+        }
+    }
+    let (w, h) = (240, 160);
+    let data = (0..w * h).flat_map(|i| [((i % w) * 255 / w) as u8, ((i / w) * 255 / h) as u8, 128]).collect();
+    Analysis {
+        id: 1,
+        image_path: PathBuf::from("synthetic bird.png"),
+        image: RgbImage { width: w, height: h, data },
+        output: IntrOutput {
+            logits: vec![2.0, 3.0, 1.0, 0.5, -1.0],
+            attention,
+            layers,
+            heads,
+            classes,
+            grid: (gh, gw),
+            timings: StageTimings::default(),
+        },
+        mapping: GridMapping { original: (w, h), input: (w * 4, h * 4), grid: (gh, gw), stride: 32 },
+        class_names: Arc::new(NAMES.iter().map(|s| s.to_string()).collect()),
+        took: std::time::Duration::ZERO,
+    }
+}
+
+fn harness() -> Harness<'static, ExplorerApp> {
+    let mut h = Harness::builder().with_size(egui::vec2(1400.0, 900.0)).wgpu().build_eframe(|cc| {
+        let mut app = ExplorerApp::new(cc, Box::new(NoDialogs), None, Vec::new());
+        app.inject(analysis());
+        app
+    });
+    h.run();
+    h
+}
+
+#[test]
+fn clicking_a_class_changes_the_gallery_and_the_layer_selector_changes_the_maps() {
+    let mut h = harness();
+    // The top class is selected first, on the last layer, showing the mean of the heads.
+    assert_eq!(h.state().view.class, 1);
+    assert_eq!(h.state().view.layer, 1);
+    h.snapshot("explorer_top_class");
+
+    h.get_by_label_contains("Lazuli Bunting").click();
+    h.run();
+    assert_eq!(h.state().view.class, 2);
+    h.snapshot("explorer_class_lazuli");
+
+    h.get_by_label("1").click();
+    h.run();
+    assert_eq!(h.state().view.layer, 0);
+    h.snapshot("explorer_layer_1");
+}
+
+#[test]
+fn adding_classes_to_the_comparison_adds_rows() {
+    let mut h = harness();
+    let plus = h.get_all_by_label("+").count();
+    assert_eq!(plus, 5, "one add button per listed class");
+    h.get_all_by_label("+").next().unwrap().click();
+    h.run();
+    assert_eq!(h.state().view.compare.len(), 1);
+    h.get_all_by_label("+").next().unwrap().click();
+    h.run();
+    assert_eq!(h.state().view.compare.len(), 2);
+    assert!(h.state().view.show_compare, "two classes open the comparison");
+    assert_eq!(h.get_all_by_label("remove").count(), 2, "one row per compared class");
+    h.snapshot("explorer_compare");
+}
+
+#[test]
+fn keyboard_moves_through_classes_heads_and_layers() {
+    let mut h = harness();
+    h.key_press(egui::Key::ArrowDown);
+    h.run();
+    assert_eq!(h.state().view.class, 0, "second in the ranking");
+    h.key_press(egui::Key::Num2);
+    h.run();
+    assert_eq!(h.state().view.head, Some(1));
+    h.key_press(egui::Key::ArrowRight);
+    h.key_press(egui::Key::ArrowRight);
+    h.run();
+    assert_eq!(h.state().view.head, None, "after the last head comes the mean");
+    h.key_press(egui::Key::L);
+    h.run();
+    assert_eq!(h.state().view.layer, 0);
+}
