@@ -439,14 +439,14 @@ fn colour_bar(ui: &egui::Ui, app: &ExplorerApp, a: &Analysis, rect: egui::Rect) 
     painter.text(
         egui::pos2(bar.max.x + 4.0, bar.min.y),
         egui::Align2::LEFT_CENTER,
-        format!("{:.4}", style.hi),
+        scale_value(style.hi),
         font.clone(),
         text,
     );
     painter.text(
         egui::pos2(bar.max.x + 4.0, bar.max.y),
         egui::Align2::LEFT_CENTER,
-        format!("{:.4}", style.lo),
+        scale_value(style.lo),
         font.clone(),
         text,
     );
@@ -462,6 +462,11 @@ fn colour_bar(ui: &egui::Ui, app: &ExplorerApp, a: &Analysis, rect: egui::Rect) 
         painter.hline(bar.x_range(), y, egui::Stroke::new(2.0, Color32::WHITE));
         painter.text(egui::pos2(bar.max.x + 4.0, y), egui::Align2::LEFT_CENTER, "cut", font, text);
     }
+}
+
+/// Attention values span 1e-5 … 1: four significant digits whatever the magnitude.
+fn scale_value(v: f32) -> String {
+    if v != 0.0 && v.abs() < 0.01 { format!("{v:.3e}") } else { format!("{v:.4}") }
 }
 
 fn gallery(
@@ -524,7 +529,7 @@ fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command
         let cell_h = cell_w * a.image.height as f32 / a.image.width as f32;
         // One colour scale shared by every row and column of the comparison.
         let shared = app.compare_style(a);
-        ui.label(format!("shared scale {:.4} – {:.4} ({})", shared.lo, shared.hi, shared.colormap.name()));
+        ui.label(format!("shared scale {} – {} ({})", scale_value(shared.lo), scale_value(shared.hi), shared.colormap.name()));
         ui.horizontal(|ui| {
             ui.add_space(174.0);
             for k in 0..cols {

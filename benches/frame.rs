@@ -1,0 +1,89 @@
+//! Frame cost of the explorer after a result has arrived: the official 200-class, 8-head, 6-layer
+//! result at a 1600×1000 window, switching class, head and layer every frame. Prints the median and
+//! 95th percentile CPU time of a frame (layout + tessellation; GPU work excluded) and checks that
+//! no switch sends work to the model. Run: `cargo bench --bench frame`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use egui_kittest::Harness;
+use intr_explorer::app::{Command, Dialogs, ExplorerApp, Picked};
+use intr_explorer::inference::Analysis;
+use intr_explorer::model::IntrOutput;
+use intr_explorer::model::decode::RgbImage;
+use intr_explorer::model::intr::StageTimings;
+use intr_explorer::model::preprocess::GridMapping;
+use intr_explorer::model::synthetic::Rng;
+
+struct NoDialogs;
+
+impl Dialogs for NoDialogs {
+    fn pick_images(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
+    fn pick_model(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
+}
+
+fn official_sized() -> Analysis {
+    let (layers, heads, classes, gh, gw) = (6, 8, 200, 25, 33);
+    let mut rng = Rng::new(5);
+    let mut attention = Vec::with_capacity(layers * heads * classes * gh * gw);
+    for _ in 0..layers * heads * classes {
+        let m: Vec<f32> = (0..gh * gw).map(|_| rng.next_f32().powi(4)).collect();
+        let s: f32 = m.iter().sum();
+        attention.extend(m.into_iter().map(|v| v / s));
+    }
+    let (w, h) = (500, 389);
+    let data = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+    Analysis {
+        id: 1,
+        image_path: PathBuf::from("bird.jpg"),
+        image: RgbImage { width: w, height: h, data },
+        output: IntrOutput {
+            logits: (0..classes).map(|_| rng.uniform(3.0)).collect(),
+            attention,
+            layers,
+            heads,
+            classes,
+            grid: (gh, gw),
+            timings: StageTimings::default(),
+        },
+        mapping: GridMapping { original: (w, h), input: (1028, 800), grid: (gh, gw), stride: 32 },
+        class_names: Arc::new((0..classes).map(|i| format!("Species number {i}")).collect()),
+        took: Duration::ZERO,
+    }
+}
+
+fn main() {
+    let mut h = Harness::builder().with_size(egui::vec2(1600.0, 1000.0)).build_eframe(|cc| {
+        let mut app = ExplorerApp::new(cc, Box::new(NoDialogs), None, Vec::new());
+        app.inject(official_sized());
+        app
+    });
+    h.run();
+    h.state_mut().apply(Command::ToggleCompare(3));
+    h.state_mut().apply(Command::ToggleCompare(7));
+    h.state_mut().apply(Command::ToggleCompare(11));
+    h.run();
+    let mut times = Vec::new();
+    for i in 0..300 {
+        let app = h.state_mut();
+        app.apply(match i % 3 {
+            0 => Command::SelectClass((i * 7) % 200),
+            1 => Command::SelectHead(if i % 9 == 0 { None } else { Some(i % 8) }),
+            _ => Command::SelectLayer(i % 6),
+        });
+        assert!(app.busy.is_none(), "a view switch sent work to the model");
+        let t = Instant::now();
+        h.step();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "frame CPU time over 300 switches (1600×1000, 200 classes × 8 heads × 6 layers, comparison of 3 classes open): median {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+        ms(times[times.len() / 2]),
+        ms(times[times.len() * 95 / 100]),
+        ms(times[times.len() - 1])
+    );
+}
