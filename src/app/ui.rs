@@ -304,6 +304,13 @@ fn overlay_in(
     *slot += 1;
 }
 
+/// The image region shown by the main view (zoom and pan) as (uv offset, uv scale).
+fn view_uv(app: &ExplorerApp) -> ([f32; 2], [f32; 2]) {
+    let (zoom, pan) = (app.view.zoom, app.view.pan);
+    let scale = 1.0 / zoom;
+    ([0.5 - 0.5 * scale - pan.x, 0.5 - 0.5 * scale - pan.y], [scale, scale])
+}
+
 /// The largest rect with the image's aspect ratio inside `avail`, centred.
 fn fit(avail: egui::Rect, w: usize, h: usize) -> egui::Rect {
     let aspect = w as f32 / h.max(1) as f32;
@@ -364,9 +371,7 @@ fn central_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
     let bar = egui::Rect::from_min_max(egui::pos2(main.max.x + 10.0, main.min.y), egui::pos2(avail.max.x, main.max.y));
     let img_rect = fit(main, a.image.width, a.image.height);
     let resp = ui.allocate_rect(img_rect, Sense::click_and_drag());
-    let (zoom, pan) = (app.view.zoom, app.view.pan);
-    let scale = 1.0 / zoom;
-    let uv = ([0.5 - 0.5 * scale - pan.x, 0.5 - 0.5 * scale - pan.y], [scale, scale]);
+    let uv = view_uv(app);
     let style = app.style_for(a, app.view.class, app.view.head);
     overlay_in(ui, app, a, img_rect, (app.view.class, app.view.head), &style, uv, slot);
     view_interaction(ui, app, a, &resp, img_rect, uv, cmds);
@@ -529,7 +534,12 @@ fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command
         let cell_h = cell_w * a.image.height as f32 / a.image.width as f32;
         // One colour scale shared by every row and column of the comparison.
         let shared = app.compare_style(a);
-        ui.label(format!("shared scale {} – {} ({})", scale_value(shared.lo), scale_value(shared.hi), shared.colormap.name()));
+        ui.label(format!(
+            "shared scale {} – {} ({})",
+            scale_value(shared.lo),
+            scale_value(shared.hi),
+            shared.colormap.name()
+        ));
         ui.horizontal(|ui| {
             ui.add_space(174.0);
             for k in 0..cols {
@@ -550,7 +560,8 @@ fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command
                 for k in 0..cols {
                     let head = (k < o.heads).then_some(k);
                     let (r, _) = ui.allocate_exact_size(Vec2::new(cell_w, cell_h), Sense::hover());
-                    overlay_in(ui, app, a, r, (c, head), &shared, ([0.0, 0.0], [1.0, 1.0]), slot);
+                    // Zoom and pan follow the main view, so every cell shows the same region.
+                    overlay_in(ui, app, a, r, (c, head), &shared, view_uv(app), slot);
                 }
             });
         }
