@@ -243,15 +243,8 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
     let n = p.cout;
     let mut out = Fmap { h: ho, w: wo, c: n, data: take_buffer(ho * wo * n) };
     if let Some(packed) = &p.packed {
-        let geo_for = |src_w| fastconv::Geometry::conv(src_w, p.cin, p.k, p.stride, p.dilation, (ho, wo));
         let res = residual.map_or(fastconv::Residual::None, |r| fastconv::Residual::Add(&r.data));
-        if p.pad > 0 {
-            let (buf, wp) = pad_input(x, p.pad);
-            fastconv::run(&buf, &geo_for(wp), packed, res, relu, &mut out.data);
-            recycle(buf);
-        } else {
-            fastconv::run(&x.data, &geo_for(x.w), packed, res, relu, &mut out.data);
-        }
+        run_packed(x, p, packed, res, relu, &mut out.data);
     } else if p.k == 1 && p.pad == 0 {
         if p.stride == 1 {
             matmul(ho * wo, n, p.cin, &mut out.data, n, false, &x.data, p.cin, &p.weight);
@@ -293,16 +286,28 @@ pub fn conv2d_add_into(x: &Fmap, p: &ConvKernel, mut residual: Fmap, relu: bool)
     let (ho, wo) = p.out_size(x.h, x.w);
     assert_eq!((residual.h, residual.w, residual.c), (ho, wo, p.cout), "residual shape");
     let Some(packed) = &p.packed else { return conv2d(x, p, Some(&residual), relu) };
+    run_packed(x, p, packed, fastconv::Residual::InPlace, relu, &mut residual.data);
+    residual
+}
+
+/// Runs the AVX-512 kernel of `p` on `x` (zero-padding it first if the convolution pads).
+fn run_packed(
+    x: &Fmap,
+    p: &ConvKernel,
+    packed: &fastconv::PackedB,
+    res: fastconv::Residual,
+    relu: bool,
+    out: &mut [f32],
+) {
+    let (ho, wo) = p.out_size(x.h, x.w);
     let geo_for = |src_w| fastconv::Geometry::conv(src_w, p.cin, p.k, p.stride, p.dilation, (ho, wo));
-    let res = fastconv::Residual::InPlace;
     if p.pad > 0 {
         let (buf, wp) = pad_input(x, p.pad);
-        fastconv::run(&buf, &geo_for(wp), packed, res, relu, &mut residual.data);
+        fastconv::run(&buf, &geo_for(wp), packed, res, relu, out);
         recycle(buf);
     } else {
-        fastconv::run(&x.data, &geo_for(x.w), packed, res, relu, &mut residual.data);
+        fastconv::run(&x.data, &geo_for(x.w), packed, res, relu, out);
     }
-    residual
 }
 
 /// Adds bias and residual, applies ReLU; with `wide`, first takes row `i` of width `wo` from a wide
