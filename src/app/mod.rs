@@ -292,7 +292,7 @@ impl ExplorerApp {
         let Some(rs) = &self.gpu else { return };
         let o = &a.output;
         let (gh, gw) = o.grid;
-        let Some(atlas) = AtlasLayout::new(o.layers * o.classes * (o.heads + 1), gw as u32, gh as u32) else { return };
+        let Some(atlas) = Self::atlas_layout(o) else { return };
         let mut maps = Vec::with_capacity(atlas.count * gw * gh);
         for l in 0..o.layers {
             for c in 0..o.classes {
@@ -314,6 +314,12 @@ impl ExplorerApp {
         );
     }
 
+    /// The atlas holding every head map and head mean of every layer and class of `o`.
+    #[must_use]
+    pub fn atlas_layout(o: &crate::model::IntrOutput) -> Option<AtlasLayout> {
+        AtlasLayout::new(o.layers * o.classes * (o.heads + 1), o.grid.1 as u32, o.grid.0 as u32)
+    }
+
     /// Atlas index of (layer, class, head or mean).
     #[must_use]
     pub fn atlas_index(o: &crate::model::IntrOutput, layer: usize, class: usize, head: Option<usize>) -> usize {
@@ -329,30 +335,19 @@ impl ExplorerApp {
         }
     }
 
-    /// The style (colour scale included) of one map under the current normalisation.
-    #[must_use]
-    pub fn style_for(&self, a: &Analysis, class: usize, head: Option<usize>) -> OverlayStyle {
-        let o = &a.output;
-        let layer = self.view.layer.min(o.layers - 1);
-        let heads: Vec<Option<usize>> = (0..o.heads).map(Some).chain([None]).collect();
-        let (lo, hi) = match self.display.normalization {
-            Normalization::PerMap => colormap::value_range([Self::map_values(a, layer, class, head).as_slice()]),
-            Normalization::SharedHeads => {
-                let maps: Vec<Vec<f32>> = heads.iter().map(|&h| Self::map_values(a, layer, class, h)).collect();
-                colormap::value_range(maps.iter().map(Vec::as_slice))
-            }
-            Normalization::SharedClasses => {
-                let mut classes = self.view.compare.clone();
-                classes.push(class);
-                let maps: Vec<Vec<f32>> = classes
-                    .iter()
-                    .flat_map(|&c| heads.iter().map(move |&h| (c, h)))
-                    .map(|(c, h)| Self::map_values(a, layer, c, h))
-                    .collect();
-                colormap::value_range(maps.iter().map(Vec::as_slice))
-            }
-            Normalization::Absolute => (0.0, ABSOLUTE_MAX),
-        };
+    /// Value range over every head and the head mean of `classes` at `layer`.
+    fn range_over(a: &Analysis, layer: usize, classes: &[usize]) -> (f32, f32) {
+        let heads = a.output.heads;
+        let maps: Vec<Vec<f32>> = classes
+            .iter()
+            .flat_map(|&c| (0..heads).map(Some).chain([None]).map(move |h| (c, h)))
+            .map(|(c, h)| Self::map_values(a, layer, c, h))
+            .collect();
+        colormap::value_range(maps.iter().map(Vec::as_slice))
+    }
+
+    /// The current display settings with the value range `(lo, hi)`.
+    fn style_with(&self, (lo, hi): (f32, f32)) -> OverlayStyle {
         OverlayStyle {
             colormap: self.display.colormap,
             interpolation: self.display.interpolation,
@@ -363,23 +358,30 @@ impl ExplorerApp {
         }
     }
 
+    /// The style (colour scale included) of one map under the current normalisation.
+    #[must_use]
+    pub fn style_for(&self, a: &Analysis, class: usize, head: Option<usize>) -> OverlayStyle {
+        let layer = self.view.layer.min(a.output.layers - 1);
+        self.style_with(match self.display.normalization {
+            Normalization::PerMap => colormap::value_range([Self::map_values(a, layer, class, head).as_slice()]),
+            Normalization::SharedHeads => Self::range_over(a, layer, &[class]),
+            Normalization::SharedClasses => {
+                let mut classes = self.view.compare.clone();
+                classes.push(class);
+                Self::range_over(a, layer, &classes)
+            }
+            Normalization::Absolute => (0.0, ABSOLUTE_MAX),
+        })
+    }
+
     /// The style of the comparison grid: one value range over every compared class and head.
     #[must_use]
     pub fn compare_style(&self, a: &Analysis) -> OverlayStyle {
-        let o = &a.output;
-        let layer = self.view.layer.min(o.layers - 1);
-        let mut style = self.style_for(a, self.view.class, None);
-        if self.display.normalization != Normalization::Absolute {
-            let maps: Vec<Vec<f32>> = self
-                .view
-                .compare
-                .iter()
-                .flat_map(|&c| (0..o.heads).map(Some).chain([None]).map(move |h| (c, h)))
-                .map(|(c, h)| Self::map_values(a, layer, c, h))
-                .collect();
-            (style.lo, style.hi) = colormap::value_range(maps.iter().map(Vec::as_slice));
-        }
-        style
+        let layer = self.view.layer.min(a.output.layers - 1);
+        self.style_with(match self.display.normalization {
+            Normalization::Absolute => (0.0, ABSOLUTE_MAX),
+            _ => Self::range_over(a, layer, &self.view.compare),
+        })
     }
 
     /// Applies one command.

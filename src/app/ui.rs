@@ -291,13 +291,7 @@ fn overlay_in(
 ) {
     let o = &a.output;
     let layer = app.view.layer.min(o.layers - 1);
-    let Some(atlas) = crate::render::overlay::AtlasLayout::new(
-        o.layers * o.classes * (o.heads + 1),
-        o.grid.1 as u32,
-        o.grid.0 as u32,
-    ) else {
-        return;
-    };
+    let Some(atlas) = ExplorerApp::atlas_layout(o) else { return };
     let index = ExplorerApp::atlas_index(o, layer, class, head);
     let uniforms = OverlayUniforms::new(&atlas, index, style, uv, true);
     ui.painter().add(OverlayCallback { scene: a.id, slot: *slot, uniforms }.paint(rect));
@@ -375,7 +369,7 @@ fn central_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
     let style = app.style_for(a, app.view.class, app.view.head);
     overlay_in(ui, app, a, img_rect, (app.view.class, app.view.head), &style, uv, slot);
     view_interaction(ui, app, a, &resp, img_rect, uv, cmds);
-    colour_bar(ui, app, a, bar);
+    colour_bar(ui, app, &style, bar);
     let strip = egui::Rect::from_min_max(egui::pos2(avail.min.x, main.max.y + 6.0), avail.max);
     gallery(ui, app, a, strip, cmds, slot);
 }
@@ -423,9 +417,9 @@ fn view_interaction(
     }
 }
 
-fn colour_bar(ui: &egui::Ui, app: &ExplorerApp, a: &Analysis, rect: egui::Rect) {
-    let style = app.style_for(a, app.view.class, app.view.head);
-    let lut = app.display.colormap.lut();
+/// The colour bar of the main view's `style`, with its value range and normalisation.
+fn colour_bar(ui: &egui::Ui, app: &ExplorerApp, style: &crate::colormap::OverlayStyle, rect: egui::Rect) {
+    let lut = style.colormap.lut();
     let painter = ui.painter_at(rect);
     let bar = egui::Rect::from_min_size(rect.min + Vec2::new(0.0, 18.0), Vec2::new(18.0, rect.height() - 40.0));
     let n = 64;
