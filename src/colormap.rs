@@ -19,13 +19,23 @@ pub enum Colormap {
     Inferno,
     /// Improved rainbow (Google's Turbo).
     Turbo,
-    /// The classic rainbow of the INTR paper's figures (not perceptually uniform).
+    /// Matplotlib's classic rainbow (not perceptually uniform).
     Jet,
+    /// OpenCV's `COLORMAP_JET`, the exact colours of the INTR paper's figures (the official renderer
+    /// uses `cv2.applyColorMap`); close to matplotlib's jet but with the breaks at 1/8, 3/8, 5/8, 7/8.
+    JetOpenCv,
 }
 
 impl Colormap {
-    pub const ALL: [Colormap; 6] =
-        [Colormap::Viridis, Colormap::Cividis, Colormap::Magma, Colormap::Inferno, Colormap::Turbo, Colormap::Jet];
+    pub const ALL: [Colormap; 7] = [
+        Colormap::Viridis,
+        Colormap::Cividis,
+        Colormap::Magma,
+        Colormap::Inferno,
+        Colormap::Turbo,
+        Colormap::Jet,
+        Colormap::JetOpenCv,
+    ];
 
     /// Display name.
     #[must_use]
@@ -37,6 +47,7 @@ impl Colormap {
             Colormap::Inferno => "inferno",
             Colormap::Turbo => "turbo",
             Colormap::Jet => "jet",
+            Colormap::JetOpenCv => "jet (OpenCV, paper)",
         }
     }
 
@@ -47,6 +58,7 @@ impl Colormap {
         for (i, c) in out.iter_mut().enumerate() {
             *c = match self {
                 Colormap::Jet => jet(i as f64 / (LUT_SIZE - 1) as f64),
+                Colormap::JetOpenCv => jet_opencv(i),
                 other => {
                     let g = match other {
                         Colormap::Viridis => colorous::VIRIDIS,
@@ -82,6 +94,22 @@ fn jet(t: f64) -> [u8; 3] {
     let g = seg(&[(0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)]);
     let b = seg(&[(0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)]);
     [r, g, b].map(|v| (v * 255.0).round() as u8)
+}
+
+/// OpenCV's `COLORMAP_JET` (GNU Octave's jet) at entry `i`: four linear ramps of slope 4 per unit,
+/// `min(4x + up, -4x + down)` clamped to [0, 1] at x = i/255. Every ramp entry is an exact half
+/// byte; OpenCV's `convertTo` rounds those half to even, so the arithmetic here is done in
+/// half-bytes (integers) and rounded the same way.
+fn jet_opencv(i: usize) -> [u8; 3] {
+    let i = i as i64;
+    // (2·255·up, 2·255·down) for red, green, blue.
+    let ramps: [(i64, i64); 3] = [(-765, 2295), (-255, 1785), (255, 1275)];
+    ramps.map(|(up, down)| {
+        let halves = (8 * i + up).min(-8 * i + down).clamp(0, 510);
+        let (q, r) = (halves / 2, halves % 2);
+        // A remainder is exactly one half: round to the even neighbour.
+        (q + i64::from(r == 1 && q % 2 == 1)) as u8
+    })
 }
 
 /// How attention values are mapped to [0, 1] before colouring.
@@ -289,6 +317,15 @@ mod tests {
         let j = Colormap::Jet.lut();
         assert_eq!(j[0], [0, 0, 128]);
         assert_eq!(j[255], [128, 0, 0]);
+        // OpenCV's table (colormap.cpp): red starts at entry 96 with 1.5/255, green at 32 with 0.5/255,
+        // blue falls from 1 at entry 96 with 253.5/255; entry 0 is dark blue, 255 dark red.
+        let o = Colormap::JetOpenCv.lut();
+        assert_eq!(o[0], [0, 0, 128]);
+        assert_eq!(o[255], [128, 0, 0]);
+        assert_eq!((o[95][0], o[96][0], o[97][0]), (0, 2, 6));
+        assert_eq!((o[31][1], o[32][1], o[33][1]), (0, 0, 4));
+        assert_eq!((o[95][2], o[96][2], o[159][2], o[160][2]), (255, 254, 2, 0));
+        assert_eq!(o[128], [130, 255, 126]);
         for cm in Colormap::ALL {
             assert_ne!(cm.lut()[0], cm.lut()[255], "{cm:?}");
         }

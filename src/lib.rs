@@ -13,5 +13,6 @@ pub mod cli;
 pub mod colormap;
 pub mod inference;
 pub mod model;
+pub mod paper;
 #[cfg(feature = "gui")]
 pub mod render;

@@ -125,3 +125,27 @@ fn keyboard_moves_through_classes_heads_and_layers() {
     h.run();
     assert_eq!(h.state().view.layer, 0);
 }
+
+#[test]
+fn paper_style_draws_the_blurred_official_overlay_once_rendered_in_the_background() {
+    let mut h = harness();
+    h.get_by_label("Paper style").click();
+    h.run();
+    assert!(h.state().display.official_blur);
+    assert!(h.state().paper.busy(), "the main view and the gallery request their blurred maps");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while h.state().paper.busy() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.run();
+    }
+    h.run();
+    let app = h.state();
+    assert!(!app.paper.busy(), "the blurred maps did not arrive within 60 s");
+    let a = app.current().unwrap().clone();
+    // The main view (class 1, mean of heads) and every gallery map (3 heads + mean) are textures now.
+    for head in [None, Some(0), Some(1), Some(2)] {
+        let style = app.style_for(&a, 1, head);
+        assert!(app.paper.texture(&app.paper_key(&a, 1, head, &style)).is_some(), "head {head:?}");
+    }
+    h.snapshot("explorer_paper_style");
+}

@@ -2,6 +2,7 @@
 //! the GPU overlay. Layout lives in [`ui`]; it reads the state and returns [`Command`]s, which are
 //! applied here after layout.
 
+mod paper_cache;
 mod ui;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use crate::inference::{Analysis, ModelInfo, Request, Response, Worker};
 use crate::model::preprocess::PreprocessOptions;
 use crate::render::callback::OverlayResources;
 use crate::render::overlay::AtlasLayout;
+pub use paper_cache::{PaperCache, PaperJob, PaperKey};
 
 /// Display settings, remembered between runs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -26,6 +28,9 @@ pub struct DisplaySettings {
     pub normalization: Normalization,
     pub threshold: f32,
     pub interpolation: Interpolation,
+    /// The official renderer's median + Gaussian blur (15 px each) on the colour-mapped map,
+    /// computed once per map in the background; the threshold does not apply.
+    pub official_blur: bool,
 }
 
 impl Default for DisplaySettings {
@@ -36,20 +41,23 @@ impl Default for DisplaySettings {
             normalization: Normalization::PerMap,
             threshold: 0.0,
             interpolation: Interpolation::Bilinear,
+            official_blur: false,
         }
     }
 }
 
 impl DisplaySettings {
-    /// The official renderer's look: bicubic, per-map min–max, JET, 50 % blend.
+    /// The official renderer's look: bicubic, per-map min–max, OpenCV's JET, median and Gaussian
+    /// blur, 50 % blend.
     #[must_use]
     pub fn paper_style() -> Self {
         Self {
-            colormap: Colormap::Jet,
+            colormap: Colormap::JetOpenCv,
             opacity: 0.5,
             normalization: Normalization::PerMap,
             threshold: 0.0,
             interpolation: Interpolation::Bicubic,
+            official_blur: true,
         }
     }
 }
@@ -172,6 +180,8 @@ pub enum Command {
     ShowHelp(bool),
     Search(String),
     ViewTransform { zoom: f32, pan: egui::Vec2 },
+    /// Render the blurred (official-look) overlay of a map in the background.
+    RenderPaper(PaperKey),
     Cancel,
     DismissError(usize),
 }
@@ -192,6 +202,8 @@ pub struct ExplorerApp {
     pub errors: Vec<String>,
     /// (request id, stage) of the work in progress.
     pub busy: Option<(u64, &'static str)>,
+    /// Blurred overlays (official look), rendered in the background.
+    pub paper: PaperCache,
     next_id: u64,
     gpu: Option<eframe::egui_wgpu::RenderState>,
     ctx: egui::Context,
@@ -212,6 +224,11 @@ impl ExplorerApp {
             Ok(w) => w,
             Err(e) => panic!("cannot start the inference thread: {e}"),
         };
+        let waker = ctx.clone();
+        let paper = match PaperCache::spawn(move || waker.request_repaint()) {
+            Ok(p) => p,
+            Err(e) => panic!("cannot start the overlay render thread: {e}"),
+        };
         let gpu = cc.wgpu_render_state.clone();
         if let Some(rs) = &gpu {
             OverlayResources::install(rs);
@@ -231,6 +248,7 @@ impl ExplorerApp {
             recent_models: persisted.recent_models,
             errors: Vec::new(),
             busy: None,
+            paper,
             next_id: 1,
             gpu,
             ctx,
@@ -374,6 +392,20 @@ impl ExplorerApp {
         })
     }
 
+    /// The key of the blurred overlay of (class, head) drawn with `style`.
+    #[must_use]
+    pub fn paper_key(&self, a: &Analysis, class: usize, head: Option<usize>, style: &OverlayStyle) -> PaperKey {
+        PaperKey {
+            analysis: a.id,
+            layer: self.view.layer.min(a.output.layers - 1),
+            class,
+            head,
+            colormap: style.colormap,
+            range: (self.display.normalization != Normalization::PerMap)
+                .then(|| (style.lo.to_bits(), style.hi.to_bits())),
+        }
+    }
+
     /// The style of the comparison grid: one value range over every compared class and head.
     #[must_use]
     pub fn compare_style(&self, a: &Analysis) -> OverlayStyle {
@@ -447,6 +479,15 @@ impl ExplorerApp {
                 self.view.zoom = zoom.clamp(1.0, 32.0);
                 self.view.pan = pan;
             }
+            Command::RenderPaper(key) => {
+                let found = self.images.iter().filter_map(|e| e.analysis.as_ref()).find(|a| a.id == key.analysis);
+                if let Some(a) = found {
+                    let (gh, gw) = a.output.grid;
+                    let map = Self::map_values(a, key.layer, key.class, key.head);
+                    let image = (a.image.width, a.image.height);
+                    self.paper.request(PaperJob { key, map, grid: (gw, gh), image });
+                }
+            }
             Command::Cancel => {
                 if let Some((id, _)) = self.busy.take() {
                     self.worker.cancel(id);
@@ -483,6 +524,7 @@ impl ExplorerApp {
 
     /// Drains worker responses, dialog answers and dropped files.
     fn poll(&mut self, ctx: &egui::Context) {
+        self.paper.poll(ctx);
         while let Some(r) = self.worker.try_recv() {
             match r {
                 Response::ModelLoaded(info) => {

@@ -265,7 +265,13 @@ fn display_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
                 ui.selectable_value(&mut d.interpolation, i, format!("{i:?}"));
             }
         });
-        if ui.button("Paper style").on_hover_text("bicubic, per-map min–max, JET, 50 % blend").clicked() {
+        ui.checkbox(&mut d.official_blur, "official blur")
+            .on_hover_text("median + Gaussian blur, 15 px each, as the official renderer (threshold off)");
+        if ui
+            .button("Paper style")
+            .on_hover_text("the official renderer: bicubic, per-map min–max, OpenCV JET, blur, 50 % blend")
+            .clicked()
+        {
             d = DisplaySettings::paper_style();
         }
         if ui.button("Defaults").clicked() {
@@ -277,7 +283,9 @@ fn display_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
     }
 }
 
-/// Draws a photo with one overlay into `rect` through the GPU callback.
+/// Draws a photo with one overlay into `rect` through the GPU callback. With the official blur on,
+/// the overlay is the blurred texture once it is ready (the photo still comes from the callback);
+/// until then the unblurred overlay is shown and the texture is requested.
 #[allow(clippy::too_many_arguments)]
 fn overlay_in(
     ui: &egui::Ui,
@@ -288,14 +296,50 @@ fn overlay_in(
     style: &crate::colormap::OverlayStyle,
     uv: ([f32; 2], [f32; 2]),
     slot: &mut usize,
+    cmds: &mut Vec<Command>,
 ) {
     let o = &a.output;
     let layer = app.view.layer.min(o.layers - 1);
     let Some(atlas) = ExplorerApp::atlas_layout(o) else { return };
     let index = ExplorerApp::atlas_index(o, layer, class, head);
-    let uniforms = OverlayUniforms::new(&atlas, index, style, uv, true);
+    let blurred = if app.display.official_blur {
+        let key = app.paper_key(a, class, head, style);
+        let tex = app.paper.texture(&key);
+        if tex.is_none() {
+            cmds.push(Command::RenderPaper(key));
+        }
+        tex
+    } else {
+        None
+    };
+    let mut shown = *style;
+    if blurred.is_some() {
+        shown.opacity = 0.0;
+    }
+    let uniforms = OverlayUniforms::new(&atlas, index, &shown, uv, true);
     ui.painter().add(OverlayCallback { scene: a.id, slot: *slot, uniforms }.paint(rect));
     *slot += 1;
+    if let Some(tex) = blurred {
+        // The visible part of the image: uv clipped to [0, 1], and the matching part of `rect`.
+        let (off, scale) = uv;
+        let lo = egui::pos2(off[0].max(0.0), off[1].max(0.0));
+        let hi = egui::pos2((off[0] + scale[0]).min(1.0), (off[1] + scale[1]).min(1.0));
+        if lo.x < hi.x && lo.y < hi.y {
+            let to_screen = |p: egui::Pos2| {
+                egui::pos2(
+                    rect.min.x + (p.x - off[0]) / scale[0] * rect.width(),
+                    rect.min.y + (p.y - off[1]) / scale[1] * rect.height(),
+                )
+            };
+            let alpha = (style.opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
+            ui.painter().with_clip_rect(rect).image(
+                tex,
+                egui::Rect::from_min_max(to_screen(lo), to_screen(hi)),
+                egui::Rect::from_min_max(lo, hi),
+                Color32::from_white_alpha(alpha),
+            );
+        }
+    }
 }
 
 /// The image region shown by the main view (zoom and pan) as (uv offset, uv scale).
@@ -367,7 +411,7 @@ fn central_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
     let resp = ui.allocate_rect(img_rect, Sense::click_and_drag());
     let uv = view_uv(app);
     let style = app.style_for(a, app.view.class, app.view.head);
-    overlay_in(ui, app, a, img_rect, (app.view.class, app.view.head), &style, uv, slot);
+    overlay_in(ui, app, a, img_rect, (app.view.class, app.view.head), &style, uv, slot, cmds);
     view_interaction(ui, app, a, &resp, img_rect, uv, cmds);
     colour_bar(ui, app, &style, bar);
     let strip = egui::Rect::from_min_max(egui::pos2(avail.min.x, main.max.y + 6.0), avail.max);
@@ -456,7 +500,15 @@ fn colour_bar(ui: &egui::Ui, app: &ExplorerApp, style: &crate::colormap::Overlay
         Normalization::Absolute => "probability",
     };
     painter.text(rect.min, egui::Align2::LEFT_TOP, scale_name, font.clone(), text);
-    if style.threshold > 0.0 {
+    if app.display.official_blur {
+        painter.text(
+            egui::pos2(rect.min.x, rect.max.y - 4.0),
+            egui::Align2::LEFT_BOTTOM,
+            "blurred 15 px",
+            font.clone(),
+            text,
+        );
+    } else if style.threshold > 0.0 {
         let y = bar.max.y - bar.height() * style.threshold;
         painter.hline(bar.x_range(), y, egui::Stroke::new(2.0, Color32::WHITE));
         painter.text(egui::pos2(bar.max.x + 4.0, y), egui::Align2::LEFT_CENTER, "cut", font, text);
@@ -488,7 +540,7 @@ fn gallery(
         let r = fit(cell, a.image.width, a.image.height);
         let resp = ui.interact(r, ui.scope_id().with(("head", k)), Sense::click());
         let style = app.style_for(a, app.view.class, head);
-        overlay_in(ui, app, a, r, (app.view.class, head), &style, ([0.0, 0.0], [1.0, 1.0]), slot);
+        overlay_in(ui, app, a, r, (app.view.class, head), &style, ([0.0, 0.0], [1.0, 1.0]), slot, cmds);
         if app.view.head == head {
             ui.painter().rect_stroke(
                 r.expand(2.0),
@@ -555,7 +607,7 @@ fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command
                     let head = (k < o.heads).then_some(k);
                     let (r, _) = ui.allocate_exact_size(Vec2::new(cell_w, cell_h), Sense::hover());
                     // Zoom and pan follow the main view, so every cell shows the same region.
-                    overlay_in(ui, app, a, r, (c, head), &shared, view_uv(app), slot);
+                    overlay_in(ui, app, a, r, (c, head), &shared, view_uv(app), slot, cmds);
                 }
             });
         }
