@@ -178,7 +178,7 @@ fn analyze(
 ) -> Result<Option<Analysis>, String> {
     let t = Instant::now();
     send(Response::Progress { id, stage: "decoding" });
-    let prepared = preprocess::prepare_file(image, options).map_err(|e| e.to_string())?;
+    let prepared = preprocess::prepare_file(image, &m.preprocess_options(*options)).map_err(|e| e.to_string())?;
     if stale() {
         return Ok(None);
     }

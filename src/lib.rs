@@ -8,11 +8,16 @@
 
 #[cfg(feature = "gui")]
 pub mod app;
+pub mod assets;
 pub mod classes;
 pub mod cli;
 pub mod colormap;
+pub mod export;
+pub mod figures;
 pub mod inference;
 pub mod model;
 pub mod paper;
 #[cfg(feature = "gui")]
 pub mod render;
+pub mod synth;
+pub mod train;

@@ -210,8 +210,12 @@ pub fn official_overlay(photo: &RgbImage, map: &[f32], grid: (usize, usize), alp
     let (w, h) = official_size(photo.width, photo.height);
     let base = resize_bilinear(photo, w, h);
     let heat = blurred_heatmap(map, grid, (w, h), Colormap::JetOpenCv, None);
-    let data =
-        base.data.iter().zip(&heat).map(|(&b, &c)| (f64::from(b) * (1.0 - alpha) + f64::from(c) * alpha) as u8).collect();
+    let data = base
+        .data
+        .iter()
+        .zip(&heat)
+        .map(|(&b, &c)| (f64::from(b) * (1.0 - alpha) + f64::from(c) * alpha) as u8)
+        .collect();
     RgbImage { width: w, height: h, data }
 }
 

@@ -125,3 +125,71 @@ fn gpu_overlay_matches_the_cpu_reference_for_every_colormap_and_interpolation() 
     let photo_kept = gpu.chunks(4).zip(rgb.chunks(3)).filter(|(g, p)| &g[..3] == *p).count();
     assert!(photo_kept < w * h / 20, "opaque overlay left {photo_kept} photo pixels unchanged");
 }
+
+#[test]
+fn an_exported_png_figure_shows_the_pixels_of_the_gpu_view() {
+    use intr_explorer::figures::{self, FigureOptions, Look, View};
+    use intr_explorer::model::IntrOutput;
+    use intr_explorer::model::decode::RgbImage;
+
+    let (device, queue, _) = overlay::headless_device().expect("a wgpu adapter (Mesa lavapipe in CI)");
+    let pipeline = OverlayPipeline::new(&device, &queue, eframe::egui_wgpu::wgpu::TextureFormat::Rgba8Unorm);
+    let (w, h, gw, gh) = (96usize, 64usize, 6usize, 4usize);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 29 + (i / (w * 3)) * 7) % 256) as u8).collect();
+    let photo = RgbImage { width: w, height: h, data: rgb.clone() };
+    // One layer, two heads, two classes.
+    let attention = pseudo(2 * 2 * gw * gh, 3);
+    let output = IntrOutput {
+        logits: vec![0.5, 1.5],
+        attention,
+        layers: 1,
+        heads: 2,
+        classes: 2,
+        grid: (gh, gw),
+        timings: Default::default(),
+    };
+    let names = vec!["Bunting & Co".to_string(), "Finch <test>".to_string()];
+    for (look, head) in [
+        (Look::default(), Some(1)),
+        (
+            Look {
+                colormap: Colormap::Turbo,
+                interpolation: Interpolation::Bicubic,
+                threshold: 0.3,
+                opacity: 0.8,
+                ..Look::default()
+            },
+            None,
+        ),
+    ] {
+        let view = View::Single { class: 1, head };
+        let opts = FigureOptions { look, layer: 0, labels: true, letters: false, ..Default::default() };
+        let fig = figures::compose(&photo, &output, &names, &view, &opts, Default::default());
+        let png = intr_explorer::export::to_png(&fig, 96.0).unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgba8();
+        let rect = intr_explorer::export::layout(&fig).panel_rects[0];
+
+        // The same view through the window's shader.
+        let map = figures::map_values(&output, 0, 1, head);
+        let style = figures::style(&look, figures::value_range(&output, 0, look.normalization, (1, head), &[]));
+        let atlas = AtlasLayout::new(1, gw as u32, gh as u32).unwrap();
+        let rgba: Vec<u8> = rgb.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        let scene = pipeline.scene(&device, &queue, &rgba, (w as u32, h as u32), atlas, &map);
+        let u = OverlayUniforms::new(&atlas, 0, &style, ([0.0, 0.0], [1.0, 1.0]), true);
+        let gpu = overlay::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
+
+        let (x0, y0) = (rect.0.round() as u32, rect.1.round() as u32);
+        assert_eq!((rect.2.round() as usize, rect.3.round() as usize), (w, h), "panel drawn at its native size");
+        let mut worst = 0;
+        for y in 0..h {
+            for x in 0..w {
+                let p = img.get_pixel(x0 + x as u32, y0 + y as u32);
+                for c in 0..3 {
+                    worst = worst.max(p[c].abs_diff(gpu[(y * w + x) * 4 + c]));
+                }
+            }
+        }
+        eprintln!("{look:?}: exported PNG vs GPU view, max diff {worst}/255");
+        assert!(worst <= 2, "exported figure differs from the GPU view by {worst}/255");
+    }
+}

@@ -21,6 +21,14 @@ struct NoDialogs;
 impl Dialogs for NoDialogs {
     fn pick_images(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
     fn pick_model(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
+    fn save_figure(
+        &self,
+        _suggested: String,
+        _format: intr_explorer::export::Format,
+        _reply: std::sync::mpsc::Sender<Picked>,
+        _ctx: egui::Context,
+    ) {
+    }
 }
 
 const NAMES: [&str; 5] = ["Indigo Bunting", "Painted Bunting", "Lazuli Bunting", "Blue Grosbeak", "House Finch"];

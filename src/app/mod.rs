@@ -2,6 +2,7 @@
 //! the GPU overlay. Layout lives in [`ui`]; it reads the state and returns [`Command`]s, which are
 //! applied here after layout.
 
+mod export_ui;
 mod paper_cache;
 mod ui;
 
@@ -17,6 +18,7 @@ use crate::inference::{Analysis, ModelInfo, Request, Response, Worker};
 use crate::model::preprocess::PreprocessOptions;
 use crate::render::callback::OverlayResources;
 use crate::render::overlay::AtlasLayout;
+pub use export_ui::{ExportJob, ExportSettings, ExportWhat};
 pub use paper_cache::{PaperCache, PaperJob, PaperKey};
 
 /// Display settings, remembered between runs.
@@ -68,6 +70,7 @@ impl DisplaySettings {
 struct Persisted {
     display: DisplaySettings,
     recent_models: Vec<PathBuf>,
+    export: ExportSettings,
 }
 
 const STORAGE_KEY: &str = "intr-explorer";
@@ -80,6 +83,8 @@ const GPU_SCENES: usize = 16;
 pub trait Dialogs {
     fn pick_images(&self, reply: Sender<Picked>, ctx: egui::Context);
     fn pick_model(&self, reply: Sender<Picked>, ctx: egui::Context);
+    /// Asks where to save a figure (`suggested` file name, `format` for the filter).
+    fn save_figure(&self, suggested: String, format: crate::export::Format, reply: Sender<Picked>, ctx: egui::Context);
 }
 
 /// A dialog's answer.
@@ -87,6 +92,7 @@ pub trait Dialogs {
 pub enum Picked {
     Images(Vec<PathBuf>),
     Model(PathBuf),
+    ExportTo(PathBuf),
 }
 
 /// Native dialogs (rfd): run on a helper thread so the window never blocks.
@@ -118,6 +124,21 @@ impl Dialogs for NativeDialogs {
             }
         });
     }
+
+    fn save_figure(&self, suggested: String, format: crate::export::Format, reply: Sender<Picked>, ctx: egui::Context) {
+        std::thread::spawn(move || {
+            let ext = format.extension();
+            let file = rfd::FileDialog::new()
+                .set_title("Export figure")
+                .set_file_name(suggested)
+                .add_filter(ext.to_uppercase(), &[ext])
+                .save_file();
+            if let Some(file) = file {
+                let _ = reply.send(Picked::ExportTo(file));
+                ctx.request_repaint();
+            }
+        });
+    }
 }
 
 /// One open image.
@@ -140,6 +161,7 @@ pub struct ViewState {
     pub compare: Vec<usize>,
     pub show_compare: bool,
     pub show_help: bool,
+    pub show_export: bool,
     pub search: String,
     /// Zoom factor (1 = fit) and pan in fractions of the image.
     pub zoom: f32,
@@ -155,6 +177,7 @@ impl Default for ViewState {
             compare: Vec::new(),
             show_compare: false,
             show_help: false,
+            show_export: false,
             search: String::new(),
             zoom: 1.0,
             pan: egui::Vec2::ZERO,
@@ -179,11 +202,20 @@ pub enum Command {
     ShowCompare(bool),
     ShowHelp(bool),
     Search(String),
-    ViewTransform { zoom: f32, pan: egui::Vec2 },
+    ViewTransform {
+        zoom: f32,
+        pan: egui::Vec2,
+    },
     /// Render the blurred (official-look) overlay of a map in the background.
     RenderPaper(PaperKey),
     Cancel,
     DismissError(usize),
+    ShowExport(bool),
+    ExportSettings(ExportSettings),
+    /// Ask where to save the figure, then export.
+    ExportDialog,
+    /// Export the figure to this file (on a helper thread).
+    ExportTo(PathBuf),
 }
 
 /// The explorer application.
@@ -204,6 +236,11 @@ pub struct ExplorerApp {
     pub busy: Option<(u64, &'static str)>,
     /// Blurred overlays (official look), rendered in the background.
     pub paper: PaperCache,
+    pub export: ExportSettings,
+    /// Outcome of the last export.
+    pub export_status: Option<String>,
+    export_tx: Sender<Result<PathBuf, String>>,
+    export_rx: Receiver<Result<PathBuf, String>>,
     next_id: u64,
     gpu: Option<eframe::egui_wgpu::RenderState>,
     ctx: egui::Context,
@@ -234,6 +271,7 @@ impl ExplorerApp {
             OverlayResources::install(rs);
         }
         let (picked_tx, picked_rx) = std::sync::mpsc::channel();
+        let (export_tx, export_rx) = std::sync::mpsc::channel();
         let mut app = Self {
             worker,
             dialogs,
@@ -249,6 +287,10 @@ impl ExplorerApp {
             errors: Vec::new(),
             busy: None,
             paper,
+            export: persisted.export,
+            export_status: None,
+            export_tx,
+            export_rx,
             next_id: 1,
             gpu,
             ctx,
@@ -503,6 +545,19 @@ impl ExplorerApp {
                 self.errors.remove(i);
             }
             Command::DismissError(_) => {}
+            Command::ShowExport(b) => self.view.show_export = b,
+            Command::ExportSettings(e) => self.export = e,
+            Command::ExportDialog => {
+                let name = export_ui::suggested_name(self);
+                self.dialogs.save_figure(name, self.export.format, self.picked_tx.clone(), self.ctx.clone());
+            }
+            Command::ExportTo(path) => match ExportJob::from_app(self, path) {
+                Ok(job) => {
+                    self.export_status = Some(format!("exporting {}…", job.out.display()));
+                    export_ui::spawn_export(job, self.export_tx.clone(), self.ctx.clone());
+                }
+                Err(e) => self.export_status = Some(e),
+            },
         }
     }
 
@@ -569,7 +624,17 @@ impl ExplorerApp {
             match p {
                 Picked::Images(v) => self.apply(Command::OpenImages(v)),
                 Picked::Model(m) => self.apply(Command::LoadModel(m)),
+                Picked::ExportTo(p) => self.apply(Command::ExportTo(p)),
             }
+        }
+        while let Ok(r) = self.export_rx.try_recv() {
+            self.export_status = Some(match r {
+                Ok(p) => format!("exported {}", p.display()),
+                Err(e) => {
+                    self.errors.push(e.clone());
+                    e
+                }
+            });
         }
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect()
@@ -657,15 +722,28 @@ impl eframe::App for ExplorerApp {
         eframe::set_value(
             storage,
             STORAGE_KEY,
-            &Persisted { display: self.display, recent_models: self.recent_models.clone() },
+            &Persisted {
+                display: self.display,
+                recent_models: self.recent_models.clone(),
+                export: self.export.clone(),
+            },
         );
     }
 }
 
 /// Runs the window. `paths` may hold a model and images, in any order.
 pub fn run(paths: Vec<PathBuf>) -> anyhow::Result<()> {
-    let (models, images): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| is_model_path(p));
-    let model = models.into_iter().next();
+    let (models, mut images): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| is_model_path(p));
+    let mut model = models.into_iter().next();
+    // With no model given the bundled demo opens, with its images unless photos were given.
+    if model.is_none()
+        && let Ok(demo) = crate::assets::demo_model()
+    {
+        model = Some(demo);
+        if images.is_empty() {
+            images = crate::assets::demo_images();
+        }
+    }
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default().with_inner_size([1600.0, 1000.0]).with_title("INTR Explorer"),
         ..Default::default()

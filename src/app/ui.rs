@@ -29,6 +29,9 @@ pub fn layout(ui: &mut egui::Ui, app: &ExplorerApp) -> Vec<Command> {
     if app.view.show_help {
         help_window(ui.ctx(), &mut cmds);
     }
+    if app.view.show_export {
+        super::export_ui::export_window(ui.ctx(), app, &mut cmds);
+    }
     cmds
 }
 
@@ -51,6 +54,7 @@ fn keyboard(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>) {
     for key in pressed {
         match (key, a) {
             (egui::Key::O, _) if ctrl => cmds.push(Command::OpenImagesDialog),
+            (egui::Key::E, _) if ctrl => cmds.push(Command::ShowExport(true)),
             (egui::Key::F1, _) => cmds.push(Command::ShowHelp(!app.view.show_help)),
             (egui::Key::Escape, _) => cmds.push(Command::ShowHelp(false)),
             (egui::Key::ArrowDown | egui::Key::ArrowUp, Some(a)) => {
@@ -94,6 +98,9 @@ fn toolbar_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
         }
         if ui.button("Open model…").clicked() {
             cmds.push(Command::OpenModelDialog);
+        }
+        if ui.add_enabled(app.current().is_some(), egui::Button::new("Export…")).on_hover_text("Ctrl+E").clicked() {
+            cmds.push(Command::ShowExport(true));
         }
         ui.menu_button("Recent models", |ui| {
             if app.recent_models.is_empty() {
@@ -628,6 +635,7 @@ fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
                 ("0", "mean of the heads"),
                 ("L", "next decoder layer"),
                 ("Ctrl+O", "open images"),
+                ("Ctrl+E", "export a figure (SVG, PDF, PNG)"),
                 ("wheel / drag / double-click", "zoom / pan / fit"),
                 ("F1", "this help"),
             ] {

@@ -13,15 +13,16 @@ use crate::model::preprocess::{self, PreprocessOptions};
 use crate::model::{self, Checkpoint, Intr, IntrOutput, META_CLASSES, META_CONFIG, META_FORMAT};
 
 /// A loaded model with its class names.
-struct Session {
-    model: Intr,
-    names: Vec<String>,
-    opts: PreprocessOptions,
+pub(super) struct Session {
+    pub model: Intr,
+    pub names: Vec<String>,
+    pub opts: PreprocessOptions,
 }
 
-fn load_session(a: &ModelArgs) -> Result<Session> {
+pub(super) fn load_session(a: &ModelArgs) -> Result<Session> {
     let overrides = a.config.overrides()?;
-    let (model, ckpt) = model::load_model(&a.model, &overrides, &model::default_device())?;
+    let path = a.path()?;
+    let (model, ckpt) = model::load_model(&path, &overrides, &model::default_device())?;
     let classes_n = model.config().num_queries;
     let names = match &a.classes {
         Some(p) => {
@@ -31,17 +32,20 @@ fn load_session(a: &ModelArgs) -> Result<Session> {
         }
         None => match model::stored_class_names(&ckpt)? {
             Some(names) => {
-                classes::check_count(&a.model, &names, classes_n)?;
+                classes::check_count(&path, &names, classes_n)?;
                 names
             }
             None => classes::numbered(classes_n),
         },
     };
-    let opts = PreprocessOptions { apply_orientation: !a.no_exif_orientation, ..PreprocessOptions::default() };
+    let opts = model.preprocess_options(PreprocessOptions {
+        apply_orientation: !a.no_exif_orientation,
+        ..PreprocessOptions::default()
+    });
     Ok(Session { model, names, opts })
 }
 
-fn run_image(s: &Session, path: &Path) -> Result<(preprocess::Prepared, IntrOutput)> {
+pub(super) fn run_image(s: &Session, path: &Path) -> Result<(preprocess::Prepared, IntrOutput)> {
     let prepared = preprocess::prepare_file(path, &s.opts)?;
     let (w, h) = prepared.input_size;
     let out =
@@ -141,7 +145,7 @@ pub fn attention(a: &AttentionArgs) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert(META_FORMAT.to_string(), "intr-explorer attention v1".to_string());
     meta.insert("image".into(), a.image.display().to_string());
-    meta.insert("model".into(), a.model.model.display().to_string());
+    meta.insert("model".into(), a.model.path()?.display().to_string());
     meta.insert("classes".into(), serde_json::to_string(&s.names)?);
     meta.insert("image_size".into(), json!([prep.original.width, prep.original.height]).to_string());
     meta.insert("input_size".into(), json!([prep.input_size.0, prep.input_size.1]).to_string());

@@ -19,7 +19,9 @@ macro_rules! out {
 
 mod bench;
 mod commands;
-mod output;
+mod demo;
+mod explain;
+pub mod output;
 
 use std::path::PathBuf;
 
@@ -51,14 +53,32 @@ pub enum Command {
     /// Benchmarks: `forward` times the full-size official model, `memory` measures `predict`'s peak
     /// memory on a full-size official-format checkpoint.
     Bench(bench::BenchArgs),
+    /// Generate the fine-grained dataset of drawn birds (species differ in exactly one part).
+    Synth(demo::SynthArgs),
+    /// Train an INTR model on an ImageFolder dataset with candle (CPU), resumably.
+    Train(demo::TrainArgs),
+    /// Accuracy and attention faithfulness (object mass, part pointing, head diversity, deletion)
+    /// on held-out generated images.
+    Eval(demo::EvalArgs),
+    /// Figures (SVG, PDF, PNG) and a summary (CSV, JSON) for many photos; shardable, resumable.
+    Explain(explain::ExplainArgs),
+    /// Re-make a figure from the provenance stored in it (SVG, PNG or PDF).
+    Remake(RemakeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RemakeArgs {
+    /// A figure written by `explain`.
+    pub figure: PathBuf,
 }
 
 /// Which model to use and how to read it.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// Checkpoint: an official INTR `.pth` or a `.safetensors` made by `convert`.
+    /// Checkpoint: an official INTR `.pth` or a `.safetensors` made by `convert` or `train`
+    /// (default: the bundled demo model).
     #[arg(long, short = 'm')]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Class names: CUB `classes.txt`, one name per line, or a dataset folder (sorted sub-folders).
     #[arg(long, short = 'c')]
     pub classes: Option<PathBuf>,
@@ -83,6 +103,16 @@ pub struct ConfigArgs {
     /// num_queries, pre_norm, position_embedding ("sine"|"learned"), dilation.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model file: the one given, or the bundled demo model.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        match &self.model {
+            Some(p) => Ok(p.clone()),
+            None => crate::assets::demo_model(),
+        }
+    }
 }
 
 impl ConfigArgs {
@@ -155,6 +185,22 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
+/// Runs the command recorded in a figure's provenance again (its outputs are redone).
+fn remake(a: &RemakeArgs) -> anyhow::Result<i32> {
+    let prov = crate::export::read_provenance(&a.figure)?;
+    let json = prov.get("remake_args").ok_or_else(|| {
+        anyhow::anyhow!("{}: the figure's provenance has no command to re-make it", a.figure.display())
+    })?;
+    let mut args: Vec<String> = serde_json::from_str(json)
+        .map_err(|e| anyhow::anyhow!("{}: the recorded command is damaged: {e}", a.figure.display()))?;
+    args.insert(0, "intr-explorer".into());
+    args.push("--force".into());
+    match Cli::try_parse_from(&args)?.command {
+        Some(Command::Explain(e)) => explain::explain(&e),
+        _ => anyhow::bail!("{}: the recorded command is not an `explain` run", a.figure.display()),
+    }
+}
+
 /// Parses the command line and runs it. Returns the process exit code.
 pub fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
@@ -164,6 +210,11 @@ pub fn run() -> anyhow::Result<i32> {
         Some(Command::Inspect(a)) => commands::inspect(&a).map(|()| 0),
         Some(Command::Convert(a)) => commands::convert(&a).map(|()| 0),
         Some(Command::Bench(a)) => bench::run(&a).map(|()| 0),
+        Some(Command::Synth(a)) => demo::synth(&a).map(|()| 0),
+        Some(Command::Train(a)) => demo::train(&a).map(|()| 0),
+        Some(Command::Eval(a)) => demo::eval(&a).map(|()| 0),
+        Some(Command::Explain(a)) => explain::explain(&a),
+        Some(Command::Remake(a)) => remake(&a),
         #[cfg(feature = "gui")]
         None => crate::app::run(cli.paths).map(|()| 0),
         #[cfg(not(feature = "gui"))]

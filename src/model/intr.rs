@@ -23,6 +23,8 @@ pub struct Intr {
     /// (Q, D)
     query_embed: Tensor,
     presence: Linear,
+    /// Shorter input side the model was trained at, when it is not the official 800.
+    input_size: Option<usize>,
 }
 
 /// What one forward pass produces, as plain data that can cross threads.
@@ -151,7 +153,26 @@ impl Intr {
             transformer,
             query_embed,
             presence,
+            input_size: None,
         })
+    }
+
+    /// Records the shorter input side the model was trained at (from the checkpoint's metadata).
+    pub fn set_input_size(&mut self, size: Option<usize>) {
+        self.input_size = size;
+    }
+
+    /// `base` adjusted to the model: a model trained at its own input size gets that shorter side
+    /// and no longer-side cap; official models keep the official 800/1333 rule.
+    #[must_use]
+    pub fn preprocess_options(
+        &self,
+        base: super::preprocess::PreprocessOptions,
+    ) -> super::preprocess::PreprocessOptions {
+        match self.input_size {
+            Some(size) => super::preprocess::PreprocessOptions { size, max_size: None, ..base },
+            None => base,
+        }
     }
 
     /// The configuration the model was built with.

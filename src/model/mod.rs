@@ -33,6 +33,8 @@ pub use intr::{Intr, IntrOutput};
 pub const META_CONFIG: &str = "intr.config";
 /// safetensors metadata key holding the class names as a JSON list.
 pub const META_CLASSES: &str = "intr.classes";
+/// safetensors metadata key holding the shorter input side a model was trained at.
+pub const META_INPUT_SIZE: &str = "intr.input_size";
 /// safetensors metadata key naming the writer.
 pub const META_FORMAT: &str = "format";
 
@@ -71,10 +73,17 @@ pub fn load_model(path: &Path, explicit: &ConfigOverrides, device: &Device) -> R
     let ckpt = Checkpoint::open(path)?;
     let cfg = resolve_config(&ckpt, explicit)?;
     let ws = weights::WeightStore::new(&ckpt);
-    let model = Intr::load(&ws, &cfg, device).map_err(|e| match e {
+    let mut model = Intr::load(&ws, &cfg, device).map_err(|e| match e {
         Error::Config(m) if !m.contains(&path.display().to_string()) => Error::file(path, m),
         other => other,
     })?;
+    if let Some(v) = ckpt.extras().metadata.get(META_INPUT_SIZE) {
+        let size: usize =
+            v.parse().ok().filter(|s| (16..=4096).contains(s)).ok_or_else(|| {
+                Error::file(path, format!("stored input size `{v}` is not a side length in 16..=4096"))
+            })?;
+        model.set_input_size(Some(size));
+    }
     Ok((model, ckpt))
 }
 

@@ -38,6 +38,12 @@ impl Rng {
 /// widths are a quarter of the stage output (torchvision's default `width_per_group`).
 #[must_use]
 pub fn state_dict_shapes(cfg: &IntrConfig) -> Vec<(String, Vec<usize>)> {
+    state_dict_shapes_with_stem(cfg, 64)
+}
+
+/// [`state_dict_shapes`] with a ResNet stem of `stem` channels (torchvision's is 64).
+#[must_use]
+pub fn state_dict_shapes_with_stem(cfg: &IntrConfig, stem: usize) -> Vec<(String, Vec<usize>)> {
     let mut v: Vec<(String, Vec<usize>)> = Vec::new();
     let d = cfg.hidden_dim;
     let f = cfg.dim_feedforward;
@@ -89,8 +95,8 @@ pub fn state_dict_shapes(cfg: &IntrConfig) -> Vec<(String, Vec<usize>)> {
         }
     };
     let b = "backbone.0.body";
-    conv_bn(&mut v, &format!("{b}.conv1"), &format!("{b}.bn1"), 64, 3, 7);
-    let mut cin = 64;
+    conv_bn(&mut v, &format!("{b}.conv1"), &format!("{b}.bn1"), stem, 3, 7);
+    let mut cin = stem;
     for (s, (&n, &out)) in cfg.backbone.blocks_per_stage.iter().zip(&cfg.backbone.stage_channels).enumerate() {
         for blk in 0..n {
             let p = format!("{b}.layer{}.{blk}", s + 1);

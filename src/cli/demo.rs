@@ -1,0 +1,211 @@
+//! `synth`, `train` and `eval`: the generated fine-grained dataset, training INTR on it with
+//! candle, and measuring accuracy and how faithful the attention is on held-out images.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::synth::{self, SynthOptions};
+use crate::train::{self, DEMO_STEM, Example, TrainModel, TrainOptions};
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Output folder (ImageFolder tree `train/`, `val/`, masks under `masks/`, `dataset.json`).
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Number of images (balanced over the species).
+    #[arg(long, default_value_t = 1600)]
+    pub count: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Side of the square images in pixels.
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    /// Share of images held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f32,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset folder written by `synth` (or any ImageFolder tree of square images).
+    #[arg(long, short = 'd')]
+    pub data: PathBuf,
+    /// Output `.safetensors` model; `<out>.train-state` holds the resumable state.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Peak learning rate (after warm-up; cosine decay).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Global gradient-norm clip (0 = off).
+    #[arg(long, default_value_t = 0.1)]
+    pub clip: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop after this many steps (for quick checks).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Start again even if a training state exists (it is otherwise resumed).
+    #[arg(long)]
+    pub restart: bool,
+}
+
+/// Class names of an ImageFolder tree: sub-folder names, sorted, without a leading `NN_` and with
+/// underscores as spaces.
+pub fn folder_class_names(split_dir: &Path) -> Result<Vec<String>> {
+    let mut dirs: Vec<String> = std::fs::read_dir(split_dir)
+        .with_context(|| format!("{}: cannot list the folder", split_dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    Ok(dirs
+        .into_iter()
+        .map(|d| {
+            let name = match d.split_once('_') {
+                Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) => rest.to_string(),
+                _ => d,
+            };
+            name.replace('_', " ")
+        })
+        .collect())
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(&format!(
+        "{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}} < {{eta_precise}}] {{msg}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb
+}
+
+pub fn synth(a: &SynthArgs) -> Result<()> {
+    if a.size < 32 {
+        bail!("--size {}: images smaller than 32 pixels cannot show the parts", a.size);
+    }
+    let opts = SynthOptions { count: a.count, seed: a.seed, size: a.size, val_fraction: a.val_fraction };
+    let pb = bar(a.count as u64, "drawing");
+    let started = Instant::now();
+    synth::write_dataset(&a.out, &opts, |done, _| pb.set_position(done as u64))?;
+    pb.finish_and_clear();
+    eprintln!("wrote {} images to {} in {:.1} s", a.count, a.out.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub fn train(a: &TrainArgs) -> Result<()> {
+    let items = synth::load_dataset(&a.data, "train")?;
+    if items.is_empty() {
+        bail!("{}: no training images under train/", a.data.display());
+    }
+    let classes = folder_class_names(&a.data.join("train"))?;
+    let side = image::image_dimensions(&items[0].image)
+        .with_context(|| format!("{}: cannot read the image", items[0].image.display()))?
+        .0 as usize;
+    let examples: Vec<Example> = items.iter().map(|i| Example { path: i.image.clone(), label: i.label }).collect();
+    let cfg = train::demo_config(classes.len());
+    let mut model = TrainModel::new(&cfg, DEMO_STEM, a.seed, &candle_core::Device::Cpu)?;
+    let state = train::state_path(&a.out);
+    if a.restart && state.exists() {
+        std::fs::remove_file(&state).with_context(|| format!("{}: cannot remove", state.display()))?;
+    }
+    let o = TrainOptions {
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        clip: a.clip,
+        seed: a.seed,
+        max_steps: a.max_steps,
+        ..Default::default()
+    };
+    eprintln!(
+        "training on {} images of {side}×{side}, {} classes, {} parameters{}",
+        examples.len(),
+        classes.len(),
+        model.params.values().map(|v| v.elem_count()).sum::<usize>(),
+        if state.exists() { format!(", resuming from {}", state.display()) } else { String::new() }
+    );
+    let pb = bar(0, "training");
+    // Without a terminal (logs, CI) the bar is hidden: print a line every 20 steps instead.
+    let log_lines = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (mut ema_loss, mut ema_acc) = (None::<f32>, None::<f32>);
+    train::train(&mut model, &examples, side, &o, Some(&state), |r| {
+        pb.set_length(r.total as u64);
+        pb.set_position(r.step as u64);
+        let l = ema_loss.map_or(r.loss, |e| 0.95 * e + 0.05 * r.loss);
+        let acc = ema_acc.map_or(r.accuracy, |e| 0.95 * e + 0.05 * r.accuracy);
+        ema_loss = Some(l);
+        ema_acc = Some(acc);
+        let msg = format!("epoch {} loss {l:.3} acc {:.1} % lr {:.1e}", r.epoch + 1, acc * 100.0, r.lr);
+        if log_lines && (r.step % 20 == 0 || r.step == r.total) {
+            eprintln!("step {}/{} [{:.0} s] {msg}", r.step, r.total, pb.elapsed().as_secs_f64());
+        }
+        pb.set_message(msg);
+    })?;
+    pb.finish();
+    train::save_model(&model, &classes, side, &a.out)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model to evaluate (default: the bundled demo model).
+    #[arg(long, short = 'm')]
+    pub model: Option<PathBuf>,
+    /// Dataset folder written by `synth` (its `val/` split and masks are used).
+    #[arg(long, short = 'd')]
+    pub data: PathBuf,
+    /// Evaluate at most this many images (balanced order is kept).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a figure of heads × species (one held-out image per species, attention of its class).
+    #[arg(long, value_name = "PNG")]
+    pub figure: Option<PathBuf>,
+    /// Seed of the random cells of the deletion check and the diversity chance level.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    let path = match &a.model {
+        Some(p) => p.clone(),
+        None => crate::assets::demo_model()?,
+    };
+    let (model, _) = crate::model::load_model(&path, &Default::default(), &candle_core::Device::Cpu)?;
+    let mut items = synth::load_dataset(&a.data, "val")?;
+    if items.is_empty() {
+        bail!("{}: no held-out images under val/", a.data.display());
+    }
+    if let Some(n) = a.limit {
+        items.truncate(n);
+    }
+    let side = image::image_dimensions(&items[0].image)
+        .with_context(|| format!("{}: cannot read the image", items[0].image.display()))?
+        .0 as usize;
+    let pb = bar(items.len() as u64, "evaluating");
+    let report = train::eval::evaluate(&model, &items, side, a.seed, |n| pb.set_position(n as u64))?;
+    pb.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(fig) = &a.figure {
+        train::eval::heads_figure(&model, &items, side, fig)?;
+        eprintln!("wrote {}", fig.display());
+    }
+    Ok(())
+}

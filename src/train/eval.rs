@@ -1,0 +1,318 @@
+//! Evaluation on held-out generated images, where the ground truth of *why* is known: accuracy, and
+//! whether the attention explains the decision — object mass, part pointing, head diversity and a
+//! deletion check — each next to its chance level.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::model::Intr;
+use crate::model::synthetic::Rng;
+use crate::synth::{self, DatasetItem};
+
+/// Share of the grid blanked by the deletion check.
+pub const DELETION_SHARE: f64 = 0.1;
+
+/// The figures of one evaluation.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EvalReport {
+    pub images: usize,
+    pub classes: usize,
+    pub top1: f64,
+    pub top5: f64,
+    /// Mean share of the predicted class's attention (head mean, last layer) on the animal.
+    pub object_mass: f64,
+    /// Mean share of the image the animal covers (the chance level of `object_mass`).
+    pub object_mass_chance: f64,
+    /// Share of (image, look-alike species) cases where the true class's best-aligned head peaks on
+    /// the part that tells the two apart.
+    pub part_pointing: f64,
+    /// Chance of a random peak cell touching that part.
+    pub part_pointing_chance: f64,
+    pub part_pointing_cases: usize,
+    /// Median number of distinct parts the heads' peaks fall on, per image.
+    pub head_diversity_median: f64,
+    /// Same for peaks drawn uniformly at random over the cells.
+    pub head_diversity_chance: f64,
+    /// Share of images where blanking the top-attended cells lowers the class logit more than
+    /// blanking as many random cells.
+    pub deletion_pass: f64,
+    /// Mean logit drops: top-attended cells, random cells.
+    pub deletion_drop_top: f64,
+    pub deletion_drop_random: f64,
+}
+
+/// Per-cell share of each part label: `shares[cell][label]`, for a `gh × gw` grid over a
+/// `side × side` label mask.
+fn cell_part_shares(labels: &[u8], side: usize, (gh, gw): (usize, usize)) -> Vec<[f64; 16]> {
+    let mut shares = vec![[0f64; 16]; gh * gw];
+    let mut counts = vec![0usize; gh * gw];
+    for y in 0..side {
+        let gy = (y * gh / side).min(gh - 1);
+        for x in 0..side {
+            let gx = (x * gw / side).min(gw - 1);
+            let l = (labels[y * side + x] as usize).min(15);
+            shares[gy * gw + gx][l] += 1.0;
+            counts[gy * gw + gx] += 1;
+        }
+    }
+    for (s, &n) in shares.iter_mut().zip(&counts) {
+        s.iter_mut().for_each(|v| *v /= n.max(1) as f64);
+    }
+    shares
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+}
+
+/// The part that fills most of a cell, background excluded (None if the cell is background only).
+fn dominant_part(share: &[f64; 16]) -> Option<usize> {
+    (1..16).filter(|&l| share[l] > 0.0).max_by(|&a, &b| share[a].total_cmp(&share[b]))
+}
+
+/// Blanks grid cells of a normalised CHW image (sets them to the dataset mean, 0 after normalising).
+fn blank_cells(chw: &[f32], side: usize, (gh, gw): (usize, usize), cells: &[usize]) -> Vec<f32> {
+    let mut out = chw.to_vec();
+    for &c in cells {
+        let (cy, cx) = (c / gw, c % gw);
+        let (y0, y1) = (cy * side / gh, (cy + 1) * side / gh);
+        let (x0, x1) = (cx * side / gw, (cx + 1) * side / gw);
+        for ch in 0..3 {
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    out[ch * side * side + y * side + x] = 0.0;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+}
+
+/// Evaluates `model` on `items` (square images of `side` with masks), `seed` for the random cells.
+pub fn evaluate(
+    model: &Intr,
+    items: &[DatasetItem],
+    side: usize,
+    seed: u64,
+    mut progress: impl FnMut(usize),
+) -> Result<EvalReport> {
+    let pairs = synth::one_part_pairs();
+    let mut r = EvalReport::default();
+    let (mut pp_hits, mut pp_chance) = (0usize, 0f64);
+    let mut diversity = Vec::new();
+    let mut diversity_chance = Vec::new();
+    let mut rng = Rng::new(seed);
+    for (n, item) in items.iter().enumerate() {
+        let chw = super::load_chw(&item.image, side)?;
+        let mask_path = item.mask.as_ref().with_context(|| format!("{}: no mask", item.image.display()))?;
+        let labels = image::open(mask_path)
+            .with_context(|| format!("{}: cannot read the mask", mask_path.display()))?
+            .to_luma8()
+            .into_raw();
+        let out = model.forward(&chw, side, side)?;
+        let (gh, gw) = out.grid;
+        let cells = gh * gw;
+        let last = out.layers - 1;
+        let ranking = out.ranking();
+        let pred = ranking[0];
+        r.top1 += f64::from(u8::from(pred == item.label));
+        r.top5 += f64::from(u8::from(ranking.iter().take(5).any(|&c| c == item.label)));
+        let shares = cell_part_shares(&labels, side, (gh, gw));
+        let animal: Vec<f64> = shares.iter().map(|s| 1.0 - s[0]).collect();
+        let mean_map = out.head_mean(last, pred);
+        r.object_mass += mean_map.iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
+        r.object_mass_chance += animal.iter().sum::<f64>() / cells as f64;
+
+        // Part pointing: for each look-alike of the true species, the head of the true class with
+        // the most attention on the telling part, and whether its peak cell touches that part.
+        for &(a, b, part) in &pairs {
+            if a != item.label && b != item.label {
+                continue;
+            }
+            let l = part.label() as usize;
+            let on_part: Vec<bool> = shares.iter().map(|s| s[l] > 0.0).collect();
+            if !on_part.iter().any(|&x| x) {
+                continue;
+            }
+            let best = (0..out.heads)
+                .max_by(|&h1, &h2| {
+                    let mass = |h: usize| -> f64 {
+                        out.map(last, h, item.label).iter().zip(&shares).map(|(&v, s)| f64::from(v) * s[l]).sum()
+                    };
+                    mass(h1).total_cmp(&mass(h2))
+                })
+                .unwrap_or(0);
+            let peak = argmax(out.map(last, best, item.label));
+            pp_hits += usize::from(on_part[peak]);
+            pp_chance += on_part.iter().filter(|&&x| x).count() as f64 / cells as f64;
+            r.part_pointing_cases += 1;
+        }
+
+        // Head diversity: distinct parts under the heads' peaks (predicted class).
+        let peaks: Vec<usize> = (0..out.heads).map(|h| argmax(out.map(last, h, pred))).collect();
+        let count_parts = |cells_: &[usize]| -> f64 {
+            let mut seen: Vec<usize> =
+                cells_.iter().filter_map(|&c| dominant_part(&shares[c])).filter(|&p| p != 0).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.len() as f64
+        };
+        diversity.push(count_parts(&peaks));
+        let random: Vec<usize> =
+            (0..out.heads).map(|_| ((rng.next_f32() * cells as f32) as usize).min(cells - 1)).collect();
+        diversity_chance.push(count_parts(&random));
+
+        // Deletion: blank the top-attended cells vs as many random cells.
+        let k = ((cells as f64 * DELETION_SHARE).round() as usize).max(1);
+        let mut order: Vec<usize> = (0..cells).collect();
+        order.sort_by(|&x, &y| mean_map[y].total_cmp(&mean_map[x]));
+        let top = &order[..k];
+        let mut pool: Vec<usize> = (0..cells).collect();
+        for i in (1..pool.len()).rev() {
+            let j = ((rng.next_f32() * (i + 1) as f32) as usize).min(i);
+            pool.swap(i, j);
+        }
+        let random_cells = &pool[..k];
+        let base = f64::from(out.logits[pred]);
+        let after_top = model.forward(&blank_cells(&chw, side, (gh, gw), top), side, side)?;
+        let after_random = model.forward(&blank_cells(&chw, side, (gh, gw), random_cells), side, side)?;
+        let drop_top = base - f64::from(after_top.logits[pred]);
+        let drop_random = base - f64::from(after_random.logits[pred]);
+        r.deletion_drop_top += drop_top;
+        r.deletion_drop_random += drop_random;
+        r.deletion_pass += f64::from(u8::from(drop_top > drop_random));
+        progress(n + 1);
+    }
+    let n = items.len().max(1) as f64;
+    r.images = items.len();
+    r.classes = model.config().num_queries;
+    r.top1 /= n;
+    r.top5 /= n;
+    r.object_mass /= n;
+    r.object_mass_chance /= n;
+    r.deletion_pass /= n;
+    r.deletion_drop_top /= n;
+    r.deletion_drop_random /= n;
+    let cases = r.part_pointing_cases.max(1) as f64;
+    r.part_pointing = pp_hits as f64 / cases;
+    r.part_pointing_chance = pp_chance / cases;
+    r.head_diversity_median = median(&mut diversity);
+    r.head_diversity_chance = median(&mut diversity_chance);
+    Ok(r)
+}
+
+impl EvalReport {
+    /// The report as an aligned text table.
+    #[must_use]
+    pub fn table(&self) -> String {
+        let rows = [
+            (
+                "top-1 accuracy",
+                format!("{:.1} %", self.top1 * 100.0),
+                format!("{:.1} %", 100.0 / self.classes.max(1) as f64),
+            ),
+            (
+                "top-5 accuracy",
+                format!("{:.1} %", self.top5 * 100.0),
+                format!("{:.1} %", 500.0 / self.classes.max(1) as f64),
+            ),
+            ("object mass", format!("{:.3}", self.object_mass), format!("{:.3}", self.object_mass_chance)),
+            (
+                "part pointing",
+                format!("{:.1} % of {}", self.part_pointing * 100.0, self.part_pointing_cases),
+                format!("{:.1} %", self.part_pointing_chance * 100.0),
+            ),
+            (
+                "head diversity (median parts)",
+                format!("{:.1}", self.head_diversity_median),
+                format!("{:.1}", self.head_diversity_chance),
+            ),
+            (
+                "deletion check passes",
+                format!(
+                    "{:.1} % (drop {:.2} vs {:.2})",
+                    self.deletion_pass * 100.0,
+                    self.deletion_drop_top,
+                    self.deletion_drop_random
+                ),
+                "50 %".to_string(),
+            ),
+        ];
+        let mut s = format!("{:<32} {:>34} {:>10}\n", "measure", "model", "chance");
+        for (a, b, c) in rows {
+            s.push_str(&format!("{a:<32} {b:>34} {c:>10}\n"));
+        }
+        s.push_str(&format!("({} held-out images)\n", self.images));
+        s
+    }
+}
+
+/// Side of one panel of the heads × species figure, in pixels.
+const PANEL: usize = 128;
+
+/// A figure of heads × species: one row per species (first held-out image of it, in species
+/// order), columns = the photo, then each head of the last decoder layer, then the head mean, for
+/// the species' own class (viridis, per-map min–max, bilinear, 60 % opacity). Written as PNG.
+pub fn heads_figure(model: &Intr, items: &[DatasetItem], side: usize, out: &std::path::Path) -> Result<()> {
+    let classes = model.config().num_queries;
+    let heads = model.config().nheads;
+    let cols = heads + 2;
+    let mut rows: Vec<&DatasetItem> = Vec::new();
+    for c in 0..classes {
+        if let Some(it) = items.iter().find(|i| i.label == c) {
+            rows.push(it);
+        }
+    }
+    let (w, h) = (cols * PANEL, rows.len().max(1) * PANEL);
+    let mut canvas = image::RgbImage::new(w as u32, h as u32);
+    let style = crate::colormap::OverlayStyle {
+        colormap: crate::colormap::Colormap::Viridis,
+        interpolation: crate::colormap::Interpolation::Bilinear,
+        lo: 0.0,
+        hi: 1.0,
+        threshold: 0.0,
+        opacity: 0.6,
+    };
+    for (r, item) in rows.iter().enumerate() {
+        let photo = image::open(&item.image)
+            .with_context(|| format!("{}: cannot read the image", item.image.display()))?
+            .resize_exact(PANEL as u32, PANEL as u32, image::imageops::FilterType::Triangle)
+            .to_rgb8();
+        let chw = super::load_chw(&item.image, side)?;
+        let o = model.forward(&chw, side, side)?;
+        let (gh, gw) = o.grid;
+        let last = o.layers - 1;
+        for col in 0..cols {
+            let panel: Vec<u8> = if col == 0 {
+                photo.pixels().flat_map(|p| [p[0], p[1], p[2], 255]).collect()
+            } else {
+                let map = if col <= heads {
+                    o.map(last, col - 1, item.label).to_vec()
+                } else {
+                    o.head_mean(last, item.label)
+                };
+                let (lo, hi) = crate::colormap::value_range([map.as_slice()]);
+                let st = crate::colormap::OverlayStyle { lo, hi, ..style };
+                crate::colormap::render_overlay(photo.as_raw(), PANEL, PANEL, &map, gw, gh, &st)
+            };
+            for (i, px) in panel.chunks(4).enumerate() {
+                let (x, y) = ((col * PANEL + i % PANEL) as u32, (r * PANEL + i / PANEL) as u32);
+                canvas.put_pixel(x, y, image::Rgb([px[0], px[1], px[2]]));
+            }
+        }
+    }
+    crate::cli::output::write_atomic(out, |tmp| {
+        canvas
+            .save_with_format(tmp, image::ImageFormat::Png)
+            .with_context(|| format!("{}: cannot write the figure", out.display()))
+    })
+}

@@ -1,0 +1,271 @@
+//! Training INTR on the CPU with candle: the demo configuration, batches from an ImageFolder tree
+//! with augmentation, cross-entropy on the class logits, AdamW with gradient clipping, warm-up and
+//! cosine learning rate, resumable state, and the result written in the engine's checkpoint format.
+
+pub mod eval;
+pub mod model;
+mod optim;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor};
+
+use crate::cli::output::{F32Tensor, write_safetensors};
+use crate::model::config::{BackboneConfig, BlockKind, IntrConfig, PositionEmbedding};
+use crate::model::synthetic::Rng;
+use crate::model::{META_CLASSES, META_CONFIG, META_FORMAT, META_INPUT_SIZE};
+pub use model::TrainModel;
+pub use optim::AdamW;
+
+/// ImageNet statistics, as the engine's preprocessing.
+const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// The demo model: a narrow dilated Bottleneck ResNet (one block per stage, stem 32), D = 128,
+/// 8 heads, 2 + 2 transformer layers, FFN 256, post-norm, sine embedding. Stride 16.
+#[must_use]
+pub fn demo_config(classes: usize) -> IntrConfig {
+    IntrConfig {
+        hidden_dim: 128,
+        nheads: 8,
+        enc_layers: 2,
+        dec_layers: 2,
+        dim_feedforward: 256,
+        num_queries: classes,
+        pre_norm: false,
+        position_embedding: PositionEmbedding::Sine,
+        dilation: true,
+        backbone: BackboneConfig {
+            block: BlockKind::Bottleneck,
+            blocks_per_stage: vec![1, 1, 1, 1],
+            stage_channels: vec![64, 128, 256, 512],
+            num_channels: 512,
+        },
+    }
+}
+
+/// Stem width of the demo model.
+pub const DEMO_STEM: usize = 32;
+
+/// Training settings.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub clip: f64,
+    pub warmup: usize,
+    pub seed: u64,
+    /// Stop after this many optimisation steps (smoke tests); `None` = all epochs.
+    pub max_steps: Option<usize>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self { epochs: 30, batch: 32, lr: 1e-3, weight_decay: 1e-4, clip: 0.1, warmup: 100, seed: 0, max_steps: None }
+    }
+}
+
+/// One labelled image.
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub path: PathBuf,
+    pub label: usize,
+}
+
+/// Decodes an image file into normalised CHW values (size must be `side × side`).
+pub fn load_chw(path: &Path, side: usize) -> Result<Vec<f32>> {
+    let img = image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?.to_rgb8();
+    if img.width() as usize != side || img.height() as usize != side {
+        bail!("{}: is {}×{}, expected {side}×{side}", path.display(), img.width(), img.height());
+    }
+    let mut chw = vec![0f32; 3 * side * side];
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            chw[c * side * side + i] = (f32::from(p[c]) / 255.0 - MEAN[c]) / STD[c];
+        }
+    }
+    Ok(chw)
+}
+
+/// Augments one CHW image in place: horizontal flip, shift by up to `max_shift` pixels (edges
+/// replicated), brightness and contrast jitter of ±15 %.
+pub fn augment(chw: &[f32], side: usize, rng: &mut Rng, max_shift: i64) -> Vec<f32> {
+    let flip = rng.next_f32() < 0.5;
+    let span = 2 * max_shift + 1;
+    let dx = (rng.next_f32() * span as f32) as i64 - max_shift;
+    let dy = (rng.next_f32() * span as f32) as i64 - max_shift;
+    let gain = 1.0 + rng.uniform(0.15);
+    let bias = rng.uniform(0.15) / 0.226;
+    let s = side as i64;
+    let mut out = vec![0f32; chw.len()];
+    for c in 0..3 {
+        let plane = &chw[c * side * side..(c + 1) * side * side];
+        let mean = MEAN[c] / STD[c];
+        for y in 0..s {
+            let sy = (y - dy).clamp(0, s - 1);
+            for x in 0..s {
+                let xx = if flip { s - 1 - x } else { x };
+                let sx = (xx - dx).clamp(0, s - 1);
+                // Jitter acts on the un-normalised value: (v·σ + μ)·gain + b, normalised again.
+                let v = plane[(sy * s + sx) as usize];
+                out[c * side * side + (y * s + x) as usize] = (v + mean) * gain - mean + bias;
+            }
+        }
+    }
+    out
+}
+
+/// Running state that makes a run resumable.
+struct Progress {
+    step: usize,
+    epoch: usize,
+}
+
+/// Where the resumable training state of `out` lives.
+#[must_use]
+pub fn state_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".train-state");
+    PathBuf::from(s)
+}
+
+/// Writes the model as a checkpoint the engine loads (config, classes and input size in metadata).
+pub fn save_model(model: &TrainModel, classes: &[String], side: usize, out: &Path) -> Result<()> {
+    let tensors: Vec<F32Tensor> =
+        model.state_dict()?.iter().map(|(k, (shape, v))| F32Tensor::new(k, shape.clone(), v)).collect();
+    let mut meta = HashMap::new();
+    meta.insert(META_FORMAT.to_string(), "intr-explorer model v1".to_string());
+    meta.insert(META_CONFIG.to_string(), serde_json::to_string(&model.cfg)?);
+    meta.insert(META_CLASSES.to_string(), serde_json::to_string(classes)?);
+    meta.insert(META_INPUT_SIZE.to_string(), side.to_string());
+    write_safetensors(out, &tensors, meta)
+}
+
+fn save_state(model: &TrainModel, opt: &AdamW, p: &Progress, path: &Path) -> Result<()> {
+    let mut tensors: Vec<F32Tensor> =
+        model.state_dict()?.iter().map(|(k, (shape, v))| F32Tensor::new(k, shape.clone(), v)).collect();
+    for (k, (shape, v)) in opt.state()? {
+        tensors.push(F32Tensor::new(&k, shape, &v));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("step".to_string(), p.step.to_string());
+    meta.insert("epoch".to_string(), p.epoch.to_string());
+    write_safetensors(path, &tensors, meta)
+}
+
+fn load_state(model: &mut TrainModel, opt: &mut AdamW, path: &Path) -> Result<Progress> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a training state: {e:?}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a training state: {e:?}", path.display()))?;
+    let mut values = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let v: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        values.insert(name, (view.shape().to_vec(), v));
+    }
+    model.load_state(&values)?;
+    opt.load_state(&values)?;
+    let m = meta.metadata().clone().unwrap_or_default();
+    let num = |k: &str| m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Progress { step: num("step"), epoch: num("epoch") })
+}
+
+/// Learning rate at `step` of `total`: linear warm-up, then cosine decay to 1 % of `lr`.
+#[must_use]
+pub fn lr_at(step: usize, total: usize, o: &TrainOptions) -> f64 {
+    if step < o.warmup {
+        return o.lr * (step + 1) as f64 / o.warmup as f64;
+    }
+    let t = (step - o.warmup) as f64 / (total.saturating_sub(o.warmup)).max(1) as f64;
+    o.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos()))
+}
+
+/// What a training run reports per step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    pub step: usize,
+    pub total: usize,
+    pub epoch: usize,
+    pub loss: f32,
+    pub accuracy: f32,
+    pub lr: f64,
+}
+
+/// Trains `model` on `examples` (images `side × side`). Resumes from `state` if it exists and
+/// writes it after every epoch. `report` is called after every step. Returns the per-step losses.
+pub fn train(
+    model: &mut TrainModel,
+    examples: &[Example],
+    side: usize,
+    o: &TrainOptions,
+    state: Option<&Path>,
+    mut report: impl FnMut(StepReport),
+) -> Result<Vec<f32>> {
+    if examples.is_empty() {
+        bail!("no training images");
+    }
+    let device = Device::Cpu;
+    let mut opt = AdamW::new(model, o.weight_decay)?;
+    let mut progress = Progress { step: 0, epoch: 0 };
+    if let Some(s) = state.filter(|s| s.exists()) {
+        progress = load_state(model, &mut opt, s)?;
+    }
+    let steps_per_epoch = examples.len().div_ceil(o.batch);
+    let total = o.max_steps.unwrap_or(steps_per_epoch * o.epochs).min(steps_per_epoch * o.epochs);
+    let images: Vec<Vec<f32>> = examples.iter().map(|e| load_chw(&e.path, side)).collect::<Result<_>>()?;
+    let mut losses = Vec::new();
+    while progress.epoch < o.epochs && progress.step < total {
+        // The order of an epoch depends only on the seed and the epoch: resumed runs repeat it.
+        let mut rng = Rng::new(o.seed ^ (progress.epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        for i in (1..order.len()).rev() {
+            let j = ((rng.next_f32() * (i + 1) as f32) as usize).min(i);
+            order.swap(i, j);
+        }
+        let skip = progress.step - progress.epoch * steps_per_epoch;
+        for chunk in order.chunks(o.batch).skip(skip) {
+            if progress.step >= total {
+                break;
+            }
+            let mut data = Vec::with_capacity(chunk.len() * 3 * side * side);
+            for &i in chunk {
+                let mut r =
+                    Rng::new(o.seed ^ ((progress.step * o.batch + i) as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+                data.extend(augment(&images[i], side, &mut r, (side / 16) as i64));
+            }
+            let x = Tensor::from_vec(data, (chunk.len(), 3, side, side), &device)?;
+            let labels: Vec<u32> = chunk.iter().map(|&i| examples[i].label as u32).collect();
+            let y = Tensor::from_vec(labels.clone(), chunk.len(), &device)?;
+            let out = model.forward(&x, true)?;
+            let loss = candle_nn::loss::cross_entropy(&out.logits, &y)?;
+            let grads = loss.backward()?;
+            let lr = lr_at(progress.step, total, o);
+            opt.step(model, &grads, lr, o.clip)?;
+            let pred = out.logits.argmax(1)?.to_vec1::<u32>()?;
+            let correct = pred.iter().zip(&labels).filter(|(a, b)| a == b).count();
+            let l = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+            losses.push(l);
+            progress.step += 1;
+            report(StepReport {
+                step: progress.step,
+                total,
+                epoch: progress.epoch,
+                loss: l,
+                accuracy: correct as f32 / chunk.len() as f32,
+                lr,
+            });
+        }
+        if progress.step >= (progress.epoch + 1) * steps_per_epoch {
+            progress.epoch += 1;
+            if let Some(s) = state {
+                save_state(model, &opt, &progress, s)?;
+            }
+        }
+    }
+    Ok(losses)
+}

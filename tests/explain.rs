@@ -1,0 +1,143 @@
+//! `explain` and `remake`, end to end: folders expand, a bad photo is reported and skipped, shards
+//! together give exactly one run's outputs, reruns skip finished photos, every figure carries its
+//! provenance and `remake` rebuilds it byte for byte, and unwritable outputs name the path.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_intr-explorer")).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn model() -> String {
+    parity_dir().join("tiny_postnorm_sine.pth").display().to_string()
+}
+
+/// A folder of photos (three real ones, the bunting) and one file that is not an image.
+fn inputs(dir: &Path) -> PathBuf {
+    let d = dir.join("photos");
+    std::fs::create_dir_all(d.join("more")).unwrap();
+    std::fs::copy(parity_dir().join("Painted_Bunting_0004_16641.jpg"), d.join("bunting.jpg")).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo/photos");
+    for f in ["owl.webp", "duck.webp"] {
+        std::fs::copy(root.join(f), d.join(f)).unwrap();
+    }
+    std::fs::copy(root.join("scarlet_macaw.webp"), d.join("more/macaw.webp")).unwrap();
+    std::fs::write(d.join("broken.jpg"), b"this is not a JPEG").unwrap();
+    d
+}
+
+/// Every file under `dir` (relative path → bytes), records included.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Asserts two trees hold the same files with the same bytes, naming the ones that differ.
+fn same_tree(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>, what: &str) {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let differing: Vec<&&String> = keys.iter().filter(|k| a.get(**k) != b.get(**k)).collect();
+    assert!(differing.is_empty(), "{what}: these files differ or are missing: {differing:?}");
+}
+
+fn explain(photos: &Path, out: &Path, extra: &[&str]) -> Output {
+    let m = model();
+    let (p, o) = (photos.display().to_string(), out.display().to_string());
+    let mut args = vec!["explain", "--model", &m, "--class", "top1", "--compare", "class 1,class 2", "--out", &o];
+    args.extend_from_slice(extra);
+    args.push(&p);
+    run(&args)
+}
+
+#[test]
+fn shards_together_give_one_runs_outputs_and_reruns_skip_finished_photos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = inputs(tmp.path());
+    let (one, sharded) = (tmp.path().join("one"), tmp.path().join("sharded"));
+
+    let o = explain(&photos, &one, &[]);
+    assert_eq!(o.status.code(), Some(1), "one photo failed: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("broken.jpg") && err.contains("not an image"), "{err}");
+    let full = tree(&one);
+    // 4 good photos × (gallery + comparison), two summaries, 5 records.
+    assert_eq!(full.keys().filter(|k| k.ends_with(".svg")).count(), 8, "{:?}", full.keys());
+    let summary = String::from_utf8(full["summary.csv"].clone()).unwrap();
+    assert!(summary.lines().any(|l| l.contains("broken.jpg") && l.contains("not an image")), "{summary}");
+    assert_eq!(summary.lines().filter(|l| l.contains("macaw.webp")).count(), 5, "4 heads + mean of the top class");
+
+    // The shards write into the same folder (their figures record it), after the first run's
+    // outputs are moved away.
+    std::fs::rename(&one, &sharded).unwrap();
+    for k in ["1/3", "2/3", "3/3"] {
+        explain(&photos, &one, &["--shard", k]);
+    }
+    same_tree(&tree(&one), &full, "the three shards must write exactly what one run writes");
+
+    // A rerun redoes nothing: every finished figure keeps its modification time.
+    let svg = one.join("bunting__compare.svg");
+    let before = std::fs::metadata(&svg).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    explain(&photos, &one, &[]);
+    assert_eq!(std::fs::metadata(&svg).unwrap().modified().unwrap(), before);
+    same_tree(&tree(&one), &full, "a rerun changes nothing");
+}
+
+#[test]
+fn figures_carry_their_provenance_and_remake_rebuilds_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = inputs(tmp.path());
+    let out = tmp.path().join("out");
+    explain(&photos, &out, &["--format", "png", "--dpi", "96"]);
+    let fig = out.join("owl__compare.png");
+    let prov = intr_explorer::export::read_provenance(&fig).unwrap();
+    let sha = |p: &Path| intr_explorer::export::sha256_file(p).unwrap();
+    assert_eq!(prov["model_sha256"], sha(Path::new(&model())));
+    assert_eq!(prov["image_sha256"], sha(&photos.join("owl.webp")));
+    assert_eq!(prov["image"], "owl.webp");
+    for key in
+        ["app", "classes_sha256", "class", "layer", "heads", "normalisation", "colormap", "threshold", "interpolation"]
+    {
+        assert!(prov.contains_key(key), "provenance lacks {key}: {prov:?}");
+    }
+    let before = std::fs::read(&fig).unwrap();
+    // Remake from a copy (as one would from a figure found in a manuscript folder).
+    let copy = tmp.path().join("found.png");
+    std::fs::rename(&fig, &copy).unwrap();
+    let o = run(&["remake", &copy.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&fig).unwrap(), before, "remake gives the same figure");
+}
+
+#[test]
+fn an_unwritable_output_names_the_path_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = inputs(tmp.path());
+    // The output "folder" is an existing file.
+    let blocker = tmp.path().join("taken");
+    std::fs::write(&blocker, b"x").unwrap();
+    let o = explain(&photos, &blocker.join("out"), &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(&blocker.display().to_string()), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&blocker).unwrap(), b"x");
+}
