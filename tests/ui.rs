@@ -157,3 +157,64 @@ fn paper_style_draws_the_blurred_official_overlay_once_rendered_in_the_backgroun
     }
     h.snapshot("explorer_paper_style");
 }
+
+/// Dialogs that answer "save here" at once.
+struct SaveTo(PathBuf);
+
+impl Dialogs for SaveTo {
+    fn pick_images(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
+    fn pick_model(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
+    fn save_figure(
+        &self,
+        _suggested: String,
+        _format: intr_explorer::export::Format,
+        reply: std::sync::mpsc::Sender<Picked>,
+        _ctx: egui::Context,
+    ) {
+        reply.send(Picked::ExportTo(self.0.clone())).unwrap();
+    }
+}
+
+#[test]
+fn ctrl_e_opens_the_export_window_and_exports_the_gallery_as_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("figure.svg");
+    // The photo must exist on disk: its SHA-256 goes into the figure's provenance.
+    let photo = dir.path().join("synthetic bird.png");
+    let a = analysis();
+    image::RgbImage::from_raw(a.image.width as u32, a.image.height as u32, a.image.data.clone())
+        .unwrap()
+        .save(&photo)
+        .unwrap();
+    let target = out.clone();
+    let mut h = Harness::builder().with_size(egui::vec2(1400.0, 900.0)).wgpu().build_eframe(move |cc| {
+        let mut app = ExplorerApp::new(cc, Box::new(SaveTo(target.clone())), None, Vec::new());
+        let mut a = analysis();
+        a.image_path = photo.clone();
+        app.inject(a);
+        app
+    });
+    h.run();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::E);
+    h.run();
+    assert!(h.state().view.show_export, "Ctrl+E opens the Export window");
+    h.get_by_label("all heads").click();
+    h.run();
+    h.get_by_label("Save figure…").click();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !out.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.run();
+    }
+    let svg = std::fs::read_to_string(&out).expect("the figure was written");
+    // Three heads + mean, each labelled; the class in the title; provenance embedded.
+    assert!(svg.contains("Painted Bunting"), "class name in the figure");
+    for label in ["head 1", "head 2", "head 3", "mean of heads"] {
+        assert!(svg.contains(label), "{label} missing");
+    }
+    let prov = intr_explorer::export::read_provenance(&out).unwrap();
+    assert_eq!(prov["image"], "synthetic bird.png");
+    assert_eq!(prov["layer"], "2");
+    h.run();
+    assert!(h.state().export_status.as_deref().is_some_and(|s| s.starts_with("exported")));
+}

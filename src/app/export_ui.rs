@@ -196,7 +196,11 @@ pub fn export_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Comm
             });
             ui.end_row();
             ui.label("PNG resolution");
-            ui.add_enabled(s.format == Format::Png, egui::Slider::new(&mut s.dpi, 72.0..=600.0).suffix(" dpi"));
+            let dpi_text = format!("{:.0} dpi", s.dpi);
+            ui.add_enabled(
+                s.format == Format::Png,
+                egui::Slider::new(&mut s.dpi, 72.0..=600.0).show_value(false).text(dpi_text),
+            );
             ui.end_row();
             ui.label("labels");
             ui.horizontal(|ui| {
@@ -206,23 +210,25 @@ pub fn export_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Comm
             ui.end_row();
             ui.label("scale bar");
             ui.horizontal(|ui| {
-                ui.checkbox(&mut s.scale_bar, "");
+                ui.checkbox(&mut s.scale_bar, "draw");
+                let size = ui.label("1 px =");
                 ui.add_enabled(
                     s.scale_bar,
-                    egui::DragValue::new(&mut s.scale_per_pixel).speed(0.001).range(1e-6..=1e6).prefix("1 px = "),
-                );
-                egui::ComboBox::from_id_salt("unit").selected_text(s.scale_unit.clone()).show_ui(ui, |ui| {
+                    egui::DragValue::new(&mut s.scale_per_pixel).speed(0.001).range(1e-6..=1e6),
+                )
+                .labelled_by(size.id);
+                egui::ComboBox::from_label("unit").selected_text(s.scale_unit.clone()).show_ui(ui, |ui| {
                     for u in ["µm", "mm", "cm"] {
                         ui.selectable_value(&mut s.scale_unit, u.to_string(), u);
                     }
                 });
             });
             ui.end_row();
-            ui.label("title");
-            ui.text_edit_singleline(&mut s.title);
+            let title = ui.label("title");
+            ui.text_edit_singleline(&mut s.title).labelled_by(title.id);
             ui.end_row();
-            ui.label("caption");
-            ui.text_edit_multiline(&mut s.caption);
+            let caption = ui.label("caption");
+            ui.text_edit_multiline(&mut s.caption).labelled_by(caption.id);
             ui.end_row();
         });
         ui.label(
@@ -232,7 +238,7 @@ pub fn export_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Comm
         );
         ui.horizontal(|ui| {
             let ready = app.current().is_some();
-            if ui.add_enabled(ready, egui::Button::new("Export…")).clicked() {
+            if ui.add_enabled(ready, egui::Button::new("Save figure…")).clicked() {
                 cmds.push(Command::ExportDialog);
             }
             if let Some(msg) = &app.export_status {
