@@ -13,7 +13,8 @@ use std::sync::mpsc::{Receiver, Sender};
 use eframe::egui;
 use serde::{Deserialize, Serialize};
 
-use crate::colormap::{self, ABSOLUTE_MAX, Colormap, Interpolation, Normalization, OverlayStyle};
+use crate::colormap::{ABSOLUTE_MAX, Colormap, Interpolation, Normalization, OverlayStyle};
+use crate::figures;
 use crate::inference::{Analysis, ModelInfo, Request, Response, Worker};
 use crate::model::preprocess::PreprocessOptions;
 use crate::render::callback::OverlayResources;
@@ -389,49 +390,17 @@ impl ExplorerApp {
     /// The values of one map (a head, or the mean when `head` is `None`).
     #[must_use]
     pub fn map_values(a: &Analysis, layer: usize, class: usize, head: Option<usize>) -> Vec<f32> {
-        match head {
-            Some(h) => a.output.map(layer, h, class).to_vec(),
-            None => a.output.head_mean(layer, class),
-        }
-    }
-
-    /// Value range over every head and the head mean of `classes` at `layer`.
-    fn range_over(a: &Analysis, layer: usize, classes: &[usize]) -> (f32, f32) {
-        let heads = a.output.heads;
-        let maps: Vec<Vec<f32>> = classes
-            .iter()
-            .flat_map(|&c| (0..heads).map(Some).chain([None]).map(move |h| (c, h)))
-            .map(|(c, h)| Self::map_values(a, layer, c, h))
-            .collect();
-        colormap::value_range(maps.iter().map(Vec::as_slice))
-    }
-
-    /// The current display settings with the value range `(lo, hi)`.
-    fn style_with(&self, (lo, hi): (f32, f32)) -> OverlayStyle {
-        OverlayStyle {
-            colormap: self.display.colormap,
-            interpolation: self.display.interpolation,
-            lo,
-            hi,
-            threshold: self.display.threshold,
-            opacity: self.display.opacity,
-        }
+        figures::map_values(&a.output, layer, class, head)
     }
 
     /// The style (colour scale included) of one map under the current normalisation.
     #[must_use]
     pub fn style_for(&self, a: &Analysis, class: usize, head: Option<usize>) -> OverlayStyle {
         let layer = self.view.layer.min(a.output.layers - 1);
-        self.style_with(match self.display.normalization {
-            Normalization::PerMap => colormap::value_range([Self::map_values(a, layer, class, head).as_slice()]),
-            Normalization::SharedHeads => Self::range_over(a, layer, &[class]),
-            Normalization::SharedClasses => {
-                let mut classes = self.view.compare.clone();
-                classes.push(class);
-                Self::range_over(a, layer, &classes)
-            }
-            Normalization::Absolute => (0.0, ABSOLUTE_MAX),
-        })
+        let look = export_ui::look_of(&self.display);
+        let range =
+            figures::value_range(&a.output, layer, self.display.normalization, (class, head), &self.view.compare);
+        figures::style(&look, range)
     }
 
     /// The key of the blurred overlay of (class, head) drawn with `style`.
@@ -452,10 +421,11 @@ impl ExplorerApp {
     #[must_use]
     pub fn compare_style(&self, a: &Analysis) -> OverlayStyle {
         let layer = self.view.layer.min(a.output.layers - 1);
-        self.style_with(match self.display.normalization {
+        let range = match self.display.normalization {
             Normalization::Absolute => (0.0, ABSOLUTE_MAX),
-            _ => Self::range_over(a, layer, &self.view.compare),
-        })
+            _ => figures::range_over(&a.output, layer, &self.view.compare),
+        };
+        figures::style(&export_ui::look_of(&self.display), range)
     }
 
     /// Applies one command.
