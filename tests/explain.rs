@@ -108,7 +108,9 @@ fn figures_carry_their_provenance_and_remake_rebuilds_them() {
     let tmp = tempfile::tempdir().unwrap();
     let photos = inputs(tmp.path());
     let out = tmp.path().join("out");
-    explain(&photos, &out, &["--format", "png", "--dpi", "96"]);
+    let extra =
+        ["--format", "png", "--dpi", "96", "--title", "Owls & <friends>", "--caption", "Demo.", "--scale", "0.05mm"];
+    explain(&photos, &out, &extra);
     let fig = out.join("owl__compare.png");
     let prov = intr_explorer::export::read_provenance(&fig).unwrap();
     let sha = |p: &Path| intr_explorer::export::sha256_file(p).unwrap();

@@ -63,6 +63,12 @@ pub struct ExplainArgs {
     /// Scale bar: size of one photo pixel, e.g. `0.05mm` or `12µm` (also `um`).
     #[arg(long)]
     pub scale: Option<String>,
+    /// Figure title (default: the class, for a figure of one class's heads).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Figure caption.
+    #[arg(long)]
+    pub caption: Option<String>,
     /// Output folder.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
@@ -361,8 +367,8 @@ fn explain_one(
         panel_width: Some(a.panel_width.unwrap_or_else(|| (prep.original.width as u32).min(480))),
         letters: true,
         labels: true,
-        title: None,
-        caption: None,
+        title: a.title.clone(),
+        caption: a.caption.clone(),
         scale: scale.cloned(),
     };
     let mut figures_out = Vec::new();
@@ -460,6 +466,12 @@ fn remake_args(a: &ExplainArgs, file: &Path, view: &View, names: &[String], laye
     }
     if let Some(sc) = &a.scale {
         push("--scale", sc.clone());
+    }
+    if let Some(t) = a.title.as_ref().filter(|t| !t.is_empty()) {
+        push("--title", t.clone());
+    }
+    if let Some(c) = a.caption.as_ref().filter(|c| !c.is_empty()) {
+        push("--caption", c.clone());
     }
     push("--out", a.out.display().to_string());
     v.push(file.display().to_string());

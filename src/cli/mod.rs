@@ -61,7 +61,7 @@ pub enum Command {
     /// on held-out generated images.
     Eval(demo::EvalArgs),
     /// Figures (SVG, PDF, PNG) and a summary (CSV, JSON) for many photos; shardable, resumable.
-    Explain(explain::ExplainArgs),
+    Explain(Box<explain::ExplainArgs>),
     /// Re-make a figure from the provenance stored in it (SVG, PNG or PDF).
     Remake(RemakeArgs),
 }
