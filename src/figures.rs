@@ -63,6 +63,9 @@ pub struct FigureOptions {
     pub caption: Option<String>,
     /// Physical size of one photo pixel and its unit ("µm", "mm").
     pub scale: Option<(f64, String)>,
+    /// Classes that share one scale under [`Normalization::SharedClasses`] (the window's comparison
+    /// set), besides the classes the figure shows.
+    pub shared_with: Vec<usize>,
 }
 
 /// The values of one map (a head, or the head mean).
@@ -228,7 +231,11 @@ pub fn compose(
     let panels: Vec<Panel> = cells
         .iter()
         .map(|&(c, h)| {
-            let range = shared.unwrap_or_else(|| value_range(o, layer, opts.look.normalization, (c, h), &compared));
+            let range = shared.unwrap_or_else(|| {
+                let mut with = opts.shared_with.clone();
+                with.extend(compared.iter().copied().filter(|k| !opts.shared_with.contains(k)));
+                value_range(o, layer, opts.look.normalization, (c, h), &with)
+            });
             bar_range = Some(bar_range.map_or(range, |(lo, hi)| (lo.min(range.0), hi.max(range.1))));
             let st = style(&opts.look, range);
             let map = map_values(o, layer, c, h);

@@ -81,6 +81,8 @@ pub struct ExportJob {
     pub look: Look,
     pub layer: usize,
     pub settings: ExportSettings,
+    /// The window's comparison set (shares one scale under the shared-classes normalisation).
+    pub compare: Vec<usize>,
     pub out: PathBuf,
 }
 
@@ -106,6 +108,7 @@ impl ExportJob {
             look: look_of(&app.display),
             layer,
             settings: app.export.clone(),
+            compare: app.view.compare.clone(),
             out,
         })
     }
@@ -133,6 +136,7 @@ impl ExportJob {
             title: Some(s.title.clone()).filter(|t| !t.trim().is_empty()),
             caption: Some(s.caption.clone()).filter(|t| !t.trim().is_empty()),
             scale: s.scale_bar.then(|| (s.scale_per_pixel, s.scale_unit.clone())),
+            shared_with: self.compare.clone(),
         };
         let fig = figures::compose(&a.image, &a.output, names, &self.view, &opts, prov);
         let format = Format::from_path(&self.out).unwrap_or(s.format);

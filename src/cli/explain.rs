@@ -370,6 +370,7 @@ fn explain_one(
         title: a.title.clone(),
         caption: a.caption.clone(),
         scale: scale.cloned(),
+        shared_with: a.compare.iter().filter_map(|c| find_class(&s.names, c).ok()).collect(),
     };
     let mut figures_out = Vec::new();
     let mut views: Vec<(View, String)> = classes
