@@ -123,7 +123,7 @@ impl ExportJob {
             prov.insert("model".into(), file_name(m));
             prov.insert("model_sha256".into(), export::sha256_file(m)?);
         }
-        prov.insert("classes_sha256".into(), hex_sha256(names.join("\n").as_bytes()));
+        prov.insert("classes_sha256".into(), export::sha256_hex(names.join("\n").as_bytes()));
         prov.insert("image".into(), file_name(&a.image_path));
         prov.insert("image_sha256".into(), export::sha256_file(&a.image_path)?);
         let s = &self.settings;
@@ -147,11 +147,6 @@ impl ExportJob {
 
 fn file_name(p: &Path) -> String {
     p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs `job` on a helper thread; the outcome arrives on `reply` (then the window repaints).

@@ -261,7 +261,7 @@ pub fn explain(a: &ExplainArgs) -> Result<i32> {
     let info = RunInfo {
         model_name: model_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         model_sha: export::sha256_file(&model_path)?,
-        classes_sha: sha256_hex(s.names.join("\n").as_bytes()),
+        classes_sha: export::sha256_hex(s.names.join("\n").as_bytes()),
     };
     let mine: Vec<usize> = (0..files.len()).filter(|i| i % n == k - 1).collect();
     let pb = indicatif::ProgressBar::new(mine.len() as u64);
@@ -320,11 +320,6 @@ fn finished(record_path: &Path, out: &Path) -> bool {
     let Ok(bytes) = std::fs::read(record_path) else { return false };
     let Ok(r) = serde_json::from_slice::<PhotoRecord>(&bytes) else { return false };
     r.error.is_none() && r.figures.iter().all(|f| out.join(f).is_file())
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn explain_one(

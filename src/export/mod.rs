@@ -199,8 +199,18 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(hasher.finalize().iter().fold(String::with_capacity(64), |mut hex, b| {
+    Ok(hex(&hasher.finalize()))
+}
+
+/// SHA-256 of `bytes`, as lower-case hex.
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().fold(String::with_capacity(64), |mut hex, b| {
         let _ = write!(hex, "{b:02x}");
         hex
-    }))
+    })
 }
