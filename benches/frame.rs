@@ -9,28 +9,13 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 use egui_kittest::Harness;
-use intr_explorer::app::{Command, Dialogs, ExplorerApp, Picked};
+use intr_explorer::app::{Command, ExplorerApp, NoDialogs};
 use intr_explorer::inference::Analysis;
 use intr_explorer::model::IntrOutput;
 use intr_explorer::model::decode::RgbImage;
 use intr_explorer::model::intr::StageTimings;
 use intr_explorer::model::preprocess::GridMapping;
 use intr_explorer::model::synthetic::Rng;
-
-struct NoDialogs;
-
-impl Dialogs for NoDialogs {
-    fn pick_images(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
-    fn pick_model(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
-    fn save_figure(
-        &self,
-        _suggested: String,
-        _format: intr_explorer::export::Format,
-        _reply: std::sync::mpsc::Sender<Picked>,
-        _ctx: egui::Context,
-    ) {
-    }
-}
 
 fn official_sized() -> Analysis {
     let (layers, heads, classes, gh, gw) = (6, 8, 200, 25, 33);

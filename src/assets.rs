@@ -47,11 +47,7 @@ pub fn demo_images() -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = rd
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "webp"))
-            })
+            .filter(|p| crate::model::decode::has_image_extension(p))
             .collect();
         files.sort();
         out.extend(files);

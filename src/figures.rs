@@ -5,6 +5,7 @@
 //! window's Export and the `explain` batch command both build their figures here.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -295,6 +296,54 @@ pub fn compose(
         scale_bar,
         provenance,
     }
+}
+
+/// What a figure was made from, for its provenance: the model (file name and SHA-256), the SHA-256
+/// of its class list and the photo (file name and SHA-256).
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub model: Option<(String, String)>,
+    pub classes_sha256: String,
+    pub image: String,
+    pub image_sha256: String,
+}
+
+impl Source {
+    /// Hashes the model file, the class list and the photo file.
+    pub fn hash(model: Option<&Path>, names: &[String], image: &Path) -> anyhow::Result<Source> {
+        let model = match model {
+            Some(m) => Some((file_name(m), crate::export::sha256_file(m)?)),
+            None => None,
+        };
+        Ok(Source {
+            model,
+            classes_sha256: Self::classes_sha256(names),
+            image: file_name(image),
+            image_sha256: crate::export::sha256_file(image)?,
+        })
+    }
+
+    /// SHA-256 of the class names, one per line.
+    #[must_use]
+    pub fn classes_sha256(names: &[String]) -> String {
+        crate::export::sha256_hex(names.join("\n").as_bytes())
+    }
+
+    /// Adds the entries `app`, `model`, `model_sha256`, `classes_sha256`, `image`, `image_sha256`.
+    pub fn add_to(&self, prov: &mut BTreeMap<String, String>) {
+        prov.insert("app".into(), format!("intr-explorer {}", env!("CARGO_PKG_VERSION")));
+        if let Some((name, sha)) = &self.model {
+            prov.insert("model".into(), name.clone());
+            prov.insert("model_sha256".into(), sha.clone());
+        }
+        prov.insert("classes_sha256".into(), self.classes_sha256.clone());
+        prov.insert("image".into(), self.image.clone());
+        prov.insert("image_sha256".into(), self.image_sha256.clone());
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The provenance entries describing how a figure of `view` was drawn.

@@ -9,27 +9,12 @@ use std::sync::Arc;
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use intr_explorer::app::{Dialogs, ExplorerApp, Picked};
+use intr_explorer::app::{Dialogs, ExplorerApp, NoDialogs, Picked};
 use intr_explorer::inference::Analysis;
 use intr_explorer::model::IntrOutput;
 use intr_explorer::model::decode::RgbImage;
 use intr_explorer::model::intr::StageTimings;
 use intr_explorer::model::preprocess::GridMapping;
-
-struct NoDialogs;
-
-impl Dialogs for NoDialogs {
-    fn pick_images(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
-    fn pick_model(&self, _reply: std::sync::mpsc::Sender<Picked>, _ctx: egui::Context) {}
-    fn save_figure(
-        &self,
-        _suggested: String,
-        _format: intr_explorer::export::Format,
-        _reply: std::sync::mpsc::Sender<Picked>,
-        _ctx: egui::Context,
-    ) {
-    }
-}
 
 const NAMES: [&str; 5] = ["Indigo Bunting", "Painted Bunting", "Lazuli Bunting", "Blue Grosbeak", "House Finch"];
 

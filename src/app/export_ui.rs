@@ -2,7 +2,7 @@
 //! export itself, which runs on a helper thread (hashing, composing and writing never block the
 //! window). Figures come from [`crate::figures`], so they show what the window shows.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
@@ -118,14 +118,7 @@ impl ExportJob {
         let a = &self.analysis;
         let names: &[String] = &a.class_names;
         let mut prov = figures::look_provenance(&self.look, self.layer, &self.view, names);
-        prov.insert("app".into(), format!("intr-explorer {}", env!("CARGO_PKG_VERSION")));
-        if let Some(m) = &self.model_path {
-            prov.insert("model".into(), file_name(m));
-            prov.insert("model_sha256".into(), export::sha256_file(m)?);
-        }
-        prov.insert("classes_sha256".into(), export::sha256_hex(names.join("\n").as_bytes()));
-        prov.insert("image".into(), file_name(&a.image_path));
-        prov.insert("image_sha256".into(), export::sha256_file(&a.image_path)?);
+        figures::Source::hash(self.model_path.as_deref(), names, &a.image_path)?.add_to(&mut prov);
         let s = &self.settings;
         let opts = FigureOptions {
             look: self.look,
@@ -143,10 +136,6 @@ impl ExportJob {
         export::write(&fig, &self.out, format, s.dpi)?;
         Ok(self.out)
     }
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Runs `job` on a helper thread; the outcome arrives on `reply` (then the window repaints).

@@ -88,6 +88,15 @@ pub trait Dialogs {
     fn save_figure(&self, suggested: String, format: crate::export::Format, reply: Sender<Picked>, ctx: egui::Context);
 }
 
+/// Dialogs that never open (headless runs, benchmarks, tests).
+pub struct NoDialogs;
+
+impl Dialogs for NoDialogs {
+    fn pick_images(&self, _reply: Sender<Picked>, _ctx: egui::Context) {}
+    fn pick_model(&self, _reply: Sender<Picked>, _ctx: egui::Context) {}
+    fn save_figure(&self, _: String, _: crate::export::Format, _: Sender<Picked>, _: egui::Context) {}
+}
+
 /// A dialog's answer.
 #[derive(Debug)]
 pub enum Picked {
@@ -104,7 +113,7 @@ impl Dialogs for NativeDialogs {
         std::thread::spawn(move || {
             let files = rfd::FileDialog::new()
                 .set_title("Open images")
-                .add_filter("Images", &["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif"])
+                .add_filter("Images", &crate::model::decode::IMAGE_EXTENSIONS)
                 .pick_files();
             if let Some(files) = files {
                 let _ = reply.send(Picked::Images(files));
@@ -637,14 +646,7 @@ fn expand_folders(paths: Vec<PathBuf>) -> Vec<PathBuf> {
             let mut files: Vec<PathBuf> = std::fs::read_dir(&p)
                 .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).filter(|f| f.is_file()).collect())
                 .unwrap_or_default();
-            files.retain(|f| {
-                f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(
-                        e.to_ascii_lowercase().as_str(),
-                        "jpg" | "jpeg" | "png" | "webp" | "tif" | "tiff" | "bmp" | "gif"
-                    )
-                })
-            });
+            files.retain(|f| crate::model::decode::has_image_extension(f));
             files.sort();
             out.extend(files);
         } else {

@@ -164,12 +164,7 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
         for p in entries {
             if p.is_dir() {
                 walk(&p, out);
-            } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                matches!(
-                    e.to_ascii_lowercase().as_str(),
-                    "jpg" | "jpeg" | "png" | "webp" | "tif" | "tiff" | "bmp" | "gif"
-                )
-            }) {
+            } else if crate::model::decode::has_image_extension(&p) {
                 out.push(p);
             }
         }
@@ -235,13 +230,6 @@ fn entropy(map: &[f32]) -> f32 {
     -map.iter().map(|&v| v / s).filter(|&p| p > 0.0).map(|p| p * p.ln()).sum::<f32>()
 }
 
-/// The run's provenance entries that do not depend on the photo.
-struct RunInfo {
-    model_name: String,
-    model_sha: String,
-    classes_sha: String,
-}
-
 pub fn explain(a: &ExplainArgs) -> Result<i32> {
     let files = expand_inputs(&a.inputs);
     if files.is_empty() {
@@ -258,10 +246,14 @@ pub fn explain(a: &ExplainArgs) -> Result<i32> {
     std::fs::create_dir_all(&records_dir).with_context(|| format!("{}: cannot create", records_dir.display()))?;
     let s = load_session(&a.model)?;
     let model_path = a.model.path()?;
-    let info = RunInfo {
-        model_name: model_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        model_sha: export::sha256_file(&model_path)?,
-        classes_sha: export::sha256_hex(s.names.join("\n").as_bytes()),
+    // The run's provenance entries that do not depend on the photo.
+    let info = figures::Source {
+        model: Some((
+            model_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            export::sha256_file(&model_path)?,
+        )),
+        classes_sha256: figures::Source::classes_sha256(&s.names),
+        ..Default::default()
     };
     let mine: Vec<usize> = (0..files.len()).filter(|i| i % n == k - 1).collect();
     let pb = indicatif::ProgressBar::new(mine.len() as u64);
@@ -325,12 +317,17 @@ fn finished(record_path: &Path, out: &Path) -> bool {
 fn explain_one(
     a: &ExplainArgs,
     s: &Session,
-    info: &RunInfo,
+    info: &figures::Source,
     file: &Path,
     stem: &str,
     scale: Option<&(f64, String)>,
 ) -> Result<PhotoRecord> {
     let image_sha = export::sha256_file(file)?;
+    let source = figures::Source {
+        image: file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        image_sha256: image_sha.clone(),
+        ..info.clone()
+    };
     let (prep, out) = run_image(s, file)?;
     let ranking = out.ranking();
     let probs = out.probabilities();
@@ -378,12 +375,7 @@ fn explain_one(
     }
     for (view, name) in &views {
         let mut prov = figures::look_provenance(&look, layer, view, &s.names);
-        prov.insert("app".into(), format!("intr-explorer {}", env!("CARGO_PKG_VERSION")));
-        prov.insert("model".into(), info.model_name.clone());
-        prov.insert("model_sha256".into(), info.model_sha.clone());
-        prov.insert("classes_sha256".into(), info.classes_sha.clone());
-        prov.insert("image".into(), file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
-        prov.insert("image_sha256".into(), image_sha.clone());
+        source.add_to(&mut prov);
         let args = remake_args(a, file, view, &s.names, layer);
         prov.insert("remake".into(), shell_join(&args));
         prov.insert("remake_args".into(), serde_json::to_string(&args)?);

@@ -38,6 +38,17 @@ pub struct Decoded {
     pub oriented: bool,
 }
 
+/// File extensions (lower case) of the image formats the explorer opens.
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif"];
+
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`] (any case).
+#[must_use]
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 /// Decodes `path`; `apply_orientation` rotates/flips per EXIF (PIL does not).
 pub fn decode_file(path: &Path, apply_orientation: bool) -> Result<Decoded> {
     let bad = |what: String| Error::file(path, what);
