@@ -1,14 +1,16 @@
-//! The bundled demo model on birds it has never seen (a seed no training set used): what the
-//! shipped model achieves (see the README's evaluation table) still holds, so a regression in the
-//! engine, the generator or the evaluation is caught. The guard sits below the measured figures by
-//! a margin for sampling noise; it is not the target the demo model is meant to reach.
+//! The bundled demo model on birds it has never seen (a seed no training set used). It must clear
+//! the demo's bars that it reaches — at least 95 % top-1, part pointing of at least 80 % and a median
+//! of at least three parts under the heads' peaks — and keep the object mass and deletion figures it
+//! measured (README), so a regression in the engine, the generator or the evaluation shows up here.
+//! Those two are guards below the shipped model's figures (0.48 and 71 % on this set), not the
+//! demo's targets (0.8 and 90 %), which the shipped model does not reach yet.
 
 use intr_explorer::model::{self, ConfigOverrides};
 use intr_explorer::synth::{self, SynthOptions};
 use intr_explorer::train::eval;
 
 #[test]
-fn the_shipped_demo_model_keeps_its_measured_accuracy_on_new_birds() {
+fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
     let path = intr_explorer::assets::demo_model().unwrap();
     let (m, ckpt) = model::load_model(&path, &ConfigOverrides::default(), &candle_core::Device::Cpu).unwrap();
     let names = model::stored_class_names(&ckpt).unwrap().unwrap();
@@ -22,12 +24,19 @@ fn the_shipped_demo_model_keeps_its_measured_accuracy_on_new_birds() {
     assert_eq!(items.len(), 160);
     let r = eval::evaluate(&m, &items, 128, 1, |_| {}).unwrap();
     eprintln!("{}", r.table());
-    assert!(r.top5 >= 0.9, "top-5 {:.3} < 0.9", r.top5);
-    assert!(r.top1 >= 0.2, "top-1 {:.3} < 0.2 (chance 0.0625)", r.top1);
+    assert!(r.top1 >= 0.95, "top-1 {:.3} < 0.95 (chance 0.0625)", r.top1);
     assert!(
-        r.object_mass > r.object_mass_chance,
-        "object mass {:.3} is not above its chance level {:.3}",
+        r.part_pointing >= 0.8,
+        "part pointing {:.3} < 0.8 (chance {:.3})",
+        r.part_pointing,
+        r.part_pointing_chance
+    );
+    assert!(r.head_diversity_median >= 3.0, "median head diversity {} < 3 parts", r.head_diversity_median);
+    assert!(
+        r.object_mass >= 0.4,
+        "object mass {:.3} fell below the shipped model's level (0.48 measured; chance {:.3})",
         r.object_mass,
         r.object_mass_chance
     );
+    assert!(r.deletion_pass >= 0.6, "deletion check passes {:.3} < 0.6 (71 % measured)", r.deletion_pass);
 }

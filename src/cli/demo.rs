@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -37,7 +37,7 @@ pub struct TrainArgs {
     /// Output `.safetensors` model; `<out>.train-state` holds the resumable state.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 10)]
     pub epochs: usize,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -45,7 +45,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Global gradient-norm clip (0 = off).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -55,6 +55,12 @@ pub struct TrainArgs {
     /// Start again even if a training state exists (it is otherwise resumed).
     #[arg(long)]
     pub restart: bool,
+    /// Transformer encoder layers (default: the demo architecture's).
+    #[arg(long)]
+    pub enc_layers: Option<usize>,
+    /// Transformer decoder layers (default: the demo architecture's).
+    #[arg(long)]
+    pub dec_layers: Option<usize>,
 }
 
 /// Class names of an ImageFolder tree: sub-folder names, sorted, without a leading `NN_` and with
@@ -112,7 +118,14 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         .with_context(|| format!("{}: cannot read the image", items[0].image.display()))?
         .0 as usize;
     let examples: Vec<Example> = items.iter().map(|i| Example { path: i.image.clone(), label: i.label }).collect();
-    let cfg = train::demo_config(classes.len());
+    let mut cfg = train::demo_config(classes.len());
+    if let Some(n) = a.enc_layers {
+        cfg.enc_layers = n;
+    }
+    if let Some(n) = a.dec_layers {
+        ensure!(n > 0, "--dec-layers must be at least 1");
+        cfg.dec_layers = n;
+    }
     let mut model = TrainModel::new(&cfg, DEMO_STEM, a.seed, &candle_core::Device::Cpu)?;
     let state = train::state_path(&a.out);
     if a.restart && state.exists() {

@@ -223,7 +223,7 @@ pub(super) fn background(pixmap: &mut Pixmap, rng: &mut Rng, size: f32, bird_box
                     let t = rng.range(0.0, TAU);
                     let r = rng.range(0.0, 0.65);
                     let q = rotated((rx * r * t.cos(), ry * r * t.sin()), deg);
-                    paint_poly(pixmap, &circle((c.0 + q.0, c.1 + q.1), 0.018 * size), SPOT, 1.0);
+                    paint_poly(pixmap, &circle((c.0 + q.0, c.1 + q.1), 0.03 * size), SPOT, 1.0);
                 }
             }
             _ => {

@@ -78,16 +78,16 @@ impl BirdJitter {
     fn draw(rng: &mut Rng, crown_blue: bool) -> Self {
         let light = rng.range(0.85, 1.15);
         let head_r = rng.range(0.22, 0.25);
-        let tail_len = rng.range(0.52, 0.62);
+        let tail_len = rng.range(0.56, 0.66);
         let tail_droop = rng.range(2.0, 16.0);
         let scarlet = jitter(rng, SCARLET, 12.0);
         let azure = jitter(rng, AZURE, 12.0);
-        let count = rng.int(5, 8);
+        let count = rng.int(4, 6);
         let mut spots: Vec<(f32, f32, f32)> = (0..8)
             .map(|_| {
                 let t = rng.range(0.0, TAU);
-                let r = rng.range(0.0, 1.0).sqrt() * 0.68;
-                (r * t.cos(), r * t.sin(), rng.range(0.035, 0.05))
+                let r = rng.range(0.0, 1.0).sqrt() * 0.6;
+                (r * t.cos(), r * t.sin(), rng.range(0.055, 0.075))
             })
             .collect();
         spots.truncate(count);
@@ -106,7 +106,7 @@ fn tail(rounded: bool, j: &BirdJitter, color: [u8; 3]) -> Vec<Fill> {
     };
     if rounded {
         // A fan: narrow at the base, opening to a rounded edge.
-        let half = 24.0;
+        let half = 30.0;
         let mut poly = vec![at(axis + 90.0, 0.07)];
         const N: usize = 24;
         for k in 0..=N {
@@ -118,10 +118,10 @@ fn tail(rounded: bool, j: &BirdJitter, color: [u8; 3]) -> Vec<Fill> {
         vec![fill(poly, color)]
     } else {
         // Two tapered prongs in a V.
-        let spread = 17.0;
+        let spread = 22.0;
         [axis - spread, axis + spread]
             .into_iter()
-            .map(|a| fill(taper(base, at(a, j.tail_len * 1.05), 0.09, 0.032), color))
+            .map(|a| fill(taper(base, at(a, j.tail_len * 1.12), 0.08, 0.028), color))
             .collect()
     }
 }
@@ -170,7 +170,7 @@ fn bird(species: &Species, j: &BirdJitter) -> Vec<(Part, Vec<Fill>)> {
     let eye = vec![fill(circle(ec, 0.052), EYE_RING), fill(circle(ec, 0.036), PUPIL)];
 
     vec![
-        (Part::Tail, tail(species.tail_rounded, j, plumage)),
+        (Part::Tail, tail(species.tail_rounded, j, wing_colour)),
         (Part::Body, body),
         (Part::Breast, breast),
         (Part::Wing, wing),
@@ -203,10 +203,10 @@ fn bounds(points: impl Iterator<Item = P>) -> [f32; 4] {
     })
 }
 
-/// A random pose such that `envelope` (local points) spans 64–80 % of the width lengthwise and
+/// A random pose such that `envelope` (local points) spans 80–94 % of the width lengthwise and
 /// stays inside the image. Returns the pose and the pixel bounding box of the envelope.
 fn choose_pose(rng: &mut Rng, envelope: &[P], size: f32) -> (Pose, [f32; 4]) {
-    let frac = rng.range(0.64, 0.8);
+    let frac = rng.range(0.8, 0.94);
     let deg = rng.range(-20.0, 20.0);
     let flip = if rng.f32() < 0.5 { -1.0 } else { 1.0 };
     let (ux, uy) = (rng.f32(), rng.f32());
@@ -237,7 +237,7 @@ pub fn render(species: &Species, size: usize, seed: u64) -> Result<Sample> {
     let jit = BirdJitter::draw(&mut bird_rng, species.crown_blue);
     let parts = bird(species, &jit);
     // The pose is fitted to both tail shapes, so it does not depend on the species.
-    let other_tail = tail(!species.tail_rounded, &jit, PLUMAGE);
+    let other_tail = tail(!species.tail_rounded, &jit, WING);
     let envelope: Vec<P> = parts
         .iter()
         .flat_map(|(_, fills)| fills.iter())

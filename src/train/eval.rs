@@ -23,6 +23,8 @@ pub struct EvalReport {
     pub object_mass: f64,
     /// Mean share of the image the animal covers (the chance level of `object_mass`).
     pub object_mass_chance: f64,
+    /// The same share per head of the predicted class (last layer): which heads look elsewhere.
+    pub object_mass_per_head: Vec<f64>,
     /// Share of (image, look-alike species) cases where the true class's best-aligned head peaks on
     /// the part that tells the two apart.
     pub part_pointing: f64,
@@ -130,6 +132,10 @@ pub fn evaluate(
         let animal: Vec<f64> = shares.iter().map(|s| 1.0 - s[0]).collect();
         let mean_map = out.head_mean(last, pred);
         r.object_mass += mean_map.iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
+        r.object_mass_per_head.resize(out.heads, 0.0);
+        for (h, acc) in r.object_mass_per_head.iter_mut().enumerate() {
+            *acc += out.map(last, h, pred).iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
+        }
         r.object_mass_chance += animal.iter().sum::<f64>() / cells as f64;
 
         // Part pointing: for each look-alike of the true species, the head of the true class with
@@ -199,6 +205,7 @@ pub fn evaluate(
     r.top5 /= n;
     r.object_mass /= n;
     r.object_mass_chance /= n;
+    r.object_mass_per_head.iter_mut().for_each(|v| *v /= n);
     r.deletion_pass /= n;
     r.deletion_drop_top /= n;
     r.deletion_drop_random /= n;
@@ -251,6 +258,8 @@ impl EvalReport {
         for (a, b, c) in rows {
             s.push_str(&format!("{a:<32} {b:>34} {c:>10}\n"));
         }
+        let per_head: Vec<String> = self.object_mass_per_head.iter().map(|v| format!("{v:.2}")).collect();
+        s.push_str(&format!("object mass per head: {}\n", per_head.join(" ")));
         s.push_str(&format!("({} held-out images)\n", self.images));
         s
     }
