@@ -228,15 +228,14 @@ pub fn compose(
         Normalization::Absolute => (0.0, ABSOLUTE_MAX),
         _ => range_over(o, layer, &compared),
     });
+    // Classes sharing a scale under the shared-classes normalisation: the caller's set, then ours.
+    let mut shared_with = opts.shared_with.clone();
+    shared_with.extend(compared.iter().copied().filter(|k| !opts.shared_with.contains(k)));
     let mut bar_range: Option<(f32, f32)> = None;
     let panels: Vec<Panel> = cells
         .iter()
         .map(|&(c, h)| {
-            let range = shared.unwrap_or_else(|| {
-                let mut with = opts.shared_with.clone();
-                with.extend(compared.iter().copied().filter(|k| !opts.shared_with.contains(k)));
-                value_range(o, layer, opts.look.normalization, (c, h), &with)
-            });
+            let range = shared.unwrap_or_else(|| value_range(o, layer, opts.look.normalization, (c, h), &shared_with));
             bar_range = Some(bar_range.map_or(range, |(lo, hi)| (lo.min(range.0), hi.max(range.1))));
             let st = style(&opts.look, range);
             let map = map_values(o, layer, c, h);
@@ -311,22 +310,25 @@ pub struct Source {
 impl Source {
     /// Hashes the model file, the class list and the photo file.
     pub fn hash(model: Option<&Path>, names: &[String], image: &Path) -> anyhow::Result<Source> {
+        Self::of_model(model, names)?.with_image(image)
+    }
+
+    /// The entries that do not depend on the photo: hashes the model file and the class list.
+    pub fn of_model(model: Option<&Path>, names: &[String]) -> anyhow::Result<Source> {
         let model = match model {
             Some(m) => Some((file_name(m), crate::export::sha256_file(m)?)),
             None => None,
         };
         Ok(Source {
             model,
-            classes_sha256: Self::classes_sha256(names),
-            image: file_name(image),
-            image_sha256: crate::export::sha256_file(image)?,
+            classes_sha256: crate::export::sha256_hex(names.join("\n").as_bytes()),
+            ..Default::default()
         })
     }
 
-    /// SHA-256 of the class names, one per line.
-    #[must_use]
-    pub fn classes_sha256(names: &[String]) -> String {
-        crate::export::sha256_hex(names.join("\n").as_bytes())
+    /// This source with `image` as its photo (hashes the file).
+    pub fn with_image(&self, image: &Path) -> anyhow::Result<Source> {
+        Ok(Source { image: file_name(image), image_sha256: crate::export::sha256_file(image)?, ..self.clone() })
     }
 
     /// Adds the entries `app`, `model`, `model_sha256`, `classes_sha256`, `image`, `image_sha256`.

@@ -247,14 +247,7 @@ pub fn explain(a: &ExplainArgs) -> Result<i32> {
     let s = load_session(&a.model)?;
     let model_path = a.model.path()?;
     // The run's provenance entries that do not depend on the photo.
-    let info = figures::Source {
-        model: Some((
-            model_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            export::sha256_file(&model_path)?,
-        )),
-        classes_sha256: figures::Source::classes_sha256(&s.names),
-        ..Default::default()
-    };
+    let info = figures::Source::of_model(Some(&model_path), &s.names)?;
     let mine: Vec<usize> = (0..files.len()).filter(|i| i % n == k - 1).collect();
     let pb = indicatif::ProgressBar::new(mine.len() as u64);
     pb.set_style(
@@ -322,12 +315,7 @@ fn explain_one(
     stem: &str,
     scale: Option<&(f64, String)>,
 ) -> Result<PhotoRecord> {
-    let image_sha = export::sha256_file(file)?;
-    let source = figures::Source {
-        image: file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        image_sha256: image_sha.clone(),
-        ..info.clone()
-    };
+    let source = info.with_image(file)?;
     let (prep, out) = run_image(s, file)?;
     let ranking = out.ranking();
     let probs = out.probabilities();
@@ -386,7 +374,7 @@ fn explain_one(
     }
     Ok(PhotoRecord {
         image: file.display().to_string(),
-        image_sha256: image_sha,
+        image_sha256: source.image_sha256.clone(),
         top: ranking.iter().take(5).map(|&c| (s.names[c].clone(), probs[c])).collect(),
         heads: head_records(&out, layer, &classes, &heads, &s.names),
         figures: figures_out,

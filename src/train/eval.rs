@@ -108,7 +108,7 @@ pub fn evaluate(
     mut progress: impl FnMut(usize),
 ) -> Result<EvalReport> {
     let pairs = synth::one_part_pairs();
-    let mut r = EvalReport::default();
+    let mut r = EvalReport { object_mass_per_head: vec![0.0; model.config().nheads], ..EvalReport::default() };
     let (mut pp_hits, mut pp_chance) = (0usize, 0f64);
     let mut diversity = Vec::new();
     let mut diversity_chance = Vec::new();
@@ -132,7 +132,6 @@ pub fn evaluate(
         let animal: Vec<f64> = shares.iter().map(|s| 1.0 - s[0]).collect();
         let mean_map = out.head_mean(last, pred);
         r.object_mass += mean_map.iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
-        r.object_mass_per_head.resize(out.heads, 0.0);
         for (h, acc) in r.object_mass_per_head.iter_mut().enumerate() {
             *acc += out.map(last, h, pred).iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
         }
