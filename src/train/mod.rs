@@ -4,6 +4,7 @@
 
 pub mod eval;
 pub mod model;
+mod ops;
 mod optim;
 
 use std::collections::{BTreeMap, HashMap};

@@ -3,10 +3,9 @@
 //! written as a checkpoint the engine loads. Batch norm trains on batch statistics and keeps running
 //! statistics, which become the checkpoint's frozen batch norm.
 //!
-//! Only operations with candle backward passes are used: convolutions are gathered shifted views
-//! (im2col from `narrow`/`cat`) times a matmul, the stem's 3×3/2 max-pool is a maximum over nine
-//! strided views (candle's pooling backward needs kernel = stride), softmax and layer norm are
-//! written out.
+//! Convolutions (a gathered matrix times a matmul), training-mode batch norm and the stem's max-pool
+//! are operations with hand-written backward passes (`super::ops`); the rest is candle's
+//! differentiable operations, with softmax and layer norm written out.
 
 use std::collections::BTreeMap;
 
@@ -140,29 +139,27 @@ impl TrainModel {
         let (w, b) = (self.p(&format!("{name}.weight"))?, self.p(&format!("{name}.bias"))?);
         let dims = x.dims4()?;
         let c = dims.0;
-        let x2 = x.reshape((c, ()))?;
-        let (mean, var) = if train {
-            let mean = x2.mean_keepdim(1)?;
-            let var = x2.broadcast_sub(&mean)?.sqr()?.mean_keepdim(1)?;
-            let n = (x2.elem_count() / c) as f64;
+        if train {
+            let (y, mean, var) = super::ops::batch_norm_train(x, &w, &b, BN_EPS)?;
+            let n = (x.elem_count() / c) as f64;
             let rm = format!("{name}.running_mean");
             let rv = format!("{name}.running_var");
             if let (Some(old_m), Some(old_v)) = (self.buffers.get(&rm), self.buffers.get(&rv)) {
-                let m = mean.detach().flatten_all()?;
-                let v = (var.detach().flatten_all()? * (n / (n - 1.0).max(1.0)))?;
+                let m = Tensor::from_vec(mean, c, &self.device)?;
+                let v = (Tensor::from_vec(var, c, &self.device)? * (n / (n - 1.0).max(1.0)))?;
                 let new_m = ((old_m * (1.0 - BN_MOMENTUM))? + (m * BN_MOMENTUM)?)?;
                 let new_v = ((old_v * (1.0 - BN_MOMENTUM))? + (v * BN_MOMENTUM)?)?;
                 self.buffers.insert(rm, new_m);
                 self.buffers.insert(rv, new_v);
             }
-            (mean, var)
-        } else {
-            let m = self.buffers.get(&format!("{name}.running_mean")).cloned();
-            let v = self.buffers.get(&format!("{name}.running_var")).cloned();
-            match (m, v) {
-                (Some(m), Some(v)) => (m.reshape((c, 1))?, v.reshape((c, 1))?),
-                _ => candle_core::bail!("running statistics of `{name}` are missing"),
-            }
+            return Ok(y);
+        }
+        let x2 = x.reshape((c, ()))?;
+        let m = self.buffers.get(&format!("{name}.running_mean")).cloned();
+        let v = self.buffers.get(&format!("{name}.running_var")).cloned();
+        let (mean, var) = match (m, v) {
+            (Some(m), Some(v)) => (m.reshape((c, 1))?, v.reshape((c, 1))?),
+            _ => candle_core::bail!("running statistics of `{name}` are missing"),
         };
         let scale = w.reshape((c, 1))?.broadcast_mul(&(var + BN_EPS)?.sqrt()?.recip()?)?;
         let shift = (b.reshape((c, 1))? - mean.broadcast_mul(&scale)?)?;
@@ -179,7 +176,7 @@ impl TrainModel {
     fn backbone(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         let b = "backbone.0.body";
         let mut x = self.conv_bn(x, &format!("{b}.conv1"), &format!("{b}.bn1"), (2, 3, 1), train)?.relu()?;
-        x = max_pool_3x3_s2(&x)?;
+        x = super::ops::max_pool_3x3_s2(&x)?;
         let cfg = self.cfg.backbone.clone();
         let mut cur_dilation = 1;
         for (s, &n) in cfg.blocks_per_stage.iter().enumerate() {
@@ -323,38 +320,19 @@ fn strided(x: &Tensor, dim: usize, start: usize, n: usize, s: usize) -> Result<T
 }
 
 /// 2-D convolution (no bias) of a channels-first activation (C, B, H, W) with (O, C, k, k) →
-/// (O, B, Ho, Wo): the k² shifted views stacked on the channel axis times one matmul.
+/// (O, B, Ho, Wo): the gathered matrix (see `ops::im2col`) times one matmul.
 /// `stride`, `padding`, `dilation` as PyTorch.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize) -> Result<Tensor> {
-    let (c, b, h, wd) = x.dims4()?;
-    let (o, _, k, _) = w.dims4()?;
-    let ho = (h + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
-    let wo = (wd + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
-    // Pad, with room for the strided views' last (unused) step.
-    let extra = stride - 1;
-    let xp = if padding + extra > 0 {
-        x.pad_with_zeros(2, padding, padding + extra)?.pad_with_zeros(3, padding, padding + extra)?
-    } else {
-        x.clone()
-    };
-    let cols = if k == 1 {
-        strided(&strided(&xp, 2, 0, ho, stride)?, 3, 0, wo, stride)?.contiguous()?
-    } else {
-        let mut views = Vec::with_capacity(k * k);
-        for ky in 0..k {
-            for kx in 0..k {
-                let v = strided(&xp, 2, ky * dilation, ho, stride)?;
-                views.push(strided(&v, 3, kx * dilation, wo, stride)?);
-            }
-        }
-        Tensor::cat(&views, 0)?
-    };
-    // (O, C, k, k) → (O, k·k·C), tap-major as the stacked views.
+    let (o, c, k, _) = w.dims4()?;
+    let g = super::ops::ConvGeometry::new(x.dims4()?, k, stride, padding, dilation);
+    let cols = super::ops::im2col(x, g)?;
+    // (O, C, k, k) → (O, k·k·C), tap-major as the gathered rows.
     let wm = w.permute((0, 2, 3, 1))?.contiguous()?.reshape((o, k * k * c))?;
-    wm.matmul(&cols.reshape((k * k * c, b * ho * wo))?)?.reshape((o, b, ho, wo))
+    wm.matmul(&cols)?.reshape((o, g.b, g.ho, g.wo))
 }
 
-/// 3×3 max-pool, stride 2, padding 1 (the ResNet stem), as a maximum over nine strided views.
+/// 3×3 max-pool, stride 2, padding 1 (the ResNet stem), as a maximum over nine strided views: the
+/// reference the trainer's kernel (`ops::max_pool_3x3_s2`) is tested against.
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let (ho, wo) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
