@@ -20,6 +20,13 @@ fn the_training_model_computes_what_the_engine_computes() {
         cfg.enc_layers = enc_layers;
         same_as_engine(&cfg);
     }
+    // Stride 8: the third stage dilated too, and a last stage as wide as the third (no projection
+    // on its shortcut).
+    let mut cfg = train::demo_config(5);
+    cfg.dilation_stage3 = true;
+    cfg.backbone.stage_channels = vec![64, 128, 256, 256];
+    cfg.backbone.num_channels = 256;
+    same_as_engine(&cfg);
 }
 
 fn same_as_engine(cfg: &intr_explorer::model::IntrConfig) {
@@ -52,6 +59,7 @@ fn same_as_engine(cfg: &intr_explorer::model::IntrConfig) {
     let out = engine.forward(&chw, side, side).unwrap();
 
     assert_eq!(ours.grid, out.grid);
+    assert_eq!(out.grid, (side / cfg.stride(), side / cfg.stride()));
     let logits = ours.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     for (a, b) in logits.iter().zip(&out.logits) {
         assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "enc_layers {}: logit {a} vs engine {b}", cfg.enc_layers);

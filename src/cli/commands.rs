@@ -218,7 +218,12 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
                 c.backbone.blocks_per_stage,
                 c.backbone.stage_channels,
                 c.stride(),
-                if c.dilation { " (dilated)" } else { "" }
+                match (c.dilation_stage3, c.dilation) {
+                    (true, true) => " (stages 3 and 4 dilated)",
+                    (true, false) => " (stage 3 dilated)",
+                    (false, true) => " (dilated)",
+                    (false, false) => "",
+                }
             );
         }
         Err(e) => outln!("config      incomplete: {e}"),

@@ -61,6 +61,21 @@ pub struct TrainArgs {
     /// Transformer decoder layers (default: the demo architecture's).
     #[arg(long)]
     pub dec_layers: Option<usize>,
+    /// Backbone stride: 16 (last stage dilated) or 8 (last two stages dilated: a 2× finer grid).
+    #[arg(long, value_parser = parse_stride)]
+    pub stride: Option<usize>,
+    /// Output channels of the four ResNet stages, comma-separated, multiples of 4 (default: the
+    /// demo architecture's).
+    #[arg(long, value_delimiter = ',')]
+    pub widths: Option<Vec<usize>>,
+}
+
+fn parse_stride(s: &str) -> std::result::Result<usize, String> {
+    match s {
+        "8" => Ok(8),
+        "16" => Ok(16),
+        _ => Err(format!("`{s}`: the backbone stride is 16 or 8")),
+    }
 }
 
 /// Class names of an ImageFolder tree: sub-folder names, sorted, without a leading `NN_` and with
@@ -125,6 +140,17 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     if let Some(n) = a.dec_layers {
         ensure!(n > 0, "--dec-layers must be at least 1");
         cfg.dec_layers = n;
+    }
+    if let Some(s) = a.stride {
+        cfg.dilation_stage3 = s == 8;
+    }
+    if let Some(w) = &a.widths {
+        ensure!(
+            w.len() == 4 && w.iter().all(|&c| c > 0 && c % 4 == 0),
+            "--widths needs four channel counts, each a positive multiple of 4 (got {w:?})"
+        );
+        cfg.backbone.stage_channels.clone_from(w);
+        cfg.backbone.num_channels = w[3];
     }
     let mut model = TrainModel::new(&cfg, DEMO_STEM, a.seed, &candle_core::Device::Cpu)?;
     let state = train::state_path(&a.out);

@@ -80,9 +80,9 @@ pub struct Backbone {
 }
 
 impl Backbone {
-    /// Loads `backbone.0.body.*` for `cfg`; `dilation` replaces the last stage's stride with dilation
-    /// exactly as torchvision does (first block of the stage keeps dilation 1).
-    pub fn load(ws: &WeightStore, cfg: &BackboneConfig, dilation: bool) -> Result<Self> {
+    /// Loads `backbone.0.body.*` for `cfg`; a stage marked in `dilated` replaces its stride with
+    /// dilation exactly as torchvision does (the stage's first block keeps the previous dilation).
+    pub fn load(ws: &WeightStore, cfg: &BackboneConfig, dilated: [bool; 4]) -> Result<Self> {
         let p = "backbone.0.body";
         let stem = ConvBn::load(ws, &format!("{p}.conv1"), &format!("{p}.bn1"), (2, 3, 1))?;
         if stem.kernel.k != 7 {
@@ -91,7 +91,7 @@ impl Backbone {
                 stem.kernel.k, stem.kernel.k
             )));
         }
-        if dilation && cfg.block == BlockKind::Basic {
+        if dilated.contains(&true) && cfg.block == BlockKind::Basic {
             return Err(Error::Config("dilation is not supported with BasicBlock ResNets (as in torchvision)".into()));
         }
         let mut stages = Vec::new();
@@ -99,7 +99,7 @@ impl Backbone {
         for (s, &n) in cfg.blocks_per_stage.iter().enumerate() {
             let mut stride = if s == 0 { 1 } else { 2 };
             let previous_dilation = cur_dilation;
-            if dilation && s == 3 {
+            if dilated[s] {
                 cur_dilation *= stride;
                 stride = 1;
             }

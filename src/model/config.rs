@@ -55,6 +55,11 @@ pub struct IntrConfig {
     pub position_embedding: PositionEmbedding,
     /// Last ResNet stage dilated instead of strided (not recoverable from weights).
     pub dilation: bool,
+    /// Third ResNet stage dilated instead of strided too (torchvision's
+    /// `replace_stride_with_dilation[1]`): stride 8 with `dilation`. Not an option of the official
+    /// code, which only dilates the last stage; absent from older stored configs (= false).
+    #[serde(default)]
+    pub dilation_stage3: bool,
     pub backbone: BackboneConfig,
 }
 
@@ -72,6 +77,7 @@ impl IntrConfig {
             pre_norm: false,
             position_embedding: PositionEmbedding::Sine,
             dilation: false,
+            dilation_stage3: false,
             backbone: BackboneConfig {
                 block: BlockKind::Bottleneck,
                 blocks_per_stage: vec![3, 4, 6, 3],
@@ -81,10 +87,16 @@ impl IntrConfig {
         }
     }
 
-    /// Overall stride of the backbone (32, or 16 with dilation).
+    /// Overall stride of the backbone: 32, halved by each dilated stage.
     #[must_use]
     pub fn stride(&self) -> usize {
-        if self.dilation { 16 } else { 32 }
+        32 / self.dilated_stages().iter().map(|&d| 1 + usize::from(d)).product::<usize>()
+    }
+
+    /// Which of the four ResNet stages trade their stride for dilation.
+    #[must_use]
+    pub fn dilated_stages(&self) -> [bool; 4] {
+        [false, false, self.dilation_stage3, self.dilation]
     }
 
     /// Checks internal consistency (heads divide D, at least one decoder layer, ...).
@@ -122,6 +134,7 @@ pub struct ConfigOverrides {
     pub pre_norm: Option<bool>,
     pub position_embedding: Option<PositionEmbedding>,
     pub dilation: Option<bool>,
+    pub dilation_stage3: Option<bool>,
 }
 
 impl From<&IntrConfig> for ConfigOverrides {
@@ -137,6 +150,7 @@ impl From<&IntrConfig> for ConfigOverrides {
             pre_norm: Some(c.pre_norm),
             position_embedding: Some(c.position_embedding),
             dilation: Some(c.dilation),
+            dilation_stage3: Some(c.dilation_stage3),
         }
     }
 }
@@ -161,6 +175,7 @@ impl ConfigOverrides {
             pre_norm: self.pre_norm.or(other.pre_norm),
             position_embedding: self.position_embedding.or(other.position_embedding),
             dilation: self.dilation.or(other.dilation),
+            dilation_stage3: self.dilation_stage3.or(other.dilation_stage3),
         }
     }
 
@@ -201,6 +216,8 @@ impl ConfigOverrides {
             pre_norm: boolean("pre_norm")?,
             position_embedding,
             dilation: boolean("dilation")?,
+            // The official options have no such flag: its models never dilate the third stage.
+            dilation_stage3: None,
         })
     }
 }
@@ -346,6 +363,7 @@ pub fn resolve(
                 .into(),
         )
     })?;
+    let dilation_stage3 = explicit.dilation_stage3.or(stored.dilation_stage3).or(args.dilation_stage3).unwrap_or(false);
     let cfg = IntrConfig {
         hidden_dim,
         nheads,
@@ -356,6 +374,7 @@ pub fn resolve(
         pre_norm,
         position_embedding,
         dilation,
+        dilation_stage3,
         backbone: inferred.backbone.clone(),
     };
     cfg.validate()?;
@@ -378,6 +397,22 @@ mod tests {
             position_embedding: PositionEmbedding::Sine,
             backbone: c.backbone,
         }
+    }
+
+    #[test]
+    fn stride_follows_the_dilated_stages_and_old_configs_load() {
+        let mut c = IntrConfig::official(3);
+        assert_eq!(c.stride(), 32);
+        c.dilation = true;
+        assert_eq!(c.stride(), 16);
+        c.dilation_stage3 = true;
+        assert_eq!(c.stride(), 8);
+        // A stored config written before the field existed reads as stride 16.
+        let mut json: serde_json::Value = serde_json::to_value(&c).unwrap();
+        json.as_object_mut().unwrap().remove("dilation_stage3");
+        let old: IntrConfig = serde_json::from_value(json).unwrap();
+        assert!(!old.dilation_stage3);
+        assert_eq!(old.stride(), 16);
     }
 
     #[test]

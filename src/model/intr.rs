@@ -134,7 +134,7 @@ impl Intr {
     pub fn load(ws: &WeightStore, config: &IntrConfig, device: &Device) -> Result<Self> {
         config.validate()?;
         let d = config.hidden_dim;
-        let backbone = Backbone::load(ws, &config.backbone, config.dilation)?;
+        let backbone = Backbone::load(ws, &config.backbone, config.dilated_stages())?;
         let input_proj = ws.get("input_proj.weight", &[d, config.backbone.num_channels, 1, 1])?;
         let input_proj_b = ws.get("input_proj.bias", &[d])?;
         let input_proj = Linear::from_parts(input_proj, input_proj_b, d, config.backbone.num_channels, device)?;

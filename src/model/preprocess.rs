@@ -147,7 +147,7 @@ pub struct GridMapping {
     pub input: (usize, usize),
     /// Attention grid (h, w).
     pub grid: (usize, usize),
-    /// Backbone stride in input pixels (32, or 16 with dilation).
+    /// Backbone stride in input pixels (32; 16 or 8 with dilated stages).
     pub stride: usize,
 }
 

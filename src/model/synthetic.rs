@@ -112,7 +112,8 @@ pub fn state_dict_shapes_with_stem(cfg: &IntrConfig, stem: usize) -> Vec<(String
                     conv_bn(&mut v, &format!("{p}.conv2"), &format!("{p}.bn2"), out, out, 3);
                 }
             }
-            if blk == 0 && (s > 0 || cin != out) {
+            // torchvision: a projection where the block strides or changes the width.
+            if blk == 0 && ((s > 0 && !cfg.dilated_stages()[s]) || cin != out) {
                 conv_bn(&mut v, &format!("{p}.downsample.0"), &format!("{p}.downsample.1"), out, cin, 1);
             }
             cin = out;

@@ -43,6 +43,7 @@ pub fn demo_config(classes: usize) -> IntrConfig {
         pre_norm: false,
         position_embedding: PositionEmbedding::Sine,
         dilation: true,
+        dilation_stage3: false,
         backbone: BackboneConfig {
             block: BlockKind::Bottleneck,
             blocks_per_stage: vec![1, 1, 1, 1],

@@ -182,7 +182,7 @@ impl TrainModel {
         for (s, &n) in cfg.blocks_per_stage.iter().enumerate() {
             let mut stride = if s == 0 { 1 } else { 2 };
             let previous = cur_dilation;
-            if self.cfg.dilation && s == 3 {
+            if self.cfg.dilated_stages()[s] {
                 cur_dilation *= stride;
                 stride = 1;
             }
