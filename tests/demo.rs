@@ -2,7 +2,7 @@
 //! the demo's bars that it reaches — at least 95 % top-1, part pointing of at least 80 % and a median
 //! of at least three parts under the heads' peaks — and keep the object mass and deletion figures it
 //! measured (README), so a regression in the engine, the generator or the evaluation shows up here.
-//! Those two are guards below the shipped model's figures (0.48 and 71 % on this set), not the
+//! Those two are guards below the shipped model's figures (0.58 and 77.5 % on this set), not the
 //! demo's targets (0.8 and 90 %), which the shipped model does not reach yet.
 
 use intr_explorer::model::{self, ConfigOverrides};
@@ -33,10 +33,10 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
     );
     assert!(r.head_diversity_median >= 3.0, "median head diversity {} < 3 parts", r.head_diversity_median);
     assert!(
-        r.object_mass >= 0.4,
-        "object mass {:.3} fell below the shipped model's level (0.48 measured; chance {:.3})",
+        r.object_mass >= 0.5,
+        "object mass {:.3} fell below the shipped model's level (0.58 measured; chance {:.3})",
         r.object_mass,
         r.object_mass_chance
     );
-    assert!(r.deletion_pass >= 0.6, "deletion check passes {:.3} < 0.6 (71 % measured)", r.deletion_pass);
+    assert!(r.deletion_pass >= 0.7, "deletion check passes {:.3} < 0.7 (77.5 % measured)", r.deletion_pass);
 }

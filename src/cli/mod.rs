@@ -100,7 +100,7 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "true|false")]
     pub dilation: Option<bool>,
     /// JSON file with any of: hidden_dim, nheads, enc_layers, dec_layers, dim_feedforward,
-    /// num_queries, pre_norm, position_embedding ("sine"|"learned"), dilation.
+    /// num_queries, pre_norm, position_embedding ("sine"|"learned"), dilation, dilation_stage3.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

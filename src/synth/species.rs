@@ -1,8 +1,8 @@
 //! The species of the synthetic bird dataset and the body parts they are made of.
 //!
 //! Sixteen species: every combination of four binary traits, each trait living on exactly one body
-//! part (crown colour on the crown, wing bars on the wing, tail shape on the tail, breast pattern on
-//! the breast). Two species that differ in one trait differ in one part only, which is what lets an
+//! part (crown colour on the crown, wing bars on the wing, a tail band on the tail, breast pattern
+//! on the breast). Two species that differ in one trait differ in one part only, which is what lets an
 //! evaluation check whether a classifier looks at the right place.
 
 use serde::{Deserialize, Serialize};
@@ -72,15 +72,15 @@ pub enum Trait {
     CrownColour,
     /// Plain wing (false) or two white wing bars (true).
     WingBars,
-    /// Forked (false) or rounded fan (true) tail.
-    TailShape,
+    /// Plain (false) or white-banded (true) tail; the tail's shape varies from bird to bird.
+    TailBand,
     /// Plain (false) or spotted (true) breast.
     BreastPattern,
 }
 
 impl Trait {
     /// Every trait.
-    pub const ALL: [Trait; 4] = [Trait::CrownColour, Trait::WingBars, Trait::TailShape, Trait::BreastPattern];
+    pub const ALL: [Trait; 4] = [Trait::CrownColour, Trait::WingBars, Trait::TailBand, Trait::BreastPattern];
 
     /// The part the trait is drawn on.
     #[must_use]
@@ -88,7 +88,7 @@ impl Trait {
         match self {
             Trait::CrownColour => Part::Crown,
             Trait::WingBars => Part::Wing,
-            Trait::TailShape => Part::Tail,
+            Trait::TailBand => Part::Tail,
             Trait::BreastPattern => Part::Breast,
         }
     }
@@ -99,7 +99,7 @@ impl Trait {
         match self {
             Trait::CrownColour => "crown colour",
             Trait::WingBars => "wing bars",
-            Trait::TailShape => "tail shape",
+            Trait::TailBand => "tail band",
             Trait::BreastPattern => "breast pattern",
         }
     }
@@ -110,7 +110,7 @@ impl Trait {
         match self {
             Trait::CrownColour => ["scarlet", "azure"],
             Trait::WingBars => ["none", "two white bars"],
-            Trait::TailShape => ["forked", "rounded"],
+            Trait::TailBand => ["plain", "white band"],
             Trait::BreastPattern => ["plain", "spotted"],
         }
     }
@@ -123,16 +123,16 @@ pub struct Species {
     pub name: String,
     pub crown_blue: bool,
     pub wing_bars: bool,
-    pub tail_rounded: bool,
+    pub tail_banded: bool,
     pub breast_spotted: bool,
 }
 
 impl Species {
-    /// The species with `index` in `0..16`: bit 0 rounded tail, bit 1 wing bars, bit 2 azure crown,
+    /// The species with `index` in `0..16`: bit 0 banded tail, bit 1 wing bars, bit 2 azure crown,
     /// bit 3 spotted breast.
     #[must_use]
     pub fn from_index(index: usize) -> Species {
-        let tail_rounded = index & 1 != 0;
+        let tail_banded = index & 1 != 0;
         let wing_bars = index & 2 != 0;
         let crown_blue = index & 4 != 0;
         let breast_spotted = index & 8 != 0;
@@ -141,9 +141,9 @@ impl Species {
             if breast_spotted { "Speckled " } else { "" },
             if crown_blue { "Azure" } else { "Scarlet" },
             if wing_bars { "Barwing" } else { "Plainwing" },
-            if tail_rounded { "Fantail" } else { "Forktail" },
+            if tail_banded { "Bandtail" } else { "Plaintail" },
         );
-        Species { index, name, crown_blue, wing_bars, tail_rounded, breast_spotted }
+        Species { index, name, crown_blue, wing_bars, tail_banded, breast_spotted }
     }
 
     /// The value of one trait.
@@ -152,7 +152,7 @@ impl Species {
         match t {
             Trait::CrownColour => self.crown_blue,
             Trait::WingBars => self.wing_bars,
-            Trait::TailShape => self.tail_rounded,
+            Trait::TailBand => self.tail_banded,
             Trait::BreastPattern => self.breast_spotted,
         }
     }
@@ -213,8 +213,8 @@ mod tests {
             assert_eq!(s.index, i);
             assert!(s.name.is_ascii());
         }
-        assert_eq!(species[3].dir_name(), "03_Scarlet-capped_Barwing_Fantail");
-        assert_eq!(species[8].name, "Speckled Scarlet-capped Plainwing Forktail");
+        assert_eq!(species[3].dir_name(), "03_Scarlet-capped_Barwing_Bandtail");
+        assert_eq!(species[8].name, "Speckled Scarlet-capped Plainwing Plaintail");
     }
 
     #[test]
