@@ -247,11 +247,8 @@ pub fn render(species: &Species, size: usize, seed: u64) -> Result<Sample> {
     let jit = BirdJitter::draw(&mut bird_rng, species.crown_blue);
     let parts = bird(species, &jit);
     // The outline does not depend on the species' traits, so neither does the pose.
-    let envelope: Vec<P> = parts
-        .iter()
-        .flat_map(|(_, fills)| fills.iter())
-        .flat_map(|f| f.poly.iter().copied())
-        .collect();
+    let envelope: Vec<P> =
+        parts.iter().flat_map(|(_, fills)| fills.iter()).flat_map(|f| f.poly.iter().copied()).collect();
     let (pose, bird_box) = choose_pose(&mut pose_rng, &envelope, sz);
 
     let mut pixmap = Pixmap::new(side, side).context("allocating the image")?;
@@ -317,24 +314,24 @@ mod tests {
     fn other_traits_change_only_their_part() {
         let species = all_species();
         for (other, part) in [(1, Part::Tail), (2, Part::Wing), (4, Part::Crown), (8, Part::Breast)] {
-          for seed in [9, 10, 11, 12] {
-            let a = render(&species[0], 128, seed).unwrap();
-            let b = render(&species[other], 128, seed).unwrap();
-            assert_eq!(a.labels, b.labels, "masks differ for {part:?}");
-            let n = 128;
-            let near_part = |x: usize, y: usize| {
-                (y.saturating_sub(1)..(y + 2).min(n))
-                    .any(|yy| (x.saturating_sub(1)..(x + 2).min(n)).any(|xx| a.labels[yy * n + xx] == part.label()))
-            };
-            let mut changed = 0;
-            for i in 0..n * n {
-                if a.rgb[i * 3..i * 3 + 3] != b.rgb[i * 3..i * 3 + 3] {
-                    changed += 1;
-                    assert!(near_part(i % n, i / n), "pixel {i} changed for {part:?} away from it");
+            for seed in [9, 10, 11, 12] {
+                let a = render(&species[0], 128, seed).unwrap();
+                let b = render(&species[other], 128, seed).unwrap();
+                assert_eq!(a.labels, b.labels, "masks differ for {part:?}");
+                let n = 128;
+                let near_part = |x: usize, y: usize| {
+                    (y.saturating_sub(1)..(y + 2).min(n))
+                        .any(|yy| (x.saturating_sub(1)..(x + 2).min(n)).any(|xx| a.labels[yy * n + xx] == part.label()))
+                };
+                let mut changed = 0;
+                for i in 0..n * n {
+                    if a.rgb[i * 3..i * 3 + 3] != b.rgb[i * 3..i * 3 + 3] {
+                        changed += 1;
+                        assert!(near_part(i % n, i / n), "pixel {i} changed for {part:?} away from it");
+                    }
                 }
+                assert!(changed > 10, "{part:?} trait invisible");
             }
-            assert!(changed > 10, "{part:?} trait invisible");
-          }
         }
     }
 

@@ -307,18 +307,6 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
-/// Every `s`-th element of dimension `dim` (length `n` taken from offset `start`), via reshape.
-fn strided(x: &Tensor, dim: usize, start: usize, n: usize, s: usize) -> Result<Tensor> {
-    if s == 1 {
-        return x.narrow(dim, start, n);
-    }
-    let v = x.narrow(dim, start, n * s)?;
-    let mut shape = v.dims().to_vec();
-    shape[dim] = n;
-    shape.insert(dim + 1, s);
-    v.contiguous()?.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
-}
-
 /// 2-D convolution (no bias) of a channels-first activation (C, B, H, W) with (O, C, k, k) →
 /// (O, B, Ho, Wo): the gathered matrix (see `ops::im2col`) times one matmul.
 /// `stride`, `padding`, `dilation` as PyTorch.
@@ -329,31 +317,6 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: u
     // (O, C, k, k) → (O, k·k·C), tap-major as the gathered rows.
     let wm = w.permute((0, 2, 3, 1))?.contiguous()?.reshape((o, k * k * c))?;
     wm.matmul(&cols)?.reshape((o, g.b, g.ho, g.wo))
-}
-
-/// 3×3 max-pool, stride 2, padding 1 (the ResNet stem), as a maximum over nine strided views: the
-/// reference the trainer's kernel (`ops::max_pool_3x3_s2`) is tested against.
-pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let (ho, wo) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
-    // Padding with a very negative value never wins the maximum (inputs follow a ReLU: ≥ 0).
-    let xp = x.pad_with_zeros(2, 1, 2)?.pad_with_zeros(3, 1, 2)?;
-    let pad_mask = Tensor::ones((h, w), x.dtype(), x.device())?
-        .pad_with_zeros(0, 1, 2)?
-        .pad_with_zeros(1, 1, 2)?
-        .affine(1e9, -1e9)?;
-    let xp = xp.broadcast_add(&pad_mask)?;
-    let mut out: Option<Tensor> = None;
-    for dy in 0..3 {
-        for dx in 0..3 {
-            let v = strided(&strided(&xp, 2, dy, ho, 2)?, 3, dx, wo, 2)?;
-            out = Some(match out {
-                None => v,
-                Some(o) => o.maximum(&v)?,
-            });
-        }
-    }
-    out.ok_or_else(|| candle_core::Error::Msg("empty pool".into()))
 }
 
 /// DETR's normalised sine embedding for an `h × w` grid: (h·w, d), y channels first.

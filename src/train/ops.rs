@@ -41,7 +41,13 @@ pub struct ConvGeometry {
 impl ConvGeometry {
     /// The geometry of a `k × k` kernel over `(c, b, h, w)`, PyTorch's `stride`/`padding`/`dilation`.
     #[must_use]
-    pub fn new((c, b, h, w): (usize, usize, usize, usize), k: usize, stride: usize, pad: usize, dilation: usize) -> Self {
+    pub fn new(
+        (c, b, h, w): (usize, usize, usize, usize),
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+    ) -> Self {
         let ho = (h + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
         let wo = (w + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
         Self { c, b, h, w, k, stride, pad, dilation, ho, wo }
@@ -199,9 +205,9 @@ impl CustomOp1 for MaxPool3x3S2 {
         let dx = with_values(arg, self.name(), |x| {
             with_values(grad, self.name(), |dy| {
                 let mut dx = vec![0f32; x.len()];
-                dx.par_chunks_mut(h * w).zip(x.par_chunks(h * w).zip(dy.par_chunks(ho * wo))).for_each(
-                    |(dst, (src, g))| self.argmax(src, |o, i| dst[i] += g[o]),
-                );
+                dx.par_chunks_mut(h * w)
+                    .zip(x.par_chunks(h * w).zip(dy.par_chunks(ho * wo)))
+                    .for_each(|(dst, (src, g))| self.argmax(src, |o, i| dst[i] += g[o]));
                 dx
             })
         })??;
@@ -340,9 +346,47 @@ mod tests {
         (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
+    /// Every `s`-th element of dimension `dim` (length `n` taken from offset `start`), via reshape.
+    fn strided(x: &Tensor, dim: usize, start: usize, n: usize, s: usize) -> Result<Tensor> {
+        if s == 1 {
+            return x.narrow(dim, start, n);
+        }
+        let v = x.narrow(dim, start, n * s)?;
+        let mut shape = v.dims().to_vec();
+        shape[dim] = n;
+        shape.insert(dim + 1, s);
+        v.contiguous()?.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+    }
+
+    /// 3×3 max-pool, stride 2, padding 1 as a maximum over nine strided views, from candle's
+    /// differentiable operations: the reference for [`max_pool_3x3_s2`].
+    fn reference_max_pool(x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let (ho, wo) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
+        // Padding with a very negative value never wins the maximum (inputs follow a ReLU: ≥ 0).
+        let xp = x.pad_with_zeros(2, 1, 2)?.pad_with_zeros(3, 1, 2)?;
+        let pad_mask = Tensor::ones((h, w), x.dtype(), x.device())?
+            .pad_with_zeros(0, 1, 2)?
+            .pad_with_zeros(1, 1, 2)?
+            .affine(1e9, -1e9)?;
+        let xp = xp.broadcast_add(&pad_mask)?;
+        let mut out: Option<Tensor> = None;
+        for dy in 0..3 {
+            for dx in 0..3 {
+                let v = strided(&strided(&xp, 2, dy, ho, 2)?, 3, dx, wo, 2)?;
+                out = Some(match out {
+                    None => v,
+                    Some(o) => o.maximum(&v)?,
+                });
+            }
+        }
+        out.ok_or_else(|| candle_core::Error::Msg("empty pool".into()))
+    }
+
     /// im2col from candle's own views: pad, then one strided window per tap.
     fn reference_im2col(x: &Tensor, g: ConvGeometry) -> Tensor {
-        let xp = x.pad_with_zeros(2, g.pad, g.pad + g.stride).unwrap().pad_with_zeros(3, g.pad, g.pad + g.stride).unwrap();
+        let xp =
+            x.pad_with_zeros(2, g.pad, g.pad + g.stride).unwrap().pad_with_zeros(3, g.pad, g.pad + g.stride).unwrap();
         let mut rows = Vec::new();
         for ky in 0..g.k {
             for kx in 0..g.k {
@@ -382,7 +426,7 @@ mod tests {
         let x = Var::from_tensor(&rand(&[2, 3, 9, 8], 7).relu().unwrap()).unwrap();
         let probe = rand(&[2, 3, 5, 4], 8);
         let ours = max_pool_3x3_s2(x.as_tensor()).unwrap();
-        let theirs = crate::train::model::max_pool_3x3_s2(x.as_tensor()).unwrap();
+        let theirs = reference_max_pool(x.as_tensor()).unwrap();
         assert_eq!(max_diff(&ours, &theirs), 0.0);
         let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
