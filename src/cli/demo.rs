@@ -47,6 +47,10 @@ pub struct TrainArgs {
     /// Global gradient-norm clip (0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub clip: f64,
+    /// Transformer dropout probability: attention weights, residual branches, feed-forward
+    /// (DETR's recipe uses 0.1; off by default, as the demo model was trained).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_dropout)]
+    pub dropout: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stop after this many steps (for quick checks).
@@ -68,6 +72,13 @@ pub struct TrainArgs {
     /// demo architecture's).
     #[arg(long, value_delimiter = ',')]
     pub widths: Option<Vec<usize>>,
+}
+
+fn parse_dropout(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..0.9).contains(&p) => Ok(p),
+        _ => Err(format!("expected a probability from 0 to 0.9, got {s:?}")),
+    }
 }
 
 fn parse_stride(s: &str) -> std::result::Result<usize, String> {
@@ -162,6 +173,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         batch: a.batch,
         lr: a.lr,
         clip: a.clip,
+        dropout: a.dropout,
         seed: a.seed,
         max_steps: a.max_steps,
         ..Default::default()
@@ -210,6 +222,9 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also print the figures per species (the JSON always has them).
+    #[arg(long)]
+    pub per_species: bool,
     /// Write a figure of heads × species (one held-out image per species, attention of its class).
     #[arg(long, value_name = "PNG")]
     pub figure: Option<PathBuf>,
@@ -223,7 +238,9 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         Some(p) => p.clone(),
         None => crate::assets::demo_model()?,
     };
-    let (model, _) = crate::model::load_model(&path, &Default::default(), &candle_core::Device::Cpu)?;
+    let (model, ckpt) = crate::model::load_model(&path, &Default::default(), &candle_core::Device::Cpu)?;
+    let classes = crate::model::stored_class_names(&ckpt)?
+        .unwrap_or_else(|| crate::classes::numbered(model.config().num_queries));
     let mut items = synth::load_dataset(&a.data, "val")?;
     if items.is_empty() {
         bail!("{}: no held-out images under val/", a.data.display());
@@ -241,6 +258,9 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());
+        if a.per_species {
+            print!("{}", report.class_table(&classes));
+        }
     }
     if let Some(fig) = &a.figure {
         train::eval::heads_figure(&model, &items, side, fig)?;

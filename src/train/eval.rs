@@ -41,6 +41,17 @@ pub struct EvalReport {
     /// Mean logit drops: top-attended cells, random cells.
     pub deletion_drop_top: f64,
     pub deletion_drop_random: f64,
+    /// The same figures per true species (in class order): which species are explained worst.
+    pub per_class: Vec<ClassFigures>,
+}
+
+/// Figures of the held-out images of one species.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ClassFigures {
+    pub images: usize,
+    pub top1: f64,
+    pub object_mass: f64,
+    pub deletion_pass: f64,
 }
 
 /// Per-cell share of each part label: `shares[cell][label]`, for a `gh × gw` grid over a
@@ -108,7 +119,11 @@ pub fn evaluate(
     mut progress: impl FnMut(usize),
 ) -> Result<EvalReport> {
     let pairs = synth::one_part_pairs();
-    let mut r = EvalReport { object_mass_per_head: vec![0.0; model.config().nheads], ..EvalReport::default() };
+    let mut r = EvalReport {
+        object_mass_per_head: vec![0.0; model.config().nheads],
+        per_class: vec![ClassFigures::default(); model.config().num_queries],
+        ..EvalReport::default()
+    };
     let (mut pp_hits, mut pp_chance) = (0usize, 0f64);
     let mut diversity = Vec::new();
     let mut diversity_chance = Vec::new();
@@ -126,12 +141,20 @@ pub fn evaluate(
         let last = out.layers - 1;
         let ranking = out.ranking();
         let pred = ranking[0];
+        let n_classes = r.per_class.len();
+        let class = r.per_class.get_mut(item.label).with_context(|| {
+            format!("{}: label {} outside the model's {n_classes} classes", item.image.display(), item.label)
+        })?;
+        class.images += 1;
+        class.top1 += f64::from(u8::from(pred == item.label));
         r.top1 += f64::from(u8::from(pred == item.label));
         r.top5 += f64::from(u8::from(ranking.iter().take(5).any(|&c| c == item.label)));
         let shares = cell_part_shares(&labels, side, (gh, gw));
         let animal: Vec<f64> = shares.iter().map(|s| 1.0 - s[0]).collect();
         let mean_map = out.head_mean(last, pred);
-        r.object_mass += mean_map.iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
+        let mass = mean_map.iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
+        r.object_mass += mass;
+        r.per_class[item.label].object_mass += mass;
         for (h, acc) in r.object_mass_per_head.iter_mut().enumerate() {
             *acc += out.map(last, h, pred).iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
         }
@@ -195,6 +218,7 @@ pub fn evaluate(
         r.deletion_drop_top += drop_top;
         r.deletion_drop_random += drop_random;
         r.deletion_pass += f64::from(u8::from(drop_top > drop_random));
+        r.per_class[item.label].deletion_pass += f64::from(u8::from(drop_top > drop_random));
         progress(n + 1);
     }
     let n = items.len().max(1) as f64;
@@ -208,6 +232,12 @@ pub fn evaluate(
     r.deletion_pass /= n;
     r.deletion_drop_top /= n;
     r.deletion_drop_random /= n;
+    for c in &mut r.per_class {
+        let m = c.images.max(1) as f64;
+        c.top1 /= m;
+        c.object_mass /= m;
+        c.deletion_pass /= m;
+    }
     let cases = r.part_pointing_cases.max(1) as f64;
     r.part_pointing = pp_hits as f64 / cases;
     r.part_pointing_chance = pp_chance / cases;
@@ -260,6 +290,24 @@ impl EvalReport {
         let per_head: Vec<String> = self.object_mass_per_head.iter().map(|v| format!("{v:.2}")).collect();
         s.push_str(&format!("object mass per head: {}\n", per_head.join(" ")));
         s.push_str(&format!("({} held-out images)\n", self.images));
+        s
+    }
+
+    /// The per-species figures as an aligned text table, species named by `classes`.
+    #[must_use]
+    pub fn class_table(&self, classes: &[String]) -> String {
+        let mut s =
+            format!("{:<44} {:>6} {:>7} {:>11} {:>9}\n", "species", "images", "top-1", "object mass", "deletion");
+        for (i, c) in self.per_class.iter().enumerate().filter(|(_, c)| c.images > 0) {
+            let name = classes.get(i).map_or_else(|| format!("class {i}"), Clone::clone);
+            s.push_str(&format!(
+                "{name:<44} {:>6} {:>6.1}% {:>11.3} {:>8.1}%\n",
+                c.images,
+                c.top1 * 100.0,
+                c.object_mass,
+                c.deletion_pass * 100.0
+            ));
+        }
         s
     }
 }

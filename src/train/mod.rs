@@ -65,6 +65,9 @@ pub struct TrainOptions {
     pub weight_decay: f64,
     pub clip: f64,
     pub warmup: usize,
+    /// Transformer dropout probability (0 = off; DETR's recipe uses 0.1, which made the demo
+    /// model's attention less faithful, see the README).
+    pub dropout: f32,
     pub seed: u64,
     /// Stop after this many optimisation steps (smoke tests); `None` = all epochs.
     pub max_steps: Option<usize>,
@@ -72,7 +75,17 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { epochs: 10, batch: 32, lr: 1e-3, weight_decay: 1e-4, clip: 1.0, warmup: 100, seed: 0, max_steps: None }
+        Self {
+            epochs: 10,
+            batch: 32,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            clip: 1.0,
+            warmup: 100,
+            dropout: 0.0,
+            seed: 0,
+            max_steps: None,
+        }
     }
 }
 
@@ -248,6 +261,11 @@ pub fn train(
             let x = Tensor::from_vec(data, (chunk.len(), 3, side, side), &device)?;
             let labels: Vec<u32> = chunk.iter().map(|&i| examples[i].label as u32).collect();
             let y = Tensor::from_vec(labels.clone(), chunk.len(), &device)?;
+            // Dropout masks depend only on the seed and the step: resumed runs repeat them.
+            model.set_dropout(
+                o.dropout,
+                Rng::new(o.seed ^ (progress.step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)),
+            );
             let out = model.forward(&x, true)?;
             let loss = candle_nn::loss::cross_entropy(&out.logits, &y)?;
             let grads = loss.backward()?;

@@ -30,6 +30,9 @@ pub struct TrainModel {
     /// `*.running_mean` / `*.running_var` by name.
     pub buffers: BTreeMap<String, Tensor>,
     pub device: Device,
+    /// Transformer dropout of training passes (DETR's places: attention weights, each residual
+    /// branch, the feed-forward hidden layer): probability and the generator of its masks.
+    dropout: Option<(f32, Rng)>,
 }
 
 /// What one forward pass returns.
@@ -94,7 +97,23 @@ impl TrainModel {
                 params.insert(name, Var::from_tensor(&t)?);
             }
         }
-        Ok(Self { cfg: cfg.clone(), params, buffers, device: device.clone() })
+        Ok(Self { cfg: cfg.clone(), params, buffers, device: device.clone(), dropout: None })
+    }
+
+    /// Sets the dropout of the following training passes (`p` = 0 switches it off); `rng` draws
+    /// the masks, so a pass is reproducible from it.
+    pub fn set_dropout(&mut self, p: f32, rng: Rng) {
+        self.dropout = (p > 0.0).then_some((p, rng));
+    }
+
+    /// Inverted dropout (PyTorch's): zeroes each element with the set probability and scales the
+    /// rest by 1 / (1 − p). Identity in evaluation passes or without dropout.
+    fn drop(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let Some((p, rng)) = self.dropout.as_mut().filter(|_| train) else {
+            return Ok(x.clone());
+        };
+        let mask = dropout_mask(x.elem_count(), *p, rng);
+        x * Tensor::from_vec(mask, x.shape(), x.device())?
     }
 
     fn p(&self, name: &str) -> Result<Tensor> {
@@ -235,7 +254,7 @@ impl TrainModel {
 
     /// Multi-head attention, batch first: q (B, Tq, D), k and v (B, Tk, D) → (out (B, Tq, D),
     /// weights (B, H, Tq, Tk)).
-    fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, name: &str) -> Result<(Tensor, Tensor)> {
+    fn attention(&mut self, q: &Tensor, k: &Tensor, v: &Tensor, name: &str, train: bool) -> Result<(Tensor, Tensor)> {
         let d = self.cfg.hidden_dim;
         let h = self.cfg.nheads;
         let hd = d / h;
@@ -249,14 +268,17 @@ impl TrainModel {
         let (qh, kh, vh) = (proj(q, 0)?, proj(k, 1)?, proj(v, 2)?);
         let scores = (qh * (1.0 / (hd as f64).sqrt()))?.matmul(&kh.transpose(2, 3)?.contiguous()?)?;
         let weights = softmax_last(&scores)?;
-        let ctx = weights.matmul(&vh)?;
+        let ctx = self.drop(&weights, train)?.matmul(&vh)?;
         let (bs, _, tq, _) = ctx.dims4()?;
         let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((bs, tq, d))?;
         Ok((self.linear(&ctx, &format!("{name}.out_proj"))?, weights))
     }
 
-    fn ffn(&self, x: &Tensor, p: &str) -> Result<Tensor> {
-        self.linear(&self.linear(x, &format!("{p}.linear1"))?.relu()?, &format!("{p}.linear2"))
+    fn ffn(&mut self, x: &Tensor, p: &str, train: bool) -> Result<Tensor> {
+        let hidden = self.linear(x, &format!("{p}.linear1"))?.relu()?;
+        let hidden = self.drop(&hidden, train)?;
+        let out = self.linear(&hidden, &format!("{p}.linear2"))?;
+        self.drop(&out, train)
     }
 
     /// Forward pass of a normalised batch (B, 3, H, W). Post-norm, sine embedding (the demo
@@ -275,9 +297,11 @@ impl TrainModel {
         for i in 0..self.cfg.enc_layers {
             let p = format!("transformer.encoder.layers.{i}");
             let qk = memory.broadcast_add(&pos)?;
-            let (sa, _) = self.attention(&qk, &qk, &memory, &format!("{p}.self_attn"))?;
+            let (sa, _) = self.attention(&qk, &qk, &memory, &format!("{p}.self_attn"), train)?;
+            let sa = self.drop(&sa, train)?;
             memory = self.layer_norm(&(memory + sa)?, &format!("{p}.norm1"))?;
-            memory = self.layer_norm(&(&memory + self.ffn(&memory, &p)?)?, &format!("{p}.norm2"))?;
+            let ff = self.ffn(&memory, &p, train)?;
+            memory = self.layer_norm(&(&memory + ff)?, &format!("{p}.norm2"))?;
         }
         let q = self.cfg.num_queries;
         let qpos = self.p("query_embed.weight")?.unsqueeze(0)?.broadcast_as((bs, q, d))?.contiguous()?;
@@ -286,11 +310,15 @@ impl TrainModel {
         for i in 0..self.cfg.dec_layers {
             let p = format!("transformer.decoder.layers.{i}");
             let qk = (&tgt + &qpos)?;
-            let (sa, _) = self.attention(&qk, &qk, &tgt, &format!("{p}.self_attn"))?;
+            let (sa, _) = self.attention(&qk, &qk, &tgt, &format!("{p}.self_attn"), train)?;
+            let sa = self.drop(&sa, train)?;
             tgt = self.layer_norm(&(tgt + sa)?, &format!("{p}.norm1"))?;
-            let (ca, weights) = self.attention(&(&tgt + &qpos)?, &memory, &memory, &format!("{p}.multihead_attn"))?;
+            let (ca, weights) =
+                self.attention(&(&tgt + &qpos)?, &memory, &memory, &format!("{p}.multihead_attn"), train)?;
+            let ca = self.drop(&ca, train)?;
             tgt = self.layer_norm(&(tgt + ca)?, &format!("{p}.norm2"))?;
-            tgt = self.layer_norm(&(&tgt + self.ffn(&tgt, &p)?)?, &format!("{p}.norm3"))?;
+            let ff = self.ffn(&tgt, &p, train)?;
+            tgt = self.layer_norm(&(&tgt + ff)?, &format!("{p}.norm3"))?;
             attention = Some(weights);
         }
         let hs = self.layer_norm(&tgt, "transformer.decoder.norm")?;
@@ -298,6 +326,12 @@ impl TrainModel {
         let attention = attention.ok_or_else(|| candle_core::Error::Msg("no decoder layer".into()))?;
         Ok(TrainOutput { logits, attention, grid: (gh, gw) })
     }
+}
+
+/// An inverted-dropout mask of `n` elements: 0 with probability `p`, else 1 / (1 − p).
+fn dropout_mask(n: usize, p: f32, rng: &mut Rng) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - p);
+    (0..n).map(|_| if rng.next_f32() < p { 0.0 } else { keep }).collect()
 }
 
 /// Softmax over the last dimension, written out (differentiable).
@@ -338,4 +372,22 @@ pub fn sine_embedding(h: usize, w: usize, d: usize, device: &Device) -> Result<T
         }
     }
     Tensor::from_vec(out, (h * w, d), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_mask_drops_at_rate_and_keeps_the_mean() {
+        for p in [0.1f32, 0.5] {
+            let m = dropout_mask(100_000, p, &mut Rng::new(3));
+            let dropped = m.iter().filter(|&&v| v == 0.0).count() as f32 / m.len() as f32;
+            assert!((dropped - p).abs() < 0.01, "dropped {dropped} at p = {p}");
+            assert!(m.iter().all(|&v| v == 0.0 || (v - 1.0 / (1.0 - p)).abs() < 1e-6));
+            let mean = m.iter().sum::<f32>() / m.len() as f32;
+            assert!((mean - 1.0).abs() < 0.02, "mean {mean} at p = {p}");
+        }
+        assert_eq!(dropout_mask(64, 0.1, &mut Rng::new(9)), dropout_mask(64, 0.1, &mut Rng::new(9)));
+    }
 }
