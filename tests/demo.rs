@@ -38,5 +38,12 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
         r.object_mass,
         r.object_mass_chance
     );
+    // The per-species and per-head breakdowns account for every image.
+    assert_eq!(r.per_class.iter().map(|c| c.images).sum::<usize>(), 160);
+    for (h, p) in r.peak_cell_per_head.iter().enumerate() {
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "head {h}: peak shares {p:?} do not sum to 1");
+    }
+    let class_mass: f64 = r.per_class.iter().map(|c| c.object_mass * c.images as f64).sum::<f64>() / 160.0;
+    assert!((class_mass - r.object_mass).abs() < 1e-9, "per-species object mass {class_mass} vs {}", r.object_mass);
     assert!(r.deletion_pass >= 0.7, "deletion check passes {:.3} < 0.7 (77.5 % measured)", r.deletion_pass);
 }

@@ -51,6 +51,9 @@ pub struct TrainArgs {
     /// (DETR's recipe uses 0.1; off by default, as the demo model was trained).
     #[arg(long, default_value_t = 0.0, value_parser = parse_dropout)]
     pub dropout: f32,
+    /// Brightness and contrast jitter of the augmentation (0.15 = ±15 %; 0 = off).
+    #[arg(long, default_value_t = 0.15, value_parser = parse_jitter)]
+    pub jitter: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stop after this many steps (for quick checks).
@@ -78,6 +81,13 @@ fn parse_dropout(s: &str) -> std::result::Result<f32, String> {
     match s.parse::<f32>() {
         Ok(p) if (0.0..0.9).contains(&p) => Ok(p),
         _ => Err(format!("expected a probability from 0 to 0.9, got {s:?}")),
+    }
+}
+
+fn parse_jitter(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(j) if (0.0..=0.5).contains(&j) => Ok(j),
+        _ => Err(format!("expected a fraction from 0 to 0.5, got {s:?}")),
     }
 }
 
@@ -174,6 +184,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         lr: a.lr,
         clip: a.clip,
         dropout: a.dropout,
+        jitter: a.jitter,
         seed: a.seed,
         max_steps: a.max_steps,
         ..Default::default()

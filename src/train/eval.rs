@@ -25,6 +25,9 @@ pub struct EvalReport {
     pub object_mass_chance: f64,
     /// The same share per head of the predicted class (last layer): which heads look elsewhere.
     pub object_mass_per_head: Vec<f64>,
+    /// Where each head's peak cell falls (predicted class, last layer), as shares of the images:
+    /// [mostly animal (≥ half the cell), partly animal (the outline), background only].
+    pub peak_cell_per_head: Vec<[f64; 3]>,
     /// Share of (image, look-alike species) cases where the true class's best-aligned head peaks on
     /// the part that tells the two apart.
     pub part_pointing: f64,
@@ -121,6 +124,7 @@ pub fn evaluate(
     let pairs = synth::one_part_pairs();
     let mut r = EvalReport {
         object_mass_per_head: vec![0.0; model.config().nheads],
+        peak_cell_per_head: vec![[0.0; 3]; model.config().nheads],
         per_class: vec![ClassFigures::default(); model.config().num_queries],
         ..EvalReport::default()
     };
@@ -187,6 +191,16 @@ pub fn evaluate(
 
         // Head diversity: distinct parts under the heads' peaks (predicted class).
         let peaks: Vec<usize> = (0..out.heads).map(|h| argmax(out.map(last, h, pred))).collect();
+        for (&p, acc) in peaks.iter().zip(&mut r.peak_cell_per_head) {
+            let a = animal[p];
+            acc[if a >= 0.5 {
+                0
+            } else if a > 0.0 {
+                1
+            } else {
+                2
+            }] += 1.0;
+        }
         let count_parts = |cells_: &[usize]| -> f64 {
             let mut seen: Vec<usize> =
                 cells_.iter().filter_map(|&c| dominant_part(&shares[c])).filter(|&p| p != 0).collect();
@@ -229,6 +243,7 @@ pub fn evaluate(
     r.object_mass /= n;
     r.object_mass_chance /= n;
     r.object_mass_per_head.iter_mut().for_each(|v| *v /= n);
+    r.peak_cell_per_head.iter_mut().flatten().for_each(|v| *v /= n);
     r.deletion_pass /= n;
     r.deletion_drop_top /= n;
     r.deletion_drop_random /= n;
@@ -289,6 +304,15 @@ impl EvalReport {
         }
         let per_head: Vec<String> = self.object_mass_per_head.iter().map(|v| format!("{v:.2}")).collect();
         s.push_str(&format!("object mass per head: {}\n", per_head.join(" ")));
+        let peaks: Vec<String> = self
+            .peak_cell_per_head
+            .iter()
+            .map(|p| format!("{:.0}/{:.0}/{:.0}", p[0] * 100.0, p[1] * 100.0, p[2] * 100.0))
+            .collect();
+        s.push_str(&format!(
+            "head peaks on the animal / its outline / background (% of images): {}\n",
+            peaks.join(" ")
+        ));
         s.push_str(&format!("({} held-out images)\n", self.images));
         s
     }

@@ -65,6 +65,8 @@ pub struct TrainOptions {
     pub weight_decay: f64,
     pub clip: f64,
     pub warmup: usize,
+    /// Brightness and contrast jitter of the augmentation (0.15 = ±15 %; 0 = off).
+    pub jitter: f32,
     /// Transformer dropout probability (0 = off; DETR's recipe uses 0.1, which made the demo
     /// model's attention less faithful, see the README).
     pub dropout: f32,
@@ -82,6 +84,7 @@ impl Default for TrainOptions {
             weight_decay: 1e-4,
             clip: 1.0,
             warmup: 100,
+            jitter: 0.15,
             dropout: 0.0,
             seed: 0,
             max_steps: None,
@@ -112,14 +115,14 @@ pub fn load_chw(path: &Path, side: usize) -> Result<Vec<f32>> {
 }
 
 /// Augments one CHW image in place: horizontal flip, shift by up to `max_shift` pixels (edges
-/// replicated), brightness and contrast jitter of ±15 %.
-pub fn augment(chw: &[f32], side: usize, rng: &mut Rng, max_shift: i64) -> Vec<f32> {
+/// replicated), brightness and contrast jitter of ±`jitter` (0.15 = ±15 %).
+pub fn augment(chw: &[f32], side: usize, rng: &mut Rng, max_shift: i64, jitter: f32) -> Vec<f32> {
     let flip = rng.next_f32() < 0.5;
     let span = 2 * max_shift + 1;
     let dx = (rng.next_f32() * span as f32) as i64 - max_shift;
     let dy = (rng.next_f32() * span as f32) as i64 - max_shift;
-    let gain = 1.0 + rng.uniform(0.15);
-    let bias = rng.uniform(0.15) / 0.226;
+    let gain = 1.0 + rng.uniform(jitter);
+    let bias = rng.uniform(jitter) / 0.226;
     let s = side as i64;
     let mut out = vec![0f32; chw.len()];
     for c in 0..3 {
@@ -256,7 +259,7 @@ pub fn train(
             for &i in chunk {
                 let mut r =
                     Rng::new(o.seed ^ ((progress.step * o.batch + i) as u64).wrapping_mul(0xA24B_AED4_963E_E407));
-                data.extend(augment(&images[i], side, &mut r, (side / 16) as i64));
+                data.extend(augment(&images[i], side, &mut r, (side / 16) as i64, o.jitter));
             }
             let x = Tensor::from_vec(data, (chunk.len(), 3, side, side), &device)?;
             let labels: Vec<u32> = chunk.iter().map(|&i| examples[i].label as u32).collect();
