@@ -72,15 +72,21 @@ fn same_as_engine(cfg: &intr_explorer::model::IntrConfig) {
     assert!(worst < 1e-4, "enc_layers {}: attention differs by {worst}", cfg.enc_layers);
 }
 
-#[test]
-fn loss_falls_over_a_few_dozen_steps_on_generated_birds() {
+/// `count` generated 64-pixel birds (all for training) in a temporary folder, kept alive by the
+/// returned guard.
+fn generated_birds(count: usize, seed: u64) -> (tempfile::TempDir, Vec<train::Example>) {
     let dir = tempfile::tempdir().unwrap();
-    // Two birds per species, one batch: a working gradient path memorises them quickly.
-    let opts = intr_explorer::synth::SynthOptions { count: 32, seed: 5, size: 64, val_fraction: 0.0 };
+    let opts = intr_explorer::synth::SynthOptions { count, seed, size: 64, val_fraction: 0.0 };
     intr_explorer::synth::write_dataset(dir.path(), &opts, |_, _| {}).unwrap();
     let items = intr_explorer::synth::load_dataset(dir.path(), "train").unwrap();
-    let examples: Vec<train::Example> =
-        items.iter().map(|i| train::Example { path: i.image.clone(), label: i.label }).collect();
+    let examples = items.iter().map(|i| train::Example { path: i.image.clone(), label: i.label }).collect();
+    (dir, examples)
+}
+
+#[test]
+fn loss_falls_over_a_few_dozen_steps_on_generated_birds() {
+    // Two birds per species, one batch: a working gradient path memorises them quickly.
+    let (_dir, examples) = generated_birds(32, 5);
     let cfg = train::demo_config(16);
     let mut m = TrainModel::new(&cfg, DEMO_STEM, 0, &Device::Cpu).unwrap();
     let o = TrainOptions {
@@ -102,12 +108,7 @@ fn loss_falls_over_a_few_dozen_steps_on_generated_birds() {
 
 #[test]
 fn dropout_is_reproducible_from_the_seed_and_changes_the_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = intr_explorer::synth::SynthOptions { count: 16, seed: 6, size: 64, val_fraction: 0.0 };
-    intr_explorer::synth::write_dataset(dir.path(), &opts, |_, _| {}).unwrap();
-    let items = intr_explorer::synth::load_dataset(dir.path(), "train").unwrap();
-    let examples: Vec<train::Example> =
-        items.iter().map(|i| train::Example { path: i.image.clone(), label: i.label }).collect();
+    let (_dir, examples) = generated_birds(16, 6);
     let cfg = train::demo_config(16);
     let run = |dropout: f32| {
         let mut m = TrainModel::new(&cfg, DEMO_STEM, 0, &Device::Cpu).unwrap();
