@@ -2,7 +2,7 @@
 //! whether the attention explains the decision — object mass, part pointing, head diversity and a
 //! deletion check — each next to its chance level.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::model::Intr;
@@ -145,20 +145,21 @@ pub fn evaluate(
         let last = out.layers - 1;
         let ranking = out.ranking();
         let pred = ranking[0];
-        let n_classes = r.per_class.len();
-        let class = r.per_class.get_mut(item.label).with_context(|| {
-            format!("{}: label {} outside the model's {n_classes} classes", item.image.display(), item.label)
-        })?;
-        class.images += 1;
-        class.top1 += f64::from(u8::from(pred == item.label));
-        r.top1 += f64::from(u8::from(pred == item.label));
-        r.top5 += f64::from(u8::from(ranking.iter().take(5).any(|&c| c == item.label)));
+        let label = item.label;
+        if label >= r.per_class.len() {
+            bail!("{}: label {label} outside the model's {} classes", item.image.display(), r.per_class.len());
+        }
+        let hit = f64::from(u8::from(pred == label));
+        r.per_class[label].images += 1;
+        r.per_class[label].top1 += hit;
+        r.top1 += hit;
+        r.top5 += f64::from(u8::from(ranking.iter().take(5).any(|&c| c == label)));
         let shares = cell_part_shares(&labels, side, (gh, gw));
         let animal: Vec<f64> = shares.iter().map(|s| 1.0 - s[0]).collect();
         let mean_map = out.head_mean(last, pred);
         let mass = mean_map.iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
         r.object_mass += mass;
-        r.per_class[item.label].object_mass += mass;
+        r.per_class[label].object_mass += mass;
         for (h, acc) in r.object_mass_per_head.iter_mut().enumerate() {
             *acc += out.map(last, h, pred).iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
         }
@@ -167,7 +168,7 @@ pub fn evaluate(
         // Part pointing: for each look-alike of the true species, the head of the true class with
         // the most attention on the telling part, and whether its peak cell touches that part.
         for &(a, b, part) in &pairs {
-            if a != item.label && b != item.label {
+            if a != label && b != label {
                 continue;
             }
             let l = part.label() as usize;
@@ -178,12 +179,12 @@ pub fn evaluate(
             let best = (0..out.heads)
                 .max_by(|&h1, &h2| {
                     let mass = |h: usize| -> f64 {
-                        out.map(last, h, item.label).iter().zip(&shares).map(|(&v, s)| f64::from(v) * s[l]).sum()
+                        out.map(last, h, label).iter().zip(&shares).map(|(&v, s)| f64::from(v) * s[l]).sum()
                     };
                     mass(h1).total_cmp(&mass(h2))
                 })
                 .unwrap_or(0);
-            let peak = argmax(out.map(last, best, item.label));
+            let peak = argmax(out.map(last, best, label));
             pp_hits += usize::from(on_part[peak]);
             pp_chance += on_part.iter().filter(|&&x| x).count() as f64 / cells as f64;
             r.part_pointing_cases += 1;
@@ -231,8 +232,9 @@ pub fn evaluate(
         let drop_random = base - f64::from(after_random.logits[pred]);
         r.deletion_drop_top += drop_top;
         r.deletion_drop_random += drop_random;
-        r.deletion_pass += f64::from(u8::from(drop_top > drop_random));
-        r.per_class[item.label].deletion_pass += f64::from(u8::from(drop_top > drop_random));
+        let passed = f64::from(u8::from(drop_top > drop_random));
+        r.deletion_pass += passed;
+        r.per_class[label].deletion_pass += passed;
         progress(n + 1);
     }
     let n = items.len().max(1) as f64;
