@@ -107,16 +107,19 @@ fn loss_falls_over_a_few_dozen_steps_on_generated_birds() {
 }
 
 #[test]
-fn dropout_is_reproducible_from_the_seed_and_changes_the_steps() {
+fn dropout_and_head_drop_are_reproducible_from_the_seed_and_change_the_steps() {
     let (_dir, examples) = generated_birds(16, 6);
     let cfg = train::demo_config(16);
-    let run = |dropout: f32| {
+    let run = |dropout: f32, head_drop: f32| {
         let mut m = TrainModel::new(&cfg, DEMO_STEM, 0, &Device::Cpu).unwrap();
-        let o = TrainOptions { batch: 16, warmup: 1, dropout, max_steps: Some(3), ..Default::default() };
+        let o = TrainOptions { batch: 16, warmup: 1, dropout, head_drop, max_steps: Some(3), ..Default::default() };
         train::train(&mut m, &examples, 64, &o, None, |_| {}).unwrap()
     };
-    let (a, b, off) = (run(0.1), run(0.1), run(0.0));
-    assert_eq!(a, b, "dropout masks must follow from the seed");
-    // The first step's loss is computed before any update, so it differs only through the masks.
-    assert_ne!(a[0], off[0], "dropout 0.1 left the forward pass unchanged");
+    let off = run(0.0, 0.0);
+    for (dropout, head_drop) in [(0.1, 0.0), (0.0, 0.2)] {
+        let a = run(dropout, head_drop);
+        assert_eq!(a, run(dropout, head_drop), "masks must follow from the seed ({dropout}, {head_drop})");
+        // The first step's loss is computed before any update, so it differs only through the masks.
+        assert_ne!(a[0], off[0], "dropout {dropout} / head drop {head_drop} left the forward pass unchanged");
+    }
 }

@@ -51,6 +51,10 @@ pub struct TrainArgs {
     /// (DETR's recipe uses 0.1; off by default, as the demo model was trained).
     #[arg(long, default_value_t = 0.0, value_parser = parse_dropout)]
     pub dropout: f32,
+    /// Head drop of the decoder's cross-attention: the probability that a head's output is
+    /// zeroed for one class query of one image (0 = off, as the demo model was trained).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_dropout)]
+    pub head_drop: f32,
     /// Brightness and contrast jitter of the augmentation (0.15 = ±15 %; 0 = off).
     #[arg(long, default_value_t = 0.15, value_parser = parse_jitter)]
     pub jitter: f32,
@@ -184,6 +188,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         lr: a.lr,
         clip: a.clip,
         dropout: a.dropout,
+        head_drop: a.head_drop,
         jitter: a.jitter,
         seed: a.seed,
         max_steps: a.max_steps,

@@ -70,6 +70,9 @@ pub struct TrainOptions {
     /// Transformer dropout probability (0 = off; DETR's recipe uses 0.1, which made the demo
     /// model's attention less faithful, see the README).
     pub dropout: f32,
+    /// Head-drop probability of the decoder's cross-attention (0 = off): each head's output is
+    /// zeroed for a query of a sample with this probability, so every head must carry evidence.
+    pub head_drop: f32,
     pub seed: u64,
     /// Stop after this many optimisation steps (smoke tests); `None` = all epochs.
     pub max_steps: Option<usize>,
@@ -86,6 +89,7 @@ impl Default for TrainOptions {
             warmup: 100,
             jitter: 0.15,
             dropout: 0.0,
+            head_drop: 0.0,
             seed: 0,
             max_steps: None,
         }
@@ -264,9 +268,10 @@ pub fn train(
             let x = Tensor::from_vec(data, (chunk.len(), 3, side, side), &device)?;
             let labels: Vec<u32> = chunk.iter().map(|&i| examples[i].label as u32).collect();
             let y = Tensor::from_vec(labels.clone(), chunk.len(), &device)?;
-            // Dropout masks depend only on the seed and the step: resumed runs repeat them.
+            // Dropout and head-drop masks depend only on the seed and the step: resumed runs repeat them.
             model.set_dropout(
                 o.dropout,
+                o.head_drop,
                 Rng::new(o.seed ^ (progress.step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)),
             );
             let out = model.forward(&x, true)?;

@@ -31,8 +31,14 @@ pub struct TrainModel {
     pub buffers: BTreeMap<String, Tensor>,
     pub device: Device,
     /// Transformer dropout of training passes (DETR's places: attention weights, each residual
-    /// branch, the feed-forward hidden layer): probability and the generator of its masks.
-    dropout: Option<(f32, Rng)>,
+    /// branch, the feed-forward hidden layer): probability.
+    dropout: f32,
+    /// Head drop of training passes: the probability that one head's cross-attention output is
+    /// zeroed for one query of one sample (the others scaled by 1 / (1 − p)), so that no head can
+    /// idle while the others carry the class.
+    head_drop: f32,
+    /// Draws the dropout and head-drop masks.
+    mask_rng: Rng,
 }
 
 /// What one forward pass returns.
@@ -97,23 +103,44 @@ impl TrainModel {
                 params.insert(name, Var::from_tensor(&t)?);
             }
         }
-        Ok(Self { cfg: cfg.clone(), params, buffers, device: device.clone(), dropout: None })
+        Ok(Self {
+            cfg: cfg.clone(),
+            params,
+            buffers,
+            device: device.clone(),
+            dropout: 0.0,
+            head_drop: 0.0,
+            mask_rng: Rng::new(0),
+        })
     }
 
-    /// Sets the dropout of the following training passes (`p` = 0 switches it off); `rng` draws
-    /// the masks, so a pass is reproducible from it.
-    pub fn set_dropout(&mut self, p: f32, rng: Rng) {
-        self.dropout = (p > 0.0).then_some((p, rng));
+    /// Sets the dropout and head drop of the following training passes (0 switches either off);
+    /// `rng` draws their masks, so a pass is reproducible from it.
+    pub fn set_dropout(&mut self, dropout: f32, head_drop: f32, rng: Rng) {
+        self.dropout = dropout;
+        self.head_drop = head_drop;
+        self.mask_rng = rng;
     }
 
     /// Inverted dropout (PyTorch's): zeroes each element with the set probability and scales the
     /// rest by 1 / (1 − p). Identity in evaluation passes or without dropout.
     fn drop(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let Some((p, rng)) = self.dropout.as_mut().filter(|_| train) else {
+        if !train || self.dropout <= 0.0 {
             return Ok(x.clone());
-        };
-        let mask = dropout_mask(x.elem_count(), *p, rng);
+        }
+        let mask = dropout_mask(x.elem_count(), self.dropout, &mut self.mask_rng);
         x * Tensor::from_vec(mask, x.shape(), x.device())?
+    }
+
+    /// Head drop of a per-head context (B, H, Tq, d): one inverted-dropout draw per (sample,
+    /// head, query). Identity in evaluation passes or without head drop.
+    fn drop_heads(&mut self, ctx: &Tensor, train: bool) -> Result<Tensor> {
+        if !train || self.head_drop <= 0.0 {
+            return Ok(ctx.clone());
+        }
+        let (b, h, q, _) = ctx.dims4()?;
+        let mask = dropout_mask(b * h * q, self.head_drop, &mut self.mask_rng);
+        ctx.broadcast_mul(&Tensor::from_vec(mask, (b, h, q, 1), ctx.device())?)
     }
 
     fn p(&self, name: &str) -> Result<Tensor> {
@@ -254,7 +281,15 @@ impl TrainModel {
 
     /// Multi-head attention, batch first: q (B, Tq, D), k and v (B, Tk, D) → (out (B, Tq, D),
     /// weights (B, H, Tq, Tk)).
-    fn attention(&mut self, q: &Tensor, k: &Tensor, v: &Tensor, name: &str, train: bool) -> Result<(Tensor, Tensor)> {
+    /// `heads_drop`: whether head drop applies (the decoder's cross-attention).
+    fn attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        name: &str,
+        (train, heads_drop): (bool, bool),
+    ) -> Result<(Tensor, Tensor)> {
         let d = self.cfg.hidden_dim;
         let h = self.cfg.nheads;
         let hd = d / h;
@@ -269,6 +304,7 @@ impl TrainModel {
         let scores = (qh * (1.0 / (hd as f64).sqrt()))?.matmul(&kh.transpose(2, 3)?.contiguous()?)?;
         let weights = softmax_last(&scores)?;
         let ctx = self.drop(&weights, train)?.matmul(&vh)?;
+        let ctx = if heads_drop { self.drop_heads(&ctx, train)? } else { ctx };
         let (bs, _, tq, _) = ctx.dims4()?;
         let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((bs, tq, d))?;
         Ok((self.linear(&ctx, &format!("{name}.out_proj"))?, weights))
@@ -297,7 +333,7 @@ impl TrainModel {
         for i in 0..self.cfg.enc_layers {
             let p = format!("transformer.encoder.layers.{i}");
             let qk = memory.broadcast_add(&pos)?;
-            let (sa, _) = self.attention(&qk, &qk, &memory, &format!("{p}.self_attn"), train)?;
+            let (sa, _) = self.attention(&qk, &qk, &memory, &format!("{p}.self_attn"), (train, false))?;
             let sa = self.drop(&sa, train)?;
             memory = self.layer_norm(&(memory + sa)?, &format!("{p}.norm1"))?;
             let ff = self.ffn(&memory, &p, train)?;
@@ -310,11 +346,11 @@ impl TrainModel {
         for i in 0..self.cfg.dec_layers {
             let p = format!("transformer.decoder.layers.{i}");
             let qk = (&tgt + &qpos)?;
-            let (sa, _) = self.attention(&qk, &qk, &tgt, &format!("{p}.self_attn"), train)?;
+            let (sa, _) = self.attention(&qk, &qk, &tgt, &format!("{p}.self_attn"), (train, false))?;
             let sa = self.drop(&sa, train)?;
             tgt = self.layer_norm(&(tgt + sa)?, &format!("{p}.norm1"))?;
             let (ca, weights) =
-                self.attention(&(&tgt + &qpos)?, &memory, &memory, &format!("{p}.multihead_attn"), train)?;
+                self.attention(&(&tgt + &qpos)?, &memory, &memory, &format!("{p}.multihead_attn"), (train, true))?;
             let ca = self.drop(&ca, train)?;
             tgt = self.layer_norm(&(tgt + ca)?, &format!("{p}.norm2"))?;
             let ff = self.ffn(&tgt, &p, train)?;
@@ -389,5 +425,19 @@ mod tests {
             assert!((mean - 1.0).abs() < 0.02, "mean {mean} at p = {p}");
         }
         assert_eq!(dropout_mask(64, 0.1, &mut Rng::new(9)), dropout_mask(64, 0.1, &mut Rng::new(9)));
+    }
+
+    #[test]
+    fn head_drop_zeroes_whole_heads_in_training_passes_only() {
+        let cfg = crate::train::demo_config(4);
+        let mut m = TrainModel::new(&cfg, crate::train::DEMO_STEM, 0, &Device::Cpu).unwrap();
+        m.set_dropout(0.0, 0.5, Rng::new(5));
+        let ctx = Tensor::ones((2, 8, 4, 16), DType::F32, &Device::Cpu).unwrap();
+        let rows = m.drop_heads(&ctx, true).unwrap().reshape((64, 16)).unwrap().to_vec2::<f32>().unwrap();
+        let zeroed = rows.iter().filter(|r| r.iter().all(|&v| v == 0.0)).count();
+        assert!(rows.iter().all(|r| r.iter().all(|&v| v == 0.0) || r.iter().all(|&v| v == 2.0)), "{rows:?}");
+        assert!((16..=48).contains(&zeroed), "{zeroed} of 64 heads zeroed at p = 0.5");
+        let eval = m.drop_heads(&ctx, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(eval.iter().all(|&v| v == 1.0));
     }
 }
