@@ -43,6 +43,9 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
     for (h, p) in r.peak_cell_per_head.iter().enumerate() {
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "head {h}: peak shares {p:?} do not sum to 1");
     }
+    let split = r.attention_split;
+    assert!((split.iter().sum::<f64>() - 1.0).abs() < 1e-4, "attention split {split:?} does not sum to 1");
+    assert!((split[0] - r.object_mass).abs() < 1e-9, "attention split {split:?} vs object mass {}", r.object_mass);
     let class_mass: f64 = r.per_class.iter().map(|c| c.object_mass * c.images as f64).sum::<f64>() / 160.0;
     assert!((class_mass - r.object_mass).abs() < 1e-9, "per-species object mass {class_mass} vs {}", r.object_mass);
     assert!(r.deletion_pass >= 0.7, "deletion check passes {:.3} < 0.7 (77.5 % measured)", r.deletion_pass);

@@ -28,6 +28,10 @@ pub struct EvalReport {
     /// Where each head's peak cell falls (predicted class, last layer), as shares of the images:
     /// [mostly animal (≥ half the cell), partly animal (the outline), background only].
     pub peak_cell_per_head: Vec<[f64; 3]>,
+    /// Where the predicted class's head-mean attention goes, as mean shares summing to 1: [the
+    /// animal (= `object_mass`), the background part of cells the animal touches (the outline),
+    /// background-only cells beside those (8-neighbours), background farther away].
+    pub attention_split: [f64; 4],
     /// Share of (image, look-alike species) cases where the true class's best-aligned head peaks on
     /// the part that tells the two apart.
     pub part_pointing: f64,
@@ -159,6 +163,20 @@ pub fn evaluate(
         let mean_map = out.head_mean(last, pred);
         let mass = mean_map.iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
         r.object_mass += mass;
+        for (c, (&a, &m)) in mean_map.iter().zip(&animal).enumerate() {
+            let a = f64::from(a);
+            let (cy, cx) = (c / gw, c % gw);
+            let beside = (cy.saturating_sub(1)..(cy + 2).min(gh))
+                .any(|y| (cx.saturating_sub(1)..(cx + 2).min(gw)).any(|x| animal[y * gw + x] > 0.0));
+            r.attention_split[0] += a * m;
+            r.attention_split[if m > 0.0 {
+                1
+            } else if beside {
+                2
+            } else {
+                3
+            }] += a * (1.0 - m);
+        }
         r.per_class[label].object_mass += mass;
         for (h, acc) in r.object_mass_per_head.iter_mut().enumerate() {
             *acc += out.map(last, h, pred).iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
@@ -246,6 +264,7 @@ pub fn evaluate(
     r.object_mass_chance /= n;
     r.object_mass_per_head.iter_mut().for_each(|v| *v /= n);
     r.peak_cell_per_head.iter_mut().flatten().for_each(|v| *v /= n);
+    r.attention_split.iter_mut().for_each(|v| *v /= n);
     r.deletion_pass /= n;
     r.deletion_drop_top /= n;
     r.deletion_drop_random /= n;
@@ -314,6 +333,11 @@ impl EvalReport {
         s.push_str(&format!(
             "head peaks on the animal / its outline / background (% of images): {}\n",
             peaks.join(" ")
+        ));
+        let [on, outline, beside, far] = self.attention_split;
+        s.push_str(&format!(
+            "head-mean attention on the animal / rest of its outline cells / cells beside them / farther: \
+             {on:.3} / {outline:.3} / {beside:.3} / {far:.3}\n"
         ));
         s.push_str(&format!("({} held-out images)\n", self.images));
         s
