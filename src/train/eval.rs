@@ -163,12 +163,12 @@ pub fn evaluate(
         let mean_map = out.head_mean(last, pred);
         let mass = mean_map.iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
         r.object_mass += mass;
+        r.attention_split[0] += mass;
         for (c, (&a, &m)) in mean_map.iter().zip(&animal).enumerate() {
             let a = f64::from(a);
             let (cy, cx) = (c / gw, c % gw);
             let beside = (cy.saturating_sub(1)..(cy + 2).min(gh))
                 .any(|y| (cx.saturating_sub(1)..(cx + 2).min(gw)).any(|x| animal[y * gw + x] > 0.0));
-            r.attention_split[0] += a * m;
             r.attention_split[if m > 0.0 {
                 1
             } else if beside {
