@@ -39,6 +39,8 @@ fn official_sized() -> Analysis {
             heads,
             classes,
             grid: (gh, gw),
+            input: (1028, 800),
+            stride: 32,
             timings: StageTimings::default(),
         },
         mapping: GridMapping { original: (w, h), input: (1028, 800), grid: (gh, gw), stride: 32 },

@@ -14,6 +14,9 @@ struct Uniforms {
     // Top-left texel of this map in the atlas, and the grid size (w, h).
     map_origin: vec2<u32>,
     grid: vec2<u32>,
+    // Where the grid lies: image position uv has grid coordinates uv * span - origin, cell (i, j)
+    // centred at (j, i) (`GridPlacement` in src/model/preprocess.rs).
+    span: vec2<f32>,
     lo: f32,
     hi: f32,
     threshold: f32,
@@ -24,7 +27,7 @@ struct Uniforms {
     colormap: u32,
     // 1: draw the photo under the overlay; 0: overlay only (transparent where below threshold).
     draw_image: u32,
-    _pad: u32,
+    origin: f32,
 };
 
 @group(0) @binding(0) var<uniform> u: Uniforms;
@@ -66,12 +69,11 @@ fn cubic(x_in: f32) -> f32 {
 }
 
 fn sample_map(uv: vec2<f32>) -> f32 {
-    let grid = vec2<f32>(u.grid);
+    let g = uv * u.span - vec2<f32>(u.origin);
     if (u.interpolation == 0u) {
-        let c = floor(uv * grid);
+        let c = floor(g + 0.5);
         return cell(i32(c.x), i32(c.y));
     }
-    let g = uv * grid - 0.5;
     let g0 = floor(g);
     let f = g - g0;
     let x0 = i32(g0.x);

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::preprocess::GridPlacement;
+
 /// Colormaps offered for attention overlays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum Colormap {
@@ -215,41 +217,55 @@ fn cubic(x: f32) -> f32 {
     }
 }
 
-/// The map value at normalised position (u, v) ∈ [0, 1]² of a `gw × gh` grid (row-major `map`).
-/// Cell centres sit at ((j + 0.5)/gw, (i + 0.5)/gh); edges are clamped.
-#[must_use]
-pub fn sample(map: &[f32], gw: usize, gh: usize, u: f32, v: f32, mode: Interpolation) -> f32 {
-    let at = |x: i32, y: i32| map[(y.clamp(0, gh as i32 - 1) as usize) * gw + x.clamp(0, gw as i32 - 1) as usize];
-    let gx = u * gw as f32 - 0.5;
-    let gy = v * gh as f32 - 0.5;
-    match mode {
-        Interpolation::Nearest => {
-            let x = ((u * gw as f32).floor() as i32).clamp(0, gw as i32 - 1);
-            let y = ((v * gh as f32).floor() as i32).clamp(0, gh as i32 - 1);
-            at(x, y)
-        }
-        Interpolation::Bilinear => {
-            let (x0, y0) = (gx.floor(), gy.floor());
-            let (fx, fy) = (gx - x0, gy - y0);
-            let (x0, y0) = (x0 as i32, y0 as i32);
-            let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1, y0) * fx;
-            let bottom = at(x0, y0 + 1) * (1.0 - fx) + at(x0 + 1, y0 + 1) * fx;
-            top * (1.0 - fy) + bottom * fy
-        }
-        Interpolation::Bicubic => {
-            let (x0, y0) = (gx.floor(), gy.floor());
-            let (fx, fy) = (gx - x0, gy - y0);
-            let (x0, y0) = (x0 as i32, y0 as i32);
-            let mut acc = 0.0;
-            for dy in -1..=2 {
-                let wy = cubic(dy as f32 - fy);
-                let mut row = 0.0;
-                for dx in -1..=2 {
-                    row += at(x0 + dx, y0 + dy) * cubic(dx as f32 - fx);
-                }
-                acc += row * wy;
+/// One attention map as the display resamples it: `gw × gh` values, row-major, and where the grid
+/// lies over the image.
+#[derive(Debug, Clone, Copy)]
+pub struct GridMap<'a> {
+    pub values: &'a [f32],
+    pub gw: usize,
+    pub gh: usize,
+    pub placement: GridPlacement,
+}
+
+impl<'a> GridMap<'a> {
+    /// A `gw × gh` map and where it lies.
+    #[must_use]
+    pub fn new(values: &'a [f32], (gw, gh): (usize, usize), placement: GridPlacement) -> Self {
+        Self { values, gw, gh, placement }
+    }
+
+    /// The map value at normalised image position (u, v) ∈ [0, 1]²: cell (i, j)'s value at grid
+    /// coordinates (j, i) (see [`GridPlacement::grid_coords`]); edges are clamped.
+    #[must_use]
+    pub fn sample(&self, u: f32, v: f32, mode: Interpolation) -> f32 {
+        let (gw, gh) = (self.gw as i32, self.gh as i32);
+        let at = |x: i32, y: i32| self.values[(y.clamp(0, gh - 1) * gw + x.clamp(0, gw - 1)) as usize];
+        let (gx, gy) = self.placement.grid_coords(u, v);
+        match mode {
+            Interpolation::Nearest => at((gx + 0.5).floor() as i32, (gy + 0.5).floor() as i32),
+            Interpolation::Bilinear => {
+                let (x0, y0) = (gx.floor(), gy.floor());
+                let (fx, fy) = (gx - x0, gy - y0);
+                let (x0, y0) = (x0 as i32, y0 as i32);
+                let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1, y0) * fx;
+                let bottom = at(x0, y0 + 1) * (1.0 - fx) + at(x0 + 1, y0 + 1) * fx;
+                top * (1.0 - fy) + bottom * fy
             }
-            acc
+            Interpolation::Bicubic => {
+                let (x0, y0) = (gx.floor(), gy.floor());
+                let (fx, fy) = (gx - x0, gy - y0);
+                let (x0, y0) = (x0 as i32, y0 as i32);
+                let mut acc = 0.0;
+                for dy in -1..=2 {
+                    let wy = cubic(dy as f32 - fy);
+                    let mut row = 0.0;
+                    for dx in -1..=2 {
+                        row += at(x0 + dx, y0 + dy) * cubic(dx as f32 - fx);
+                    }
+                    acc += row * wy;
+                }
+                acc
+            }
         }
     }
 }
@@ -274,24 +290,16 @@ pub fn shade(value: f32, style: &OverlayStyle, lut: &[[u8; 3]; LUT_SIZE]) -> ([f
 }
 
 /// Blends the overlay over an RGB image of `w × h` pixels (sRGB bytes) and returns RGBA bytes.
-/// `map` is the `gw × gh` attention grid covering the whole image.
+/// `map` is the attention grid over the whole image.
 #[must_use]
-pub fn render_overlay(
-    image: &[u8],
-    w: usize,
-    h: usize,
-    map: &[f32],
-    gw: usize,
-    gh: usize,
-    style: &OverlayStyle,
-) -> Vec<u8> {
+pub fn render_overlay(image: &[u8], w: usize, h: usize, map: &GridMap<'_>, style: &OverlayStyle) -> Vec<u8> {
     let lut = style.colormap.lut();
     let mut out = vec![0u8; w * h * 4];
     for y in 0..h {
         for x in 0..w {
             let u = (x as f32 + 0.5) / w as f32;
             let v = (y as f32 + 0.5) / h as f32;
-            let value = sample(map, gw, gh, u, v, style.interpolation);
+            let value = map.sample(u, v, style.interpolation);
             let (c, a) = shade(value, style, &lut);
             let p = (y * w + x) * 3;
             let o = (y * w + x) * 4;
@@ -331,19 +339,44 @@ mod tests {
         }
     }
 
+    fn tiles(values: &[f32], gw: usize, gh: usize) -> GridMap<'_> {
+        GridMap::new(values, (gw, gh), GridPlacement::tiles(gw, gh))
+    }
+
     #[test]
     fn sampling_hits_cell_values_at_cell_centres() {
         let map = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]; // 3 wide, 2 high
         for mode in Interpolation::ALL {
             for (i, &want) in map.iter().enumerate() {
                 let (x, y) = (i % 3, i / 3);
-                let got = sample(&map, 3, 2, (x as f32 + 0.5) / 3.0, (y as f32 + 0.5) / 2.0, mode);
+                let got = tiles(&map, 3, 2).sample((x as f32 + 0.5) / 3.0, (y as f32 + 0.5) / 2.0, mode);
                 assert!((got - want).abs() < 1e-5, "{mode:?} cell {i}: {got}");
             }
         }
         // Between two cells bilinear is the average; nearest is one of them.
-        let mid = sample(&map, 3, 2, 1.0 / 3.0, 0.25, Interpolation::Bilinear);
+        let mid = tiles(&map, 3, 2).sample(1.0 / 3.0, 0.25, Interpolation::Bilinear);
         assert!((mid - 0.5).abs() < 1e-5);
+    }
+
+    #[test]
+    fn receptive_placement_centres_cells_on_multiples_of_the_stride() {
+        // 48 × 32 input at stride 16: a 3 × 2 grid whose cell (i, j) is centred on pixel (16j, 16i).
+        let map = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        let g = GridMap::new(&map, (3, 2), GridPlacement::receptive((48, 32), 16));
+        for mode in Interpolation::ALL {
+            for (i, &want) in map.iter().enumerate() {
+                let (x, y) = ((i % 3) as f32 * 16.0, (i / 3) as f32 * 16.0);
+                let got = g.sample(x / 48.0, y / 32.0, mode);
+                assert!((got - want).abs() < 1e-5, "{mode:?} cell {i}: {got}");
+            }
+        }
+        // Nearest: pixels up to half a stride right of a centre still show that cell, as
+        // `preprocess::cell_of` assigns them (pixel 23 → cell 1, pixel 24 → cell 2).
+        let px = |p: f32| g.sample((p + 0.5) / 48.0, 0.1, Interpolation::Nearest);
+        assert_eq!((px(7.0), px(8.0), px(23.0), px(24.0), px(47.0)), (0.0, 1.0, 1.0, 2.0, 2.0));
+        for p in 0..48 {
+            assert_eq!(px(p as f32), crate::model::preprocess::cell_of(p, 16, 3) as f32, "pixel {p}");
+        }
     }
 
     #[test]
@@ -351,8 +384,8 @@ mod tests {
         let map: Vec<f32> = (0..35).map(|i| ((i * 37) % 11) as f32).collect();
         for k in 0..200 {
             let u = k as f32 / 200.0;
-            let a = sample(&map, 7, 5, u, 0.3, Interpolation::Bicubic);
-            let b = sample(&map, 7, 5, u, 0.3 - 1e-6, Interpolation::Bicubic);
+            let a = tiles(&map, 7, 5).sample(u, 0.3, Interpolation::Bicubic);
+            let b = tiles(&map, 7, 5).sample(u, 0.3 - 1e-6, Interpolation::Bicubic);
             assert!((a - b).abs() < 1e-3, "u {u}: {a} vs {b}");
         }
     }
@@ -370,7 +403,7 @@ mod tests {
         };
         let lut = style.colormap.lut();
         for k in 0..100 {
-            let v = sample(&map, 4, 1, k as f32 / 100.0, 0.5, Interpolation::Bicubic);
+            let v = tiles(&map, 4, 1).sample(k as f32 / 100.0, 0.5, Interpolation::Bicubic);
             assert!((-0.2..=1.2).contains(&v), "{v}");
             let (c, _) = shade(v, &style, &lut);
             assert!(c.iter().all(|x| (0.0..=1.0).contains(x)));
@@ -393,7 +426,7 @@ mod tests {
         assert_eq!(a, 0.6);
         assert!((c[0] - 253.0 / 255.0).abs() < 1e-6);
         let img = vec![0u8; 3];
-        let out = render_overlay(&img, 1, 1, &[1.0], 1, 1, &style);
+        let out = render_overlay(&img, 1, 1, &tiles(&[1.0], 1, 1), &style);
         assert_eq!(
             out,
             vec![(253.0f32 * 0.6).round() as u8, (231.0f32 * 0.6).round() as u8, (37.0f32 * 0.6).round() as u8, 255]

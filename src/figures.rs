@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::colormap::{self, ABSOLUTE_MAX, Colormap, Interpolation, Normalization, OverlayStyle};
+use crate::colormap::{self, ABSOLUTE_MAX, Colormap, GridMap, Interpolation, Normalization, OverlayStyle};
 use crate::export::{ColourBar, Figure, Panel, ScaleBar};
 use crate::model::IntrOutput;
 use crate::model::decode::RgbImage;
@@ -142,16 +142,11 @@ pub fn panel_photo(photo: &RgbImage, width: Option<u32>) -> RgbImage {
 
 /// One panel's pixels (RGBA8): the photo with the map's overlay, as the window draws it.
 #[must_use]
-pub fn overlay_pixels(
-    photo: &RgbImage,
-    map: &[f32],
-    (gw, gh): (usize, usize),
-    look: &Look,
-    st: &OverlayStyle,
-) -> Vec<u8> {
+pub fn overlay_pixels(photo: &RgbImage, map: &GridMap<'_>, look: &Look, st: &OverlayStyle) -> Vec<u8> {
     if !look.official_blur {
-        return colormap::render_overlay(&photo.data, photo.width, photo.height, map, gw, gh, st);
+        return colormap::render_overlay(&photo.data, photo.width, photo.height, map, st);
     }
+    let (map, gw, gh) = (map.values, map.gw, map.gh);
     let range = (look.normalization != Normalization::PerMap).then_some((st.lo, st.hi));
     let heat = paper::blurred_heatmap(map, (gw, gh), (photo.width, photo.height), look.colormap, range);
     let a = st.opacity.clamp(0.0, 1.0);
@@ -239,7 +234,7 @@ pub fn compose(
             bar_range = Some(bar_range.map_or(range, |(lo, hi)| (lo.min(range.0), hi.max(range.1))));
             let st = style(&opts.look, range);
             let map = map_values(o, layer, c, h);
-            let rgba = overlay_pixels(&base, &map, (gw, gh), &opts.look, &st);
+            let rgba = overlay_pixels(&base, &GridMap::new(&map, (gw, gh), o.placement()), &opts.look, &st);
             let (title, subtitle) = if !opts.labels {
                 (String::new(), String::new())
             } else {

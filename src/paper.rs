@@ -3,6 +3,10 @@
 //! bytes, colour-mapped (OpenCV's JET), median-blurred (15 × 15), Gaussian-blurred (15 × 15,
 //! σ = 2.6) and blended 50/50 over the photo scaled by 0.8.
 //!
+//! Like the official renderer, it stretches the grid over the picture as equal tiles, which puts
+//! each cell half a cell right of and below the pixels its features look at
+//! ([`crate::model::preprocess::cell_of`]); the explorer's own overlays place it where they look.
+//!
 //! The two blurs are order statistics and large kernels on 8-bit images at picture resolution, so
 //! this look is computed once per map (in the background, by the explorer) rather than per frame
 //! in the overlay shader. Every step follows OpenCV's definition: cubic a = −0.75 with half-pixel
@@ -11,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use crate::colormap::{Colormap, Interpolation, LUT_SIZE, sample};
+use crate::colormap::{Colormap, GridMap, GridPlacement, Interpolation, LUT_SIZE};
 use crate::model::decode::RgbImage;
 
 /// Side of both blur kernels of the official renderer, in pixels.
@@ -44,11 +48,13 @@ pub fn heatmap(
     colormap: Colormap,
     range: Option<(f32, f32)>,
 ) -> Vec<u8> {
+    // The official resize stretches the grid over the picture as equal tiles.
+    let grid = GridMap::new(map, (gw, gh), GridPlacement::tiles(gw, gh));
     let resized: Vec<f32> = (0..h)
         .into_par_iter()
         .flat_map_iter(|y| {
             let v = (y as f32 + 0.5) / h as f32;
-            (0..w).map(move |x| sample(map, gw, gh, (x as f32 + 0.5) / w as f32, v, Interpolation::Bicubic))
+            (0..w).map(move |x| grid.sample((x as f32 + 0.5) / w as f32, v, Interpolation::Bicubic))
         })
         .collect();
     let (lo, hi) = range.unwrap_or_else(|| {

@@ -1,9 +1,9 @@
 //! The bundled demo model on birds it has never seen (a seed no training set used). It must clear
-//! the demo's bars that it reaches — at least 95 % top-1, part pointing of at least 80 % and a median
-//! of at least three parts under the heads' peaks — and keep the object mass and deletion figures it
-//! measured (README), so a regression in the engine, the generator or the evaluation shows up here.
-//! Those two are guards below the shipped model's figures (0.58 and 77.5 % on this set), not the
-//! demo's targets (0.8 and 90 %), which the shipped model does not reach yet.
+//! the demo's bars that it reaches — at least 95 % top-1, part pointing of at least 80 %, a median
+//! of at least three parts under the heads' peaks and the deletion check passing for at least 90 %
+//! of the images — and keep the object mass it measured (README), so a regression in the engine,
+//! the generator or the evaluation shows up here. That one is a guard below the shipped model's
+//! figure (0.69 on this set), not the demo's target (0.8), which the shipped model does not reach yet.
 
 use intr_explorer::model::{self, ConfigOverrides};
 use intr_explorer::synth::{self, SynthOptions};
@@ -33,8 +33,8 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
     );
     assert!(r.head_diversity_median >= 3.0, "median head diversity {} < 3 parts", r.head_diversity_median);
     assert!(
-        r.object_mass >= 0.5,
-        "object mass {:.3} fell below the shipped model's level (0.58 measured; chance {:.3})",
+        r.object_mass >= 0.6,
+        "object mass {:.3} fell below the shipped model's level (0.69 measured; chance {:.3})",
         r.object_mass,
         r.object_mass_chance
     );
@@ -48,5 +48,74 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
     assert!((split[0] - r.object_mass).abs() < 1e-9, "attention split {split:?} vs object mass {}", r.object_mass);
     let class_mass: f64 = r.per_class.iter().map(|c| c.object_mass * c.images as f64).sum::<f64>() / 160.0;
     assert!((class_mass - r.object_mass).abs() < 1e-9, "per-species object mass {class_mass} vs {}", r.object_mass);
-    assert!(r.deletion_pass >= 0.7, "deletion check passes {:.3} < 0.7 (77.5 % measured)", r.deletion_pass);
+    assert!(r.deletion_pass >= 0.9, "deletion check passes {:.3} < 0.9 (91.9 % measured)", r.deletion_pass);
+}
+
+/// The premise of the evaluation's and the overlays' grid placement (`preprocess::cell_of`): a
+/// backbone cell reads the image around input pixel `stride·c`, not the tile right of it. A thin
+/// vertical stripe added at column x changes the features of grid column `cell_of(x)` the most
+/// (the pixels within two of a boundary between cells are left out: learned filters are not
+/// exactly symmetric), and each inner column's sensitivity is centred within two pixels of
+/// `stride·c`. Under the naive tiling (`x / stride`, centre `stride·c + stride/2`) both fail.
+#[test]
+fn a_grid_cell_reads_the_pixels_nearest_its_receptive_field_centre() {
+    use intr_explorer::model::conv_cpu::Fmap;
+    use intr_explorer::model::decode::RgbImage;
+    use intr_explorer::model::preprocess::{cell_of, normalize};
+
+    let path = intr_explorer::assets::demo_model().unwrap();
+    let (m, _) = model::load_model(&path, &ConfigOverrides::default(), &candle_core::Device::Cpu).unwrap();
+    let stride = m.config().stride();
+    let side = 128;
+    let species = synth::all_species();
+    let images: Vec<Vec<f32>> = (0..3)
+        .map(|i| {
+            let s = synth::render(&species[i * 5], side, 77 + i as u64).unwrap();
+            normalize(&RgbImage { width: side, height: side, data: s.rgb })
+        })
+        .collect();
+    let features = |chw: &[f32]| m.backbone_stage_outputs(Fmap::from_chw(3, side, side, chw)).pop().unwrap();
+    let base: Vec<Fmap> = images.iter().map(|chw| features(chw)).collect();
+    let gw = base[0].w;
+    // change[x][j]: how much a stripe at column x changes the features of grid column j.
+    let mut change = vec![vec![0f64; gw]; side];
+    for (x, row) in change.iter_mut().enumerate() {
+        for (chw, b) in images.iter().zip(&base) {
+            let mut p = chw.clone();
+            for c in 0..3 {
+                for y in 0..side {
+                    p[c * side * side + y * side + x] += 2.0;
+                }
+            }
+            let f = features(&p);
+            for (i, (a, o)) in f.data.iter().zip(&b.data).enumerate() {
+                row[(i / f.c) % f.w] += f64::from(a - o).powi(2);
+            }
+        }
+    }
+    let mut wrong = Vec::new();
+    for (x, row) in change.iter().enumerate() {
+        let from_boundary = (x as i64 - (stride / 2) as i64).rem_euclid(stride as i64);
+        if from_boundary <= 2 || from_boundary >= stride as i64 - 2 {
+            continue;
+        }
+        let most = (0..gw).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        if most != cell_of(x, stride, gw) {
+            wrong.push((x, most));
+        }
+    }
+    let centres: Vec<f64> = (1..gw - 1)
+        .map(|j| {
+            let total: f64 = change.iter().map(|r| r[j]).sum();
+            // The centre of pixel x is at x + 0.5; cell j's receptive field is centred on pixel stride·j.
+            change.iter().enumerate().map(|(x, r)| (x as f64 + 0.5) * r[j]).sum::<f64>() / total - 0.5
+        })
+        .collect();
+    eprintln!(
+        "stride {stride}; (column, most-changed cell) that disagree: {wrong:?}; inner cells' centres {centres:.1?}"
+    );
+    assert!(wrong.is_empty(), "cells reading other pixels than `cell_of` says: {wrong:?}");
+    for (j, c) in (1..).zip(&centres) {
+        assert!((c - (j * stride) as f64).abs() <= 2.0, "cell {j} is centred on pixel {c:.1}, not {}", j * stride);
+    }
 }

@@ -2,7 +2,7 @@
 //! Mesa's lavapipe) against the CPU reference of `colormap` for every colormap and interpolation.
 #![cfg(feature = "gui")]
 
-use intr_explorer::colormap::{self, Colormap, Interpolation, OverlayStyle};
+use intr_explorer::colormap::{self, Colormap, GridMap, GridPlacement, Interpolation, OverlayStyle};
 use intr_explorer::render::overlay::{self, AtlasLayout, OverlayPipeline, OverlayUniforms};
 
 #[test]
@@ -68,24 +68,21 @@ fn gpu_overlay_matches_the_cpu_reference_for_every_colormap_and_interpolation() 
     let map1 = &maps[gw * gh..];
     let (lo, hi) = colormap::value_range([map1]);
     let mut worst_all = 0;
-    for cm in Colormap::ALL {
+    // Both placements: the official tiles, and cells centred on multiples of a stride of 10 (the
+    // 70 × 45 input spans 7 × 4.5 cells, so the last row is cut at its centre).
+    let placements = [GridPlacement::tiles(gw, gh), GridPlacement::receptive((w, h), 10)];
+    for (cm, placement) in Colormap::ALL.into_iter().zip(placements.iter().cycle()) {
+        let grid = GridMap::new(map1, (gw, gh), *placement);
         for interpolation in Interpolation::ALL {
             let style = OverlayStyle { colormap: cm, interpolation, lo, hi, threshold: 0.15, opacity: 0.6 };
-            let u = OverlayUniforms::new(&atlas, 1, &style, ([0.0, 0.0], [1.0, 1.0]), true);
+            let u = OverlayUniforms::new(&atlas, 1, *placement, &style, ([0.0, 0.0], [1.0, 1.0]), true);
             let gpu = overlay::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
-            let cpu = colormap::render_overlay(&rgb, w, h, map1, gw, gh, &style);
+            let cpu = colormap::render_overlay(&rgb, w, h, &grid, &style);
             // A pixel whose normalised value sits on the threshold (within float rounding) may
             // legitimately be cut on one side and not the other; only those may differ more.
             let on_threshold = |px: usize| {
                 let (x, y) = (px % w, px / w);
-                let v = colormap::sample(
-                    map1,
-                    gw,
-                    gh,
-                    (x as f32 + 0.5) / w as f32,
-                    (y as f32 + 0.5) / h as f32,
-                    interpolation,
-                );
+                let v = grid.sample((x as f32 + 0.5) / w as f32, (y as f32 + 0.5) / h as f32, interpolation);
                 ((v - lo) / (hi - lo) - style.threshold).abs() < 1e-5
             };
             let mut worst = 0;
@@ -106,7 +103,9 @@ fn gpu_overlay_matches_the_cpu_reference_for_every_colormap_and_interpolation() 
                     worst = worst.max(a.abs_diff(*b));
                 }
             }
-            eprintln!("{cm:?} {interpolation:?}: max diff {worst}/255, {differing} channel values differ");
+            eprintln!(
+                "{cm:?} {interpolation:?} {placement:?}: max diff {worst}/255, {differing} channel values differ"
+            );
             assert!(worst <= 2, "{cm:?} {interpolation:?}: GPU and CPU differ by {worst}/255");
             worst_all = worst_all.max(worst);
         }
@@ -120,7 +119,7 @@ fn gpu_overlay_matches_the_cpu_reference_for_every_colormap_and_interpolation() 
         threshold: 0.0,
         opacity: 1.0,
     };
-    let u = OverlayUniforms::new(&atlas, 1, &style, ([0.0, 0.0], [1.0, 1.0]), true);
+    let u = OverlayUniforms::new(&atlas, 1, placements[1], &style, ([0.0, 0.0], [1.0, 1.0]), true);
     let gpu = overlay::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
     let photo_kept = gpu.chunks(4).zip(rgb.chunks(3)).filter(|(g, p)| &g[..3] == *p).count();
     assert!(photo_kept < w * h / 20, "opaque overlay left {photo_kept} photo pixels unchanged");
@@ -146,6 +145,9 @@ fn an_exported_png_figure_shows_the_pixels_of_the_gpu_view() {
         heads: 2,
         classes: 2,
         grid: (gh, gw),
+        // An input of 4 × the photo at stride 64: cells centred on multiples of 16 photo pixels.
+        input: (4 * w, 4 * h),
+        stride: 64,
         timings: Default::default(),
     };
     let names = vec!["Bunting & Co".to_string(), "Finch <test>".to_string()];
@@ -175,7 +177,7 @@ fn an_exported_png_figure_shows_the_pixels_of_the_gpu_view() {
         let atlas = AtlasLayout::new(1, gw as u32, gh as u32).unwrap();
         let rgba: Vec<u8> = rgb.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
         let scene = pipeline.scene(&device, &queue, &rgba, (w as u32, h as u32), atlas, &map);
-        let u = OverlayUniforms::new(&atlas, 0, &style, ([0.0, 0.0], [1.0, 1.0]), true);
+        let u = OverlayUniforms::new(&atlas, 0, output.placement(), &style, ([0.0, 0.0], [1.0, 1.0]), true);
         let gpu = overlay::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
 
         let (x0, y0) = (rect.0.round() as u32, rect.1.round() as u32);

@@ -48,9 +48,12 @@ fn analysis() -> Analysis {
             heads,
             classes,
             grid: (gh, gw),
+            // A 960 × 640 input at stride 160: cells centred on multiples of 40 photo pixels.
+            input: (w * 4, h * 4),
+            stride: 160,
             timings: StageTimings::default(),
         },
-        mapping: GridMapping { original: (w, h), input: (w * 4, h * 4), grid: (gh, gw), stride: 32 },
+        mapping: GridMapping { original: (w, h), input: (w * 4, h * 4), grid: (gh, gw), stride: 160 },
         class_names: Arc::new(NAMES.iter().map(|s| s.to_string()).collect()),
         took: std::time::Duration::ZERO,
     }

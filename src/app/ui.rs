@@ -323,7 +323,7 @@ fn overlay_in(
     if blurred.is_some() {
         shown.opacity = 0.0;
     }
-    let uniforms = OverlayUniforms::new(&atlas, index, &shown, uv, true);
+    let uniforms = OverlayUniforms::new(&atlas, index, a.mapping.placement(), &shown, uv, true);
     ui.painter().add(OverlayCallback { scene: a.id, slot: *slot, uniforms }.paint(rect));
     *slot += 1;
     if let Some(tex) = blurred {
@@ -454,9 +454,10 @@ fn view_interaction(
             let u = uv.0[0] + q.x * uv.1[0];
             let v = uv.0[1] + q.y * uv.1[1];
             let o = &a.output;
-            let (gh, gw) = o.grid;
-            if (0.0..1.0).contains(&u) && (0.0..1.0).contains(&v) {
-                let (row, col) = (((v * gh as f32) as usize).min(gh - 1), ((u * gw as f32) as usize).min(gw - 1));
+            let gw = o.grid.1;
+            let (w, h) = a.mapping.original;
+            // The cell whose features read the pixel under the pointer (as the overlay places it).
+            if let Some((row, col)) = a.mapping.cell_at(f64::from(u) * w as f64, f64::from(v) * h as f64) {
                 let layer = app.view.layer.min(o.layers - 1);
                 let map = ExplorerApp::map_values(a, layer, app.view.class, app.view.head);
                 resp.clone().on_hover_text(format!("cell ({row}, {col}) · attention {:.5}", map[row * gw + col]));

@@ -151,6 +151,10 @@ pub fn attention(a: &AttentionArgs) -> Result<()> {
     meta.insert("input_size".into(), json!([prep.input_size.0, prep.input_size.1]).to_string());
     meta.insert("grid".into(), json!([gh, gw]).to_string());
     meta.insert("stride".into(), mapping.stride.to_string());
+    meta.insert(
+        "grid_placement".into(),
+        "cell (i, j) reads the input around pixel (stride·j, stride·i): its features are centred there".into(),
+    );
     meta.insert("exif_orientation_applied".into(), prep.oriented.to_string());
     meta.insert(
         "layout".into(),

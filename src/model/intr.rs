@@ -39,6 +39,10 @@ pub struct IntrOutput {
     pub classes: usize,
     /// Attention grid (h, w).
     pub grid: (usize, usize),
+    /// Network input (width, height) in pixels.
+    pub input: (usize, usize),
+    /// Backbone stride in input pixels: cell (i, j) reads the input around pixel (stride·j, stride·i).
+    pub stride: usize,
     /// Wall time of each stage.
     pub timings: StageTimings,
 }
@@ -80,6 +84,12 @@ impl IntrOutput {
     #[must_use]
     pub fn cells(&self) -> usize {
         self.grid.0 * self.grid.1
+    }
+
+    /// Where the grid lies over the input image (see [`super::preprocess::cell_of`]).
+    #[must_use]
+    pub fn placement(&self) -> super::preprocess::GridPlacement {
+        super::preprocess::GridPlacement::receptive(self.input, self.stride)
     }
 
     /// The map of one layer, head and class: h·w values, row-major.
@@ -212,6 +222,8 @@ impl Intr {
             heads,
             classes,
             grid: trace.grid,
+            input: (w, h),
+            stride: self.config.stride(),
             timings: trace.timings,
         })
     }

@@ -7,7 +7,7 @@
 use eframe::egui_wgpu::wgpu;
 use wgpu::util::DeviceExt as _;
 
-use crate::colormap::{Colormap, LUT_SIZE, OverlayStyle};
+use crate::colormap::{Colormap, GridPlacement, LUT_SIZE, OverlayStyle};
 
 /// The shader source.
 pub const SHADER: &str = include_str!("../../shaders/overlay.wgsl");
@@ -26,6 +26,7 @@ pub struct OverlayUniforms {
     pub uv_scale: [f32; 2],
     pub map_origin: [u32; 2],
     pub grid: [u32; 2],
+    pub span: [f32; 2],
     pub lo: f32,
     pub hi: f32,
     pub threshold: f32,
@@ -33,16 +34,17 @@ pub struct OverlayUniforms {
     pub interpolation: u32,
     pub colormap: u32,
     pub draw_image: u32,
-    pub _pad: u32,
+    pub origin: f32,
 }
 
 impl OverlayUniforms {
-    /// Uniforms that show map `index` of `atlas` with `style` over the image region
-    /// `uv_offset + [0,1]² · uv_scale`.
+    /// Uniforms that show map `index` of `atlas`, placed over the image by `placement`, with
+    /// `style` over the image region `uv_offset + [0,1]² · uv_scale`.
     #[must_use]
     pub fn new(
         atlas: &AtlasLayout,
         index: usize,
+        placement: GridPlacement,
         style: &OverlayStyle,
         uv: ([f32; 2], [f32; 2]),
         draw_image: bool,
@@ -53,6 +55,7 @@ impl OverlayUniforms {
             uv_scale: uv.1,
             map_origin: [x, y],
             grid: [atlas.gw, atlas.gh],
+            span: placement.span,
             lo: style.lo,
             hi: style.hi,
             threshold: style.threshold,
@@ -60,7 +63,7 @@ impl OverlayUniforms {
             interpolation: style.interpolation.code(),
             colormap: colormap_row(style.colormap),
             draw_image: u32::from(draw_image),
-            _pad: 0,
+            origin: placement.origin,
         }
     }
 }

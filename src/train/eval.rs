@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::model::Intr;
+use crate::model::preprocess::{cell_extent, cell_of};
 use crate::model::synthetic::Rng;
 use crate::synth::{self, DatasetItem};
 
@@ -61,15 +62,16 @@ pub struct ClassFigures {
     pub deletion_pass: f64,
 }
 
-/// Per-cell share of each part label: `shares[cell][label]`, for a `gh × gw` grid over a
-/// `side × side` label mask.
-fn cell_part_shares(labels: &[u8], side: usize, (gh, gw): (usize, usize)) -> Vec<[f64; 16]> {
+/// Per-cell share of each part label: `shares[cell][label]`, for a `gh × gw` grid of `stride`
+/// over a `side × side` label mask. A cell holds the pixels its features look at, those nearest
+/// its receptive-field centre (`preprocess::cell_of`), not the naive tile right and below it.
+fn cell_part_shares(labels: &[u8], side: usize, (gh, gw): (usize, usize), stride: usize) -> Vec<[f64; 16]> {
     let mut shares = vec![[0f64; 16]; gh * gw];
     let mut counts = vec![0usize; gh * gw];
     for y in 0..side {
-        let gy = (y * gh / side).min(gh - 1);
+        let gy = cell_of(y, stride, gh);
         for x in 0..side {
-            let gx = (x * gw / side).min(gw - 1);
+            let gx = cell_of(x, stride, gw);
             let l = (labels[y * side + x] as usize).min(15);
             shares[gy * gw + gx][l] += 1.0;
             counts[gy * gw + gx] += 1;
@@ -90,13 +92,14 @@ fn dominant_part(share: &[f64; 16]) -> Option<usize> {
     (1..16).filter(|&l| share[l] > 0.0).max_by(|&a, &b| share[a].total_cmp(&share[b]))
 }
 
-/// Blanks grid cells of a normalised CHW image (sets them to the dataset mean, 0 after normalising).
-fn blank_cells(chw: &[f32], side: usize, (gh, gw): (usize, usize), cells: &[usize]) -> Vec<f32> {
+/// Blanks grid cells of a normalised CHW image (sets them to the dataset mean, 0 after normalising):
+/// the pixels each cell's features look at (`preprocess::cell_extent`).
+fn blank_cells(chw: &[f32], side: usize, (gh, gw): (usize, usize), stride: usize, cells: &[usize]) -> Vec<f32> {
     let mut out = chw.to_vec();
     for &c in cells {
         let (cy, cx) = (c / gw, c % gw);
-        let (y0, y1) = (cy * side / gh, (cy + 1) * side / gh);
-        let (x0, x1) = (cx * side / gw, (cx + 1) * side / gw);
+        let (y0, y1) = cell_extent(cy, stride, gh, side);
+        let (x0, x1) = cell_extent(cx, stride, gw, side);
         for ch in 0..3 {
             for y in y0..y1 {
                 for x in x0..x1 {
@@ -136,6 +139,7 @@ pub fn evaluate(
     let mut diversity = Vec::new();
     let mut diversity_chance = Vec::new();
     let mut rng = Rng::new(seed);
+    let stride = model.config().stride();
     for (n, item) in items.iter().enumerate() {
         let chw = super::load_chw(&item.image, side)?;
         let mask_path = item.mask.as_ref().with_context(|| format!("{}: no mask", item.image.display()))?;
@@ -158,7 +162,7 @@ pub fn evaluate(
         r.per_class[label].top1 += hit;
         r.top1 += hit;
         r.top5 += f64::from(u8::from(ranking.iter().take(5).any(|&c| c == label)));
-        let shares = cell_part_shares(&labels, side, (gh, gw));
+        let shares = cell_part_shares(&labels, side, (gh, gw), stride);
         let animal: Vec<f64> = shares.iter().map(|s| 1.0 - s[0]).collect();
         let mean_map = out.head_mean(last, pred);
         let mass = mean_map.iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
@@ -244,8 +248,8 @@ pub fn evaluate(
         }
         let random_cells = &pool[..k];
         let base = f64::from(out.logits[pred]);
-        let after_top = model.forward(&blank_cells(&chw, side, (gh, gw), top), side, side)?;
-        let after_random = model.forward(&blank_cells(&chw, side, (gh, gw), random_cells), side, side)?;
+        let after_top = model.forward(&blank_cells(&chw, side, (gh, gw), stride, top), side, side)?;
+        let after_random = model.forward(&blank_cells(&chw, side, (gh, gw), stride, random_cells), side, side)?;
         let drop_top = base - f64::from(after_top.logits[pred]);
         let drop_random = base - f64::from(after_random.logits[pred]);
         r.deletion_drop_top += drop_top;
@@ -408,7 +412,8 @@ pub fn heads_figure(model: &Intr, items: &[DatasetItem], side: usize, out: &std:
                 };
                 let (lo, hi) = crate::colormap::value_range([map.as_slice()]);
                 let st = crate::colormap::OverlayStyle { lo, hi, ..style };
-                crate::colormap::render_overlay(photo.as_raw(), PANEL, PANEL, &map, gw, gh, &st)
+                let grid = crate::colormap::GridMap::new(&map, (gw, gh), o.placement());
+                crate::colormap::render_overlay(photo.as_raw(), PANEL, PANEL, &grid, &st)
             };
             for (i, px) in panel.chunks(4).enumerate() {
                 let (x, y) = ((col * PANEL + i % PANEL) as u32, (r * PANEL + i / PANEL) as u32);
