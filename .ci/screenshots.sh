@@ -28,6 +28,9 @@ xdotool key 3
 shot 2 3-head-3
 # Add the two top classes to the comparison (the + buttons of the first two ranking rows).
 read -r wx wy < <(xdotool getwindowgeometry "$w" | awk '/Position/ {split($2, p, ","); print p[1], p[2]}')
-xdotool mousemove $((wx + ${PLUS_X:-1394})) $((wy + ${PLUS_Y1:-115})) click 1
-xdotool mousemove $((wx + ${PLUS_X:-1394})) $((wy + ${PLUS_Y2:-161})) click 1
+# The defaults fit the demo model's ranking; the pointer rests a moment before each click so the
+# window has seen it arrive.
+plus() { xdotool mousemove "$1" "$2"; sleep 0.5; xdotool click 1; sleep 0.5; }
+plus $((wx + ${PLUS_X:-1287})) $((wy + ${PLUS_Y1:-97}))
+plus $((wx + ${PLUS_X:-1287})) $((wy + ${PLUS_Y2:-143}))
 shot 2 4-compare
