@@ -123,3 +123,41 @@ fn dropout_and_head_drop_are_reproducible_from_the_seed_and_change_the_steps() {
         assert_ne!(a[0], off[0], "dropout {dropout} / head drop {head_drop} left the forward pass unchanged");
     }
 }
+
+#[test]
+fn a_trained_model_records_how_it_was_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("m.safetensors");
+    let exe = env!("CARGO_BIN_EXE_intr-explorer");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(exe).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (d, m) = (data.display().to_string(), out.display().to_string());
+    run(&["synth", "--out", &d, "--count", "32", "--size", "64", "--seed", "3"]);
+    run(&[
+        "train",
+        "--data",
+        &d,
+        "--out",
+        &m,
+        "--batch",
+        "8",
+        "--max-steps",
+        "2",
+        "--seed",
+        "7",
+        "--head-drop",
+        "0.25",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&run(&["inspect", "--json", &m])).unwrap();
+    let args = &report["training_args"];
+    assert_eq!(args["seed"], 7, "{report}");
+    assert_eq!(args["batch"], 8);
+    assert_eq!(args["head_drop"], 0.25);
+    assert_eq!(args["max_steps"], 2);
+    assert!(args["lr"].as_f64().is_some() && args["jitter"].as_f64().is_some(), "{args}");
+    assert!(run(&["inspect", &m]).contains("head_drop = 0.25"));
+}

@@ -10,7 +10,7 @@ use super::output::{self, F32Tensor};
 use super::{AttentionArgs, ConvertArgs, InspectArgs, ModelArgs, PredictArgs};
 use crate::classes;
 use crate::model::preprocess::{self, PreprocessOptions};
-use crate::model::{self, Checkpoint, Intr, IntrOutput, META_CLASSES, META_CONFIG, META_FORMAT};
+use crate::model::{self, Checkpoint, Intr, IntrOutput, META_CLASSES, META_CONFIG, META_FORMAT, META_TRAINING};
 
 /// A loaded model with its class names.
 pub(super) struct Session {
@@ -190,7 +190,11 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
         "top_level_keys": ex.top_level_keys,
         "optimizer_tensors_skipped": ex.optimizer_tensors,
         "training_args": ex.args,
-        "metadata": ex.metadata.iter().filter(|(k, _)| k.as_str() != META_CONFIG && k.as_str() != META_CLASSES).collect::<HashMap<_, _>>(),
+        "metadata": ex
+            .metadata
+            .iter()
+            .filter(|(k, _)| ![META_CONFIG, META_CLASSES, META_TRAINING].contains(&k.as_str()))
+            .collect::<HashMap<_, _>>(),
     });
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);

@@ -219,7 +219,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         pb.set_message(msg);
     })?;
     pb.finish();
-    train::save_model(&model, &classes, side, &a.out)?;
+    train::save_model(&model, &classes, side, &o, &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }

@@ -513,6 +513,13 @@ fn open_safetensors(path: &Path, file: &File) -> Result<Checkpoint> {
     let mut extras = CheckpointExtras::default();
     if let Some(m) = meta.metadata() {
         extras.metadata = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        // Our trainer's options play the part of the official checkpoints' `args`; a value that is
+        // not a JSON object is left as plain metadata.
+        if let Some(serde_json::Value::Object(args)) =
+            m.get(super::META_TRAINING).and_then(|v| serde_json::from_str(v).ok())
+        {
+            extras.args = Some(args);
+        }
     }
     Ok(Checkpoint {
         path: path.to_path_buf(),

@@ -35,6 +35,9 @@ pub const META_CONFIG: &str = "intr.config";
 pub const META_CLASSES: &str = "intr.classes";
 /// safetensors metadata key holding the shorter input side a model was trained at.
 pub const META_INPUT_SIZE: &str = "intr.input_size";
+/// safetensors metadata key holding the options a model was trained with (JSON object; shown by
+/// `inspect` as the training arguments, like the official checkpoints' `args`).
+pub const META_TRAINING: &str = "intr.training";
 /// safetensors metadata key naming the writer.
 pub const META_FORMAT: &str = "format";
 

@@ -16,7 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::cli::output::{F32Tensor, write_safetensors};
 use crate::model::config::{BackboneConfig, BlockKind, IntrConfig, PositionEmbedding};
 use crate::model::synthetic::Rng;
-use crate::model::{META_CLASSES, META_CONFIG, META_FORMAT, META_INPUT_SIZE};
+use crate::model::{META_CLASSES, META_CONFIG, META_FORMAT, META_INPUT_SIZE, META_TRAINING};
 pub use model::TrainModel;
 pub use optim::AdamW;
 
@@ -56,8 +56,8 @@ pub fn demo_config(classes: usize) -> IntrConfig {
 /// Stem width of the demo model.
 pub const DEMO_STEM: usize = 32;
 
-/// Training settings.
-#[derive(Debug, Clone)]
+/// Training settings (stored in the trained model's metadata, [`META_TRAINING`]).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct TrainOptions {
     pub epochs: usize,
     pub batch: usize,
@@ -160,8 +160,9 @@ pub fn state_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Writes the model as a checkpoint the engine loads (config, classes and input size in metadata).
-pub fn save_model(model: &TrainModel, classes: &[String], side: usize, out: &Path) -> Result<()> {
+/// Writes the model as a checkpoint the engine loads (config, classes, input size and the training
+/// options in metadata).
+pub fn save_model(model: &TrainModel, classes: &[String], side: usize, opts: &TrainOptions, out: &Path) -> Result<()> {
     let tensors: Vec<F32Tensor> =
         model.state_dict()?.iter().map(|(k, (shape, v))| F32Tensor::new(k, shape.clone(), v)).collect();
     let mut meta = HashMap::new();
@@ -169,6 +170,7 @@ pub fn save_model(model: &TrainModel, classes: &[String], side: usize, out: &Pat
     meta.insert(META_CONFIG.to_string(), serde_json::to_string(&model.cfg)?);
     meta.insert(META_CLASSES.to_string(), serde_json::to_string(classes)?);
     meta.insert(META_INPUT_SIZE.to_string(), side.to_string());
+    meta.insert(META_TRAINING.to_string(), serde_json::to_string(opts)?);
     write_safetensors(out, &tensors, meta)
 }
 
