@@ -49,6 +49,51 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
     let class_mass: f64 = r.per_class.iter().map(|c| c.object_mass * c.images as f64).sum::<f64>() / 160.0;
     assert!((class_mass - r.object_mass).abs() < 1e-9, "per-species object mass {class_mass} vs {}", r.object_mass);
     assert!(r.deletion_pass >= 0.9, "deletion check passes {:.3} < 0.9 (91.9 % measured)", r.deletion_pass);
+
+    // Evening one head at a time: a decision that changes is counted, so accuracy can fall by at
+    // most the share of changed decisions; and the decisions rest on where some head looks (the
+    // shipped model loses about 40 points of top-1 when its most relied-on head looks everywhere).
+    let heads = m.config().nheads;
+    assert_eq!(r.top1_evened_per_head.len(), heads);
+    for h in 0..heads {
+        let (acc, changed) = (r.top1_evened_per_head[h], r.decision_changes_evened_per_head[h]);
+        assert!((0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&changed), "head {h}: {acc} {changed}");
+        assert!(r.top1 - acc <= changed + 1e-9, "head {h}: top-1 fell by {} but only {changed} changed", r.top1 - acc);
+    }
+    let least = r.top1_evened_per_head.iter().copied().fold(1.0, f64::min);
+    assert!(least < r.top1 - 0.2, "no head's evening costs 20 points of top-1 (least {least:.3}, top-1 {:.3})", r.top1);
+    // Split by any trait, a head's object mass averages back to its overall figure.
+    for (t, &tr) in synth::Trait::ALL.iter().enumerate() {
+        let with = items.iter().filter(|i| synth::Species::from_index(i.label).has(tr)).count() as f64;
+        for h in 0..heads {
+            let [a, b] = r.object_mass_per_head_by_trait[h][t];
+            let mean = (a * (160.0 - with) + b * with) / 160.0;
+            assert!((mean - r.object_mass_per_head[h]).abs() < 1e-9, "head {h}, {}: {a} / {b}", tr.name());
+        }
+    }
+}
+
+/// Evening heads recomputes only the last decoder layer: the ordinary output is unchanged, and
+/// each head's evened logits differ from the ordinary ones.
+#[test]
+fn evening_a_head_leaves_the_ordinary_output_untouched() {
+    use intr_explorer::model::decode::RgbImage;
+    use intr_explorer::model::preprocess::normalize;
+
+    let path = intr_explorer::assets::demo_model().unwrap();
+    let (m, _) = model::load_model(&path, &ConfigOverrides::default(), &candle_core::Device::Cpu).unwrap();
+    let s = synth::render(&synth::all_species()[6], 128, 5).unwrap();
+    let chw = normalize(&RgbImage { width: 128, height: 128, data: s.rgb });
+    let plain = m.forward(&chw, 128, 128).unwrap();
+    let (out, evened) = m.forward_evening_heads(&chw, 128, 128).unwrap();
+    assert_eq!(out.logits, plain.logits);
+    assert_eq!(out.attention, plain.attention);
+    assert_eq!(evened.len(), m.config().nheads);
+    for (h, logits) in evened.iter().enumerate() {
+        assert_eq!(logits.len(), out.classes);
+        let change = logits.iter().zip(&out.logits).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(change > 1e-3, "head {h}: evening changed the logits by only {change}");
+    }
 }
 
 /// The premise of the evaluation's and the overlays' grid placement (`preprocess::cell_of`): a

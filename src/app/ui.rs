@@ -276,7 +276,10 @@ fn display_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
             .on_hover_text("median + Gaussian blur, 15 px each, as the official renderer (threshold off)");
         if ui
             .button("Paper style")
-            .on_hover_text("the official renderer: bicubic, per-map min–max, OpenCV JET, blur, 50 % blend")
+            .on_hover_text(
+                "the official renderer: bicubic, per-map min–max, OpenCV JET, blur, 50 % blend; like it, the grid is \
+                 drawn as tiles from the corner, half a cell right of and below where the features look",
+            )
             .clicked()
         {
             d = DisplaySettings::paper_style();

@@ -204,17 +204,37 @@ impl Intr {
 
     /// Runs the model on a normalised image `(3, H, W)` given as CHW f32 values.
     pub fn forward(&self, chw: &[f32], h: usize, w: usize) -> Result<IntrOutput> {
+        self.forward_inner(chw, h, w, None)
+    }
+
+    /// [`Intr::forward`] plus, for each head of the last decoder layer, every class's logit when
+    /// that head alone attends evenly to the whole grid (`evened[head][class]`): how much each
+    /// class's decision rests on where that head looks. The backbone, encoder and earlier decoder
+    /// layers run once; the last decoder layer runs once more per head.
+    pub fn forward_evening_heads(&self, chw: &[f32], h: usize, w: usize) -> Result<(IntrOutput, Vec<Vec<f32>>)> {
+        let mut evened = Vec::new();
+        let out = self.forward_inner(chw, h, w, Some(&mut evened))?;
+        Ok((out, evened))
+    }
+
+    fn forward_inner(&self, chw: &[f32], h: usize, w: usize, evened: Option<&mut Vec<Vec<f32>>>) -> Result<IntrOutput> {
         let (heads, classes) = (self.config.nheads, self.config.num_queries);
         let mut attention = Vec::new();
         // Each layer's maps are appended as soon as they exist, so no second copy is ever held.
         let layers = self.config.dec_layers;
-        let trace = self.run(chw, h, w, &mut |a: Tensor| {
-            if attention.capacity() == 0 {
-                attention.reserve_exact(a.elem_count() * layers);
-            }
-            attention.extend(a.flatten_all()?.to_vec1::<f32>()?);
-            Ok(())
-        })?;
+        let trace = self.run(
+            chw,
+            h,
+            w,
+            &mut |a: Tensor| {
+                if attention.capacity() == 0 {
+                    attention.reserve_exact(a.elem_count() * layers);
+                }
+                attention.extend(a.flatten_all()?.to_vec1::<f32>()?);
+                Ok(())
+            },
+            evened,
+        )?;
         Ok(IntrOutput {
             logits: trace.logits.to_vec1::<f32>()?,
             attention,
@@ -231,22 +251,30 @@ impl Intr {
     /// Like [`Intr::forward`] but keeps every intermediate.
     pub fn forward_traced(&self, chw: &[f32], h: usize, w: usize) -> Result<Trace> {
         let mut attention = Vec::new();
-        let mut trace = self.run(chw, h, w, &mut |a: Tensor| {
-            attention.push(a);
-            Ok(())
-        })?;
+        let mut trace = self.run(
+            chw,
+            h,
+            w,
+            &mut |a: Tensor| {
+                attention.push(a);
+                Ok(())
+            },
+            None,
+        )?;
         trace.attention = attention;
         Ok(trace)
     }
 
     /// The forward pass; each decoder layer's cross-attention (heads, Q, h·w) goes to `on_attention`
-    /// (the returned trace's `attention` is empty).
+    /// (the returned trace's `attention` is empty). With `evened`, it also receives the logits with
+    /// each head of the last layer in turn evened (see [`Intr::forward_evening_heads`]).
     fn run(
         &self,
         chw: &[f32],
         h: usize,
         w: usize,
         on_attention: &mut dyn FnMut(Tensor) -> Result<()>,
+        evened: Option<&mut Vec<Vec<f32>>>,
     ) -> Result<Trace> {
         if chw.len() != 3 * h * w || h == 0 || w == 0 {
             return Err(Error::Config(format!("input has {} values, expected 3×{h}×{w}", chw.len())));
@@ -268,7 +296,9 @@ impl Intr {
         let mut tgt = self.query_embed.zeros_like()?;
         let mut decoder_layer_outputs = Vec::new();
         let mut hs = Vec::new();
+        let mut last_input = tgt.clone();
         for layer in &self.transformer.decoder {
+            last_input = tgt.clone();
             let (t, wts) = layer.forward(&tgt, &memory, &self.query_embed)?;
             tgt = t;
             hs.push(self.transformer.norm_decoder_output(&tgt)?);
@@ -277,6 +307,14 @@ impl Intr {
         }
         let last = hs.last().ok_or_else(|| Error::Config("the model has no decoder layers".into()))?;
         let logits = self.presence.forward(last)?.squeeze(1)?;
+        if let (Some(evened), Some(layer)) = (evened, self.transformer.decoder.last()) {
+            evened.clear();
+            for head in 0..self.config.nheads {
+                let (t, _) = layer.forward_evened(&last_input, &memory, &self.query_embed, &[head])?;
+                let hs = self.transformer.norm_decoder_output(&t)?;
+                evened.push(self.presence.forward(&hs)?.squeeze(1)?.to_vec1::<f32>()?);
+            }
+        }
         let t3 = Instant::now();
         Ok(Trace {
             backbone_features: features,

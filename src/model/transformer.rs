@@ -87,6 +87,8 @@ pub struct Attention {
     v: Linear,
     out: Linear,
     heads: usize,
+    /// Use candle's ops even where the AVX-512 kernel could run (cross-checking the two paths).
+    candle_only: bool,
 }
 
 impl Attention {
@@ -102,13 +104,21 @@ impl Attention {
             v: part(2)?,
             out: Linear::load(ws, &format!("{p}.out_proj"), d, d, dev)?,
             heads,
+            candle_only: false,
         })
     }
 
     /// Attends `q` (Lq, D) over `k`, `v` (Lk, D). Returns the output (Lq, D) and the post-softmax
     /// weights (heads, Lq, Lk).
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (out, w) = self.run(q, k, v, true)?;
+        self.forward_evened(q, k, v, &[])
+    }
+
+    /// Like [`Attention::forward`], with the heads in `even` attending evenly to every key (their
+    /// weights replaced by 1/Lk, so their output is the mean of their values): what the output
+    /// becomes when those heads' attention carries no information about where to look.
+    pub fn forward_evened(&self, q: &Tensor, k: &Tensor, v: &Tensor, even: &[usize]) -> Result<(Tensor, Tensor)> {
+        let (out, w) = self.run(q, k, v, true, even)?;
         let w = w.ok_or_else(|| Error::Config("attention weights were not kept".into()))?;
         Ok((out, w))
     }
@@ -116,21 +126,45 @@ impl Attention {
     /// Like [`Attention::forward`] for callers that need only the output (self-attention): the
     /// weights of all heads are never held at once.
     pub fn context(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        Ok(self.run(q, k, v, false)?.0)
+        Ok(self.run(q, k, v, false, &[])?.0)
     }
 
-    fn run(&self, q: &Tensor, k: &Tensor, v: &Tensor, need_weights: bool) -> Result<(Tensor, Option<Tensor>)> {
+    fn run(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        need_weights: bool,
+        even: &[usize],
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (lq, d) = q.dims2()?;
         let lk = k.dims2()?.0;
         let h = self.heads;
         let dh = d / h;
+        if let Some(&bad) = even.iter().find(|&&e| e >= h) {
+            return Err(Error::Config(format!("head {bad} does not exist (the attention has {h} heads)")));
+        }
         let scale = 1.0 / (dh as f64).sqrt();
-        if q.device().is_cpu() && fastconv::available() {
+        if q.device().is_cpu() && fastconv::available() && !self.candle_only {
             let vec = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
             let qs = vec((self.q.forward(q)? * scale)?)?;
             let ks = vec(self.k.forward(k)?)?;
             let vs = vec(self.v.forward(v)?)?;
-            let (ctx, weights) = fastattn::attention(&qs, &ks, &vs, (lq, lk, d, h), need_weights);
+            let (mut ctx, mut weights) = fastattn::attention(&qs, &ks, &vs, (lq, lk, d, h), need_weights);
+            for &e in even {
+                let cols = e * dh..(e + 1) * dh;
+                let mut mean = vec![0f32; dh];
+                for row in vs.chunks_exact(d) {
+                    mean.iter_mut().zip(&row[cols.clone()]).for_each(|(m, &x)| *m += x);
+                }
+                mean.iter_mut().for_each(|m| *m /= lk as f32);
+                for row in ctx.chunks_exact_mut(d) {
+                    row[cols.clone()].copy_from_slice(&mean);
+                }
+                if let Some(w) = weights.as_mut() {
+                    w[e * lq * lk..(e + 1) * lq * lk].fill(1.0 / lk as f32);
+                }
+            }
             let ctx = Tensor::from_vec(ctx, (lq, d), q.device())?;
             let weights = weights.map(|w| Tensor::from_vec(w, (h, lq, lk), q.device())).transpose()?;
             return Ok((self.out.forward(&ctx)?, weights));
@@ -142,7 +176,14 @@ impl Attention {
         let kh = split(self.k.forward(k)?, lk)?;
         let vh = split(self.v.forward(v)?, lk)?;
         let scores = qh.matmul(&kh.transpose(1, 2)?)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let mut weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        if !even.is_empty() {
+            // Per head: keep (1) or replace by the even weights (0).
+            let keep: Vec<f32> = (0..h).map(|i| if even.contains(&i) { 0.0 } else { 1.0 }).collect();
+            let keep = Tensor::from_vec(keep, (h, 1, 1), q.device())?;
+            let evened = keep.affine(-1.0 / lk as f64, 1.0 / lk as f64)?;
+            weights = weights.broadcast_mul(&keep)?.broadcast_add(&evened)?;
+        }
         let ctx = weights.matmul(&vh)?.transpose(0, 1)?.reshape((lq, d))?;
         Ok((self.out.forward(&ctx)?, Some(weights)))
     }
@@ -231,19 +272,31 @@ impl DecoderLayer {
     /// `tgt` (Q, D), `memory` (HW, D), `qpos` (Q, D). Returns the new `tgt` and the cross-attention
     /// weights (heads, Q, HW). The memory keys carry no position embedding (INTR, unlike DETR).
     pub fn forward(&self, tgt: &Tensor, memory: &Tensor, qpos: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.forward_evened(tgt, memory, qpos, &[])
+    }
+
+    /// Like [`DecoderLayer::forward`] with the cross-attention heads in `even` attending evenly to
+    /// every grid cell (see [`Attention::forward_evened`]).
+    pub fn forward_evened(
+        &self,
+        tgt: &Tensor,
+        memory: &Tensor,
+        qpos: &Tensor,
+        even: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
         if self.pre_norm {
             let t2 = ln(&self.norm1, tgt)?;
             let qk = (&t2 + qpos)?;
             let tgt = (tgt + self.self_attn.context(&qk, &qk, &t2)?)?;
             let t2 = ln(&self.norm2, &tgt)?;
-            let (ca, w) = self.cross_attn.forward(&(&t2 + qpos)?, memory, memory)?;
+            let (ca, w) = self.cross_attn.forward_evened(&(&t2 + qpos)?, memory, memory, even)?;
             let tgt = (tgt + ca)?;
             let t2 = ln(&self.norm3, &tgt)?;
             Ok(((&tgt + self.ffn.forward(&t2)?)?, w))
         } else {
             let qk = (tgt + qpos)?;
             let tgt = ln(&self.norm1, &(tgt + self.self_attn.context(&qk, &qk, tgt)?)?)?;
-            let (ca, w) = self.cross_attn.forward(&(&tgt + qpos)?, memory, memory)?;
+            let (ca, w) = self.cross_attn.forward_evened(&(&tgt + qpos)?, memory, memory, even)?;
             let tgt = ln(&self.norm2, &(tgt + ca)?)?;
             let tgt = ln(&self.norm3, &(&tgt + self.ffn.forward(&tgt)?)?)?;
             Ok((tgt, w))
@@ -361,5 +414,87 @@ impl PositionEncoder {
                 Ok(Tensor::from_vec(out, (h * w, 2 * half), dev)?)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::synthetic::Rng;
+
+    fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect()
+    }
+
+    /// A random attention of `d` channels and `heads` heads; `silent` heads get an all-zero query
+    /// projection, so their scores are all zero and softmax spreads them evenly by itself.
+    fn attention(seed: u64, d: usize, heads: usize, silent: &[usize], candle_only: bool) -> Attention {
+        let mut rng = Rng::new(seed);
+        let dev = Device::Cpu;
+        let dh = d / heads;
+        let mut lin = |zero_rows: &[usize]| {
+            let mut w = random(&mut rng, d * d);
+            let mut b = random(&mut rng, d);
+            for &hd in zero_rows {
+                w[hd * dh * d..(hd + 1) * dh * d].fill(0.0);
+                b[hd * dh..(hd + 1) * dh].fill(0.0);
+            }
+            Linear::from_parts(w, b, d, d, &dev).unwrap()
+        };
+        Attention { q: lin(silent), k: lin(&[]), v: lin(&[]), out: lin(&[]), heads, candle_only }
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+    }
+
+    #[test]
+    fn an_evened_head_reads_exactly_what_a_head_with_no_query_reads() {
+        let (d, heads, lq, lk) = (32, 4, 5, 13);
+        let mut rng = Rng::new(3);
+        let dev = Device::Cpu;
+        let q = Tensor::from_vec(random(&mut rng, lq * d), (lq, d), &dev).unwrap();
+        let kv = Tensor::from_vec(random(&mut rng, lk * d), (lk, d), &dev).unwrap();
+        for candle_only in [false, true] {
+            let plain = attention(9, d, heads, &[], candle_only);
+            // Same weights (same seed draws) except head 2's query projection is zero.
+            let silent = attention(9, d, heads, &[2], candle_only);
+            let (expected, expected_w) = silent.forward(&q, &kv, &kv).unwrap();
+            let (got, got_w) = plain.forward_evened(&q, &kv, &kv, &[2]).unwrap();
+            assert!(close(&values(&got), &values(&expected), 1e-5), "candle_only {candle_only}");
+            assert!(close(&values(&got_w), &values(&expected_w), 1e-6), "candle_only {candle_only}");
+            let w = values(&got_w);
+            assert!(w[2 * lq * lk..3 * lq * lk].iter().all(|&x| (x - 1.0 / lk as f32).abs() < 1e-7));
+            // The other heads still look where they looked.
+            let (_, plain_w) = plain.forward(&q, &kv, &kv).unwrap();
+            let pw = values(&plain_w);
+            assert!(close(&w[..2 * lq * lk], &pw[..2 * lq * lk], 1e-6));
+            assert!(!close(&w[2 * lq * lk..3 * lq * lk], &pw[2 * lq * lk..3 * lq * lk], 1e-3));
+        }
+    }
+
+    #[test]
+    fn the_kernel_and_candle_agree_on_evened_heads() {
+        let (d, heads, lq, lk) = (32, 4, 6, 21);
+        let mut rng = Rng::new(5);
+        let dev = Device::Cpu;
+        let q = Tensor::from_vec(random(&mut rng, lq * d), (lq, d), &dev).unwrap();
+        let kv = Tensor::from_vec(random(&mut rng, lk * d), (lk, d), &dev).unwrap();
+        let (a, aw) = attention(4, d, heads, &[], false).forward_evened(&q, &kv, &kv, &[0, 3]).unwrap();
+        let (b, bw) = attention(4, d, heads, &[], true).forward_evened(&q, &kv, &kv, &[0, 3]).unwrap();
+        assert!(close(&values(&a), &values(&b), 1e-5));
+        assert!(close(&values(&aw), &values(&bw), 1e-6));
+    }
+
+    #[test]
+    fn evening_a_head_that_does_not_exist_is_an_error() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((3, 16), candle_core::DType::F32, &dev).unwrap();
+        let err = attention(1, 16, 4, &[], false).forward_evened(&x, &x, &x, &[4]).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("head 4 does not exist")));
     }
 }

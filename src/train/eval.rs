@@ -33,6 +33,16 @@ pub struct EvalReport {
     /// animal (= `object_mass`), the background part of cells the animal touches (the outline),
     /// background-only cells beside those (8-neighbours), background farther away].
     pub attention_split: [f64; 4],
+    /// Top-1 accuracy with one head of the last layer (per head) attending evenly to the whole grid,
+    /// all else unchanged: how much the decisions rest on where that head looks.
+    pub top1_evened_per_head: Vec<f64>,
+    /// Share of images whose predicted class changes when that head attends evenly.
+    pub decision_changes_evened_per_head: Vec<f64>,
+    /// Object mass per head (predicted class) split by each trait of the true species:
+    /// `[head][trait][value]`, traits in `synth::Trait::ALL` order, value `false` then `true`. A head
+    /// that checks a trait by looking for one of its two values shows a high figure for that value
+    /// and a low one for the other, where what it looks for is absent.
+    pub object_mass_per_head_by_trait: Vec<[[f64; 2]; 4]>,
     /// Share of (image, look-alike species) cases where the true class's best-aligned head peaks on
     /// the part that tells the two apart.
     pub part_pointing: f64,
@@ -132,14 +142,17 @@ pub fn evaluate(
     let mut r = EvalReport {
         object_mass_per_head: vec![0.0; model.config().nheads],
         peak_cell_per_head: vec![[0.0; 3]; model.config().nheads],
+        top1_evened_per_head: vec![0.0; model.config().nheads],
+        decision_changes_evened_per_head: vec![0.0; model.config().nheads],
+        object_mass_per_head_by_trait: vec![[[0.0; 2]; 4]; model.config().nheads],
         per_class: vec![ClassFigures::default(); model.config().num_queries],
         ..EvalReport::default()
     };
     let (mut pp_hits, mut pp_chance) = (0usize, 0f64);
+    let mut trait_images = [[0usize; 2]; 4];
     let mut diversity = Vec::new();
     let mut diversity_chance = Vec::new();
     let mut rng = Rng::new(seed);
-    let stride = model.config().stride();
     for (n, item) in items.iter().enumerate() {
         let chw = super::load_chw(&item.image, side)?;
         let mask_path = item.mask.as_ref().with_context(|| format!("{}: no mask", item.image.display()))?;
@@ -147,8 +160,9 @@ pub fn evaluate(
             .with_context(|| format!("{}: cannot read the mask", mask_path.display()))?
             .to_luma8()
             .into_raw();
-        let out = model.forward(&chw, side, side)?;
+        let (out, evened) = model.forward_evening_heads(&chw, side, side)?;
         let (gh, gw) = out.grid;
+        let stride = out.stride;
         let cells = gh * gw;
         let last = out.layers - 1;
         let ranking = out.ranking();
@@ -182,8 +196,23 @@ pub fn evaluate(
             }] += a * (1.0 - m);
         }
         r.per_class[label].object_mass += mass;
-        for (h, acc) in r.object_mass_per_head.iter_mut().enumerate() {
-            *acc += out.map(last, h, pred).iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
+        let species = (label < synth::species::SPECIES_COUNT).then(|| synth::Species::from_index(label));
+        if let Some(sp) = &species {
+            for (t, &tr) in synth::Trait::ALL.iter().enumerate() {
+                trait_images[t][usize::from(sp.has(tr))] += 1;
+            }
+        }
+        for (h, ev) in evened.iter().enumerate() {
+            let m = out.map(last, h, pred).iter().zip(&animal).map(|(&a, &m)| f64::from(a) * m).sum::<f64>();
+            r.object_mass_per_head[h] += m;
+            if let Some(sp) = &species {
+                for (t, &tr) in synth::Trait::ALL.iter().enumerate() {
+                    r.object_mass_per_head_by_trait[h][t][usize::from(sp.has(tr))] += m;
+                }
+            }
+            let evened_pred = argmax(ev);
+            r.top1_evened_per_head[h] += f64::from(u8::from(evened_pred == label));
+            r.decision_changes_evened_per_head[h] += f64::from(u8::from(evened_pred != pred));
         }
         r.object_mass_chance += animal.iter().sum::<f64>() / cells as f64;
 
@@ -267,6 +296,15 @@ pub fn evaluate(
     r.object_mass /= n;
     r.object_mass_chance /= n;
     r.object_mass_per_head.iter_mut().for_each(|v| *v /= n);
+    r.top1_evened_per_head.iter_mut().for_each(|v| *v /= n);
+    r.decision_changes_evened_per_head.iter_mut().for_each(|v| *v /= n);
+    for by_trait in &mut r.object_mass_per_head_by_trait {
+        for (t, values) in by_trait.iter_mut().enumerate() {
+            for (v, m) in values.iter_mut().enumerate() {
+                *m /= trait_images[t][v].max(1) as f64;
+            }
+        }
+    }
     r.peak_cell_per_head.iter_mut().flatten().for_each(|v| *v /= n);
     r.attention_split.iter_mut().for_each(|v| *v /= n);
     r.deletion_pass /= n;
@@ -338,6 +376,23 @@ impl EvalReport {
             "head peaks on the animal / its outline / background (% of images): {}\n",
             peaks.join(" ")
         ));
+        let evened: Vec<String> = self.top1_evened_per_head.iter().map(|v| format!("{:.0}", v * 100.0)).collect();
+        s.push_str(&format!("top-1 with that head attending evenly to the whole grid (%): {}\n", evened.join(" ")));
+        for (h, by_trait) in self.object_mass_per_head_by_trait.iter().enumerate() {
+            // The trait whose two values split this head's object mass the most.
+            let Some((t, [a, b])) =
+                by_trait.iter().enumerate().max_by(|x, y| (x.1[0] - x.1[1]).abs().total_cmp(&(y.1[0] - y.1[1]).abs()))
+            else {
+                continue;
+            };
+            let tr = synth::Trait::ALL[t];
+            let [va, vb] = tr.values();
+            s.push_str(&format!(
+                "head {h}: object mass {:.2}; by {}: {va} {a:.2}, {vb} {b:.2}\n",
+                self.object_mass_per_head.get(h).copied().unwrap_or(0.0),
+                tr.name()
+            ));
+        }
         let [on, outline, beside, far] = self.attention_split;
         s.push_str(&format!(
             "head-mean attention on the animal / rest of its outline cells / cells beside them / farther: \
