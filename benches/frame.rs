@@ -28,12 +28,14 @@ fn official_sized() -> Analysis {
     }
     let (w, h) = (500, 389);
     let data = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+    let logits: Vec<f32> = (0..classes).map(|_| rng.uniform(3.0)).collect();
+    let evened = (0..heads).map(|_| logits.iter().map(|&l| l + rng.uniform(0.5)).collect()).collect();
     Analysis {
         id: 1,
         image_path: PathBuf::from("bird.jpg"),
         image: RgbImage { width: w, height: h, data },
         output: IntrOutput {
-            logits: (0..classes).map(|_| rng.uniform(3.0)).collect(),
+            logits,
             attention,
             layers,
             heads,
@@ -43,6 +45,7 @@ fn official_sized() -> Analysis {
             stride: 32,
             timings: StageTimings::default(),
         },
+        evened,
         mapping: GridMapping { original: (w, h), input: (1028, 800), grid: (gh, gw), stride: 32 },
         class_names: Arc::new((0..classes).map(|i| format!("Species number {i}")).collect()),
         took: Duration::ZERO,

@@ -31,6 +31,10 @@ pub struct Analysis {
     /// The decoded (and EXIF-oriented) photo.
     pub image: RgbImage,
     pub output: IntrOutput,
+    /// Per head of the last decoder layer, every class's logit when that head attends evenly to the
+    /// whole grid ([`crate::model::Intr::forward_evening_heads`]): what each class's score owes to where the head
+    /// looks. Empty when not computed.
+    pub evened: Vec<Vec<f32>>,
     pub mapping: GridMapping,
     pub class_names: Arc<Vec<String>>,
     /// Wall time of decoding + preprocessing + forward pass.
@@ -184,13 +188,15 @@ fn analyze(
     }
     send(Response::Progress { id, stage: "running model" });
     let (w, h) = prepared.input_size;
-    let output = m.forward(&prepared.chw, h, w).map_err(|e| format!("{}: {e}", image.display()))?;
+    let (output, evened) =
+        m.forward_evening_heads(&prepared.chw, h, w).map_err(|e| format!("{}: {e}", image.display()))?;
     let mapping = prepared.mapping(output.grid, m.config().stride());
     Ok(Some(Analysis {
         id,
         image_path: image.to_path_buf(),
         image: prepared.original,
         output,
+        evened,
         mapping,
         class_names: Arc::clone(names),
         took: t.elapsed(),

@@ -125,6 +125,41 @@ fn dropout_and_head_drop_are_reproducible_from_the_seed_and_change_the_steps() {
 }
 
 #[test]
+fn random_erasing_blanks_one_rectangle_of_the_documented_size() {
+    let side = 64;
+    let mut erased = 0;
+    for seed in 0..400u64 {
+        let mut x = vec![1.0f32; 3 * side * side];
+        let mut rng = Rng::new(seed);
+        train::erase(&mut x, side, &mut rng, 0.5);
+        let zeros: Vec<usize> = (0..side * side).filter(|&i| x[i] == 0.0).collect();
+        for c in 1..3 {
+            let plane = &x[c * side * side..(c + 1) * side * side];
+            assert!((0..side * side).all(|i| (plane[i] == 0.0) == (x[i] == 0.0)), "seed {seed}: planes differ");
+        }
+        if zeros.is_empty() {
+            continue;
+        }
+        erased += 1;
+        let (ys, xs): (Vec<usize>, Vec<usize>) = zeros.iter().map(|&i| (i / side, i % side)).unzip();
+        let h = ys.iter().max().unwrap() - ys.iter().min().unwrap() + 1;
+        let w = xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1;
+        assert_eq!(zeros.len(), h * w, "seed {seed}: the erased pixels are not one rectangle");
+        let share = (h * w) as f64 / (side * side) as f64;
+        assert!((0.015..=0.35).contains(&share), "seed {seed}: {h}×{w} is {share:.3} of the image");
+        let aspect = h as f64 / w as f64;
+        assert!((0.25..=4.0).contains(&aspect), "seed {seed}: aspect {aspect:.2}");
+    }
+    assert!((160..=240).contains(&erased), "{erased} of 400 images erased at p = 0.5");
+    // Off: nothing changes and nothing is drawn.
+    let mut x = vec![1.0f32; 3 * side * side];
+    let (mut a, mut b) = (Rng::new(9), Rng::new(9));
+    train::erase(&mut x, side, &mut a, 0.0);
+    assert!(x.iter().all(|&v| v == 1.0));
+    assert_eq!(a.next_f32(), b.next_f32());
+}
+
+#[test]
 fn a_trained_model_records_how_it_was_trained() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -151,12 +186,15 @@ fn a_trained_model_records_how_it_was_trained() {
         "7",
         "--head-drop",
         "0.25",
+        "--erase",
+        "0.5",
     ]);
     let report: serde_json::Value = serde_json::from_str(&run(&["inspect", "--json", &m])).unwrap();
     let args = &report["training_args"];
     assert_eq!(args["seed"], 7, "{report}");
     assert_eq!(args["batch"], 8);
     assert_eq!(args["head_drop"], 0.25);
+    assert_eq!(args["erase"], 0.5);
     assert_eq!(args["max_steps"], 2);
     assert!(args["lr"].as_f64().is_some() && args["jitter"].as_f64().is_some(), "{args}");
     assert!(run(&["inspect", &m]).contains("head_drop = 0.25"));

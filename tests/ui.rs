@@ -53,6 +53,9 @@ fn analysis() -> Analysis {
             stride: 160,
             timings: StageTimings::default(),
         },
+        // Per head, the logits with that head attending evenly: head 1 changes nothing, head 2
+        // takes 3 from the top class (Painted Bunting), head 3 adds 0.2 to it.
+        evened: vec![vec![2.0, 3.0, 1.0, 0.5, -1.0], vec![2.0, 0.0, 1.0, 0.5, -1.0], vec![2.0, 3.2, 1.0, 0.5, -1.0]],
         mapping: GridMapping { original: (w, h), input: (w * 4, h * 4), grid: (gh, gw), stride: 160 },
         class_names: Arc::new(NAMES.iter().map(|s| s.to_string()).collect()),
         took: std::time::Duration::ZERO,
@@ -86,6 +89,21 @@ fn clicking_a_class_changes_the_gallery_and_the_layer_selector_changes_the_maps(
     h.run();
     assert_eq!(h.state().view.layer, 0);
     h.snapshot("explorer_layer_1");
+}
+
+#[test]
+fn each_head_says_what_the_class_score_owes_to_where_it_looks() {
+    let mut h = harness();
+    // Painted Bunting: 62.4 % now; 7.6 % with head 2 evened, 66.9 % with head 3 evened.
+    h.get_by_label("head 1");
+    h.get_by_label("head 2 · -55 %");
+    h.get_by_label("head 3 · +5 %");
+    // Another class owes its heads something else: Lazuli Bunting gains from head 2's evening
+    // (8.4 % → 20.7 %) and loses a little from head 3's (8.4 % → 7.4 %).
+    h.get_by_label_contains("Lazuli Bunting").click();
+    h.run();
+    h.get_by_label("head 2 · +12 %");
+    h.get_by_label("head 3 · -1 %");
 }
 
 #[test]

@@ -560,18 +560,51 @@ fn gallery(
                 egui::StrokeKind::Outside,
             );
         }
-        let label = head.map_or("mean".to_string(), |h| format!("head {}", h + 1));
-        ui.painter().text(
-            egui::pos2(r.center().x, cell.max.y + 8.0),
-            egui::Align2::CENTER_CENTER,
-            &label,
-            egui::FontId::proportional(11.0),
-            ui.visuals().text_color(),
-        );
-        if resp.on_hover_text(&label).clicked() {
+        let reliance = head.and_then(|h| evened_effect(a, h, app.view.class));
+        let label = match (head, reliance) {
+            (None, _) => "mean".to_string(),
+            (Some(h), Some(e)) if e.points.abs() >= 0.5 => format!("head {} · {:+.0} %", h + 1, e.points),
+            (Some(h), _) => format!("head {}", h + 1),
+        };
+        let hover = match (head, reliance) {
+            (Some(h), Some(e)) => format!(
+                "head {}: if it looked evenly over the whole image (last layer), {} would score {:.1} % instead \
+                 of {:.1} % (logit {:+.2})",
+                h + 1,
+                a.class_names[app.view.class],
+                e.evened * 100.0,
+                e.now * 100.0,
+                e.logit
+            ),
+            _ => label.clone(),
+        };
+        let text_rect =
+            egui::Rect::from_center_size(egui::pos2(r.center().x, cell.max.y + 8.0), Vec2::new(w + 6.0, 14.0));
+        ui.put(text_rect, egui::Label::new(RichText::new(&label).size(11.0)).wrap_mode(egui::TextWrapMode::Truncate));
+        if resp.on_hover_text(&hover).clicked() {
             cmds.push(Command::SelectHead(head));
         }
     }
+}
+
+/// What one class's score owes to where one head of the last layer looks.
+#[derive(Debug, Clone, Copy)]
+struct Evened {
+    /// The class's probability now and with the head attending evenly.
+    now: f32,
+    evened: f32,
+    /// Change of the probability, in percentage points.
+    points: f32,
+    /// Change of the class logit.
+    logit: f32,
+}
+
+fn evened_effect(a: &Analysis, head: usize, class: usize) -> Option<Evened> {
+    let ev = a.evened.get(head)?;
+    let now = *a.output.probabilities().get(class)?;
+    let evened = *crate::model::intr::softmax(ev).get(class)?;
+    let logit = ev.get(class)? - a.output.logits.get(class)?;
+    Some(Evened { now, evened, points: (evened - now) * 100.0, logit })
 }
 
 fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>, slot: &mut usize) {

@@ -58,6 +58,10 @@ pub struct TrainArgs {
     /// Brightness and contrast jitter of the augmentation (0.15 = ±15 %; 0 = off).
     #[arg(long, default_value_t = 0.15, value_parser = parse_jitter)]
     pub jitter: f32,
+    /// Random erasing: the probability that one rectangle of 2–33 % of the image is set to the mean
+    /// colour (torchvision's `RandomErasing`; 0 = off, as the demo model was trained).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_dropout)]
+    pub erase: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Stop after this many steps (for quick checks).
@@ -190,6 +194,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         dropout: a.dropout,
         head_drop: a.head_drop,
         jitter: a.jitter,
+        erase: a.erase,
         seed: a.seed,
         max_steps: a.max_steps,
         ..Default::default()

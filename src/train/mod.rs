@@ -73,6 +73,10 @@ pub struct TrainOptions {
     /// Head-drop probability of the decoder's cross-attention (0 = off): each head's output is
     /// zeroed for a query of a sample with this probability, so every head must carry evidence.
     pub head_drop: f32,
+    /// Random erasing (Zhong et al. 2017, torchvision's `RandomErasing` ranges): the probability
+    /// that one rectangle of 2–33 % of the image, aspect 0.3–3.3, is set to the mean colour
+    /// (0 = off, as the demo model was trained).
+    pub erase: f32,
     pub seed: u64,
     /// Stop after this many optimisation steps (smoke tests); `None` = all epochs.
     pub max_steps: Option<usize>,
@@ -90,6 +94,7 @@ impl Default for TrainOptions {
             jitter: 0.15,
             dropout: 0.0,
             head_drop: 0.0,
+            erase: 0.0,
             seed: 0,
             max_steps: None,
         }
@@ -144,6 +149,34 @@ pub fn augment(chw: &[f32], side: usize, rng: &mut Rng, max_shift: i64, jitter: 
         }
     }
     out
+}
+
+/// Random erasing of one normalised CHW image in place: with probability `p`, one rectangle of
+/// 2–33 % of the image area with an aspect ratio of 0.3–3.3 (log-uniform) is set to 0, the mean
+/// colour; up to ten draws are made for a rectangle that fits, as torchvision does. With `p == 0`
+/// nothing is drawn from `rng`.
+pub fn erase(chw: &mut [f32], side: usize, rng: &mut Rng, p: f32) {
+    if p <= 0.0 || rng.next_f32() >= p {
+        return;
+    }
+    let area = (side * side) as f32;
+    for _ in 0..10 {
+        let target = area * (0.02 + rng.next_f32() * (0.33 - 0.02));
+        let ratio = (0.3f32.ln() + rng.next_f32() * (3.3f32.ln() - 0.3f32.ln())).exp();
+        let h = (target * ratio).sqrt().round() as usize;
+        let w = (target / ratio).sqrt().round() as usize;
+        if h == 0 || w == 0 || h >= side || w >= side {
+            continue;
+        }
+        let y0 = ((rng.next_f32() * (side - h + 1) as f32) as usize).min(side - h);
+        let x0 = ((rng.next_f32() * (side - w + 1) as f32) as usize).min(side - w);
+        for plane in chw.chunks_exact_mut(side * side) {
+            for row in plane.chunks_exact_mut(side).skip(y0).take(h) {
+                row[x0..x0 + w].fill(0.0);
+            }
+        }
+        return;
+    }
 }
 
 /// Running state that makes a run resumable.
@@ -265,7 +298,9 @@ pub fn train(
             for &i in chunk {
                 let mut r =
                     Rng::new(o.seed ^ ((progress.step * o.batch + i) as u64).wrapping_mul(0xA24B_AED4_963E_E407));
-                data.extend(augment(&images[i], side, &mut r, (side / 16) as i64, o.jitter));
+                let mut x = augment(&images[i], side, &mut r, (side / 16) as i64, o.jitter);
+                erase(&mut x, side, &mut r, o.erase);
+                data.extend(x);
             }
             let x = Tensor::from_vec(data, (chunk.len(), 3, side, side), &device)?;
             let labels: Vec<u32> = chunk.iter().map(|&i| examples[i].label as u32).collect();
