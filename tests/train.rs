@@ -146,7 +146,11 @@ fn random_erasing_blanks_one_rectangle_of_the_documented_size() {
         let w = xs.iter().max().unwrap() - xs.iter().min().unwrap() + 1;
         assert_eq!(zeros.len(), h * w, "seed {seed}: the erased pixels are not one rectangle");
         let share = (h * w) as f64 / (side * side) as f64;
-        assert!((0.015..=0.35).contains(&share), "seed {seed}: {h}×{w} is {share:.3} of the image");
+        let (lo, hi) = train::ERASE_AREA;
+        assert!(
+            (f64::from(lo) * 0.8..=f64::from(hi) * 1.2).contains(&share),
+            "seed {seed}: {h}×{w} is {share:.3} of the image"
+        );
         let aspect = h as f64 / w as f64;
         assert!((0.25..=4.0).contains(&aspect), "seed {seed}: aspect {aspect:.2}");
     }

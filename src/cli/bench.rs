@@ -2,7 +2,8 @@
 //!
 //! - `bench forward`: the official configuration (R50, D=256, 6+6 layers, 8 heads, 200 classes)
 //!   with deterministic random weights, one 800×1028 image, N timed runs; median total and
-//!   per-stage split. `--compare-candle` also times candle's own `conv2d` backbone in the same run.
+//!   per-stage split, and the same with each head of the last layer evened in turn (the explorer's
+//!   worker does both). `--compare-candle` also times candle's own `conv2d` backbone in the same run.
 //! - `bench memory`: writes a full-size official-format checkpoint (optimizer state, `args`) and
 //!   runs `predict` on it in a child process, which reports its own peak RSS.
 
@@ -90,17 +91,21 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
     outln!(
         "official INTR configuration, {classes} classes, input {w}×{h}, {threads} thread(s), {runs} runs after 1 warm-up"
     );
-    let mut variants = vec![("fast NHWC backbone", false)];
+    // The explorer's worker also evens each head of the last layer in turn (the reliance shown
+    // under each head): timed as its own variant.
+    let mut variants =
+        vec![("fast NHWC backbone", false, false), ("fast NHWC backbone + evening each head", false, true)];
     if compare_candle {
-        variants.push(("candle conv2d backbone", true));
+        variants.push(("candle conv2d backbone", true, false));
     }
-    for (label, force) in variants {
+    for (label, force, evening) in variants {
         model.set_force_candle_backbone(force);
         let mut totals = Vec::new();
         let mut stages: Vec<StageTimings> = Vec::new();
         for i in 0..=runs {
             let t = Instant::now();
-            let out = model.forward(&input, h, w)?;
+            let out =
+                if evening { model.forward_evening_heads(&input, h, w)?.0 } else { model.forward(&input, h, w)? };
             let dt = t.elapsed();
             if i > 0 {
                 totals.push(dt);

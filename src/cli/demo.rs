@@ -58,8 +58,8 @@ pub struct TrainArgs {
     /// Brightness and contrast jitter of the augmentation (0.15 = ±15 %; 0 = off).
     #[arg(long, default_value_t = 0.15, value_parser = parse_jitter)]
     pub jitter: f32,
-    /// Random erasing: the probability that one rectangle of 2–33 % of the image is set to the mean
-    /// colour (torchvision's `RandomErasing`; 0 = off, as the demo model was trained).
+    /// Random erasing: the probability that one rectangle of 1–6 % of the image (about one part of
+    /// a bird) is set to the mean colour (0 = off, as the demo model was trained).
     #[arg(long, default_value_t = 0.0, value_parser = parse_dropout)]
     pub erase: f32,
     #[arg(long, default_value_t = 0)]
