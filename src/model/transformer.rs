@@ -444,6 +444,14 @@ mod tests {
         Attention { q: lin(silent), k: lin(&[]), v: lin(&[]), out: lin(&[]), heads, candle_only }
     }
 
+    /// Random queries (lq, d) and keys = values (lk, d).
+    fn inputs(seed: u64, lq: usize, lk: usize, d: usize) -> (Tensor, Tensor) {
+        let mut rng = Rng::new(seed);
+        let q = Tensor::from_vec(random(&mut rng, lq * d), (lq, d), &Device::Cpu).unwrap();
+        let kv = Tensor::from_vec(random(&mut rng, lk * d), (lk, d), &Device::Cpu).unwrap();
+        (q, kv)
+    }
+
     fn values(t: &Tensor) -> Vec<f32> {
         t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
     }
@@ -455,10 +463,7 @@ mod tests {
     #[test]
     fn an_evened_head_reads_exactly_what_a_head_with_no_query_reads() {
         let (d, heads, lq, lk) = (32, 4, 5, 13);
-        let mut rng = Rng::new(3);
-        let dev = Device::Cpu;
-        let q = Tensor::from_vec(random(&mut rng, lq * d), (lq, d), &dev).unwrap();
-        let kv = Tensor::from_vec(random(&mut rng, lk * d), (lk, d), &dev).unwrap();
+        let (q, kv) = inputs(3, lq, lk, d);
         for candle_only in [false, true] {
             let plain = attention(9, d, heads, &[], candle_only);
             // Same weights (same seed draws) except head 2's query projection is zero.
@@ -480,10 +485,7 @@ mod tests {
     #[test]
     fn the_kernel_and_candle_agree_on_evened_heads() {
         let (d, heads, lq, lk) = (32, 4, 6, 21);
-        let mut rng = Rng::new(5);
-        let dev = Device::Cpu;
-        let q = Tensor::from_vec(random(&mut rng, lq * d), (lq, d), &dev).unwrap();
-        let kv = Tensor::from_vec(random(&mut rng, lk * d), (lk, d), &dev).unwrap();
+        let (q, kv) = inputs(5, lq, lk, d);
         let (a, aw) = attention(4, d, heads, &[], false).forward_evened(&q, &kv, &kv, &[0, 3]).unwrap();
         let (b, bw) = attention(4, d, heads, &[], true).forward_evened(&q, &kv, &kv, &[0, 3]).unwrap();
         assert!(close(&values(&a), &values(&b), 1e-5));
