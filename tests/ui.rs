@@ -104,6 +104,12 @@ fn each_head_says_what_the_class_score_owes_to_where_it_looks() {
     h.run();
     h.get_by_label("head 2 · +12 %");
     h.get_by_label("head 3 · -1 %");
+    // The figures are about the last layer's heads: under the first layer's maps they are not shown.
+    h.get_by_label("1").click();
+    h.run();
+    assert_eq!(h.state().view.layer, 0);
+    assert!(h.query_by_label("head 2 · +12 %").is_none() && h.query_by_label("head 3 · -1 %").is_none());
+    assert!(h.query_all_by_label("head 2").count() >= 1 && h.query_all_by_label("head 3").count() >= 1);
 }
 
 #[test]

@@ -560,7 +560,9 @@ fn gallery(
                 egui::StrokeKind::Outside,
             );
         }
-        let reliance = head.and_then(|h| evened_effect(a, h, app.view.class));
+        // The evening is of the last layer's heads: shown only under that layer's maps.
+        let last_layer = app.view.layer >= o.layers - 1;
+        let reliance = head.filter(|_| last_layer).and_then(|h| evened_effect(a, h, app.view.class));
         let label = match (head, reliance) {
             (None, _) => "mean".to_string(),
             (Some(h), Some(e)) if e.points.abs() >= 0.5 => format!("head {} · {:+.0} %", h + 1, e.points),
