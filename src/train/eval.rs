@@ -387,8 +387,10 @@ impl EvalReport {
             };
             let tr = synth::Trait::ALL[t];
             let [va, vb] = tr.values();
+            // Numbered from 1, as in the explorer.
             s.push_str(&format!(
-                "head {h}: object mass {:.2}; by {}: {va} {a:.2}, {vb} {b:.2}\n",
+                "head {}: object mass {:.2}; by {}: {va} {a:.2}, {vb} {b:.2}\n",
+                h + 1,
                 self.object_mass_per_head.get(h).copied().unwrap_or(0.0),
                 tr.name()
             ));
