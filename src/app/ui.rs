@@ -542,6 +542,8 @@ fn gallery(
     let o = &a.output;
     let n = o.heads + 1;
     let w = (strip.width() / n as f32 - 6.0).max(20.0);
+    // The viewed class's probability, which every head's evening figure compares with.
+    let now = o.probabilities().get(app.view.class).copied();
     for k in 0..n {
         let head = (k < o.heads).then_some(k);
         let cell = egui::Rect::from_min_size(
@@ -562,7 +564,7 @@ fn gallery(
         }
         // The evening is of the last layer's heads: shown only under that layer's maps.
         let last_layer = app.view.layer >= o.layers - 1;
-        let reliance = head.filter(|_| last_layer).and_then(|h| evened_effect(a, h, app.view.class));
+        let reliance = head.filter(|_| last_layer).and_then(|h| evened_effect(a, h, app.view.class, now));
         let label = match (head, reliance) {
             (None, _) => "mean".to_string(),
             (Some(h), Some(e)) if e.points.abs() >= 0.5 => format!("head {} · {:+.0} %", h + 1, e.points),
@@ -601,9 +603,10 @@ struct Evened {
     logit: f32,
 }
 
-fn evened_effect(a: &Analysis, head: usize, class: usize) -> Option<Evened> {
+/// `now` is the class's current probability.
+fn evened_effect(a: &Analysis, head: usize, class: usize, now: Option<f32>) -> Option<Evened> {
     let ev = a.evened.get(head)?;
-    let now = *a.output.probabilities().get(class)?;
+    let now = now?;
     let evened = *crate::model::intr::softmax(ev).get(class)?;
     let logit = ev.get(class)? - a.output.logits.get(class)?;
     Some(Evened { now, evened, points: (evened - now) * 100.0, logit })

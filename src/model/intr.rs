@@ -296,9 +296,7 @@ impl Intr {
         let mut tgt = self.query_embed.zeros_like()?;
         let mut decoder_layer_outputs = Vec::new();
         let mut hs = Vec::new();
-        let mut last_input = tgt.clone();
         for layer in &self.transformer.decoder {
-            last_input = tgt.clone();
             let (t, wts) = layer.forward(&tgt, &memory, &self.query_embed)?;
             tgt = t;
             hs.push(self.transformer.norm_decoder_output(&tgt)?);
@@ -308,6 +306,10 @@ impl Intr {
         let last = hs.last().ok_or_else(|| Error::Config("the model has no decoder layers".into()))?;
         let logits = self.presence.forward(last)?.squeeze(1)?;
         if let (Some(evened), Some(layer)) = (evened, self.transformer.decoder.last()) {
+            // The last layer's input: the layer before's output, or the zero start.
+            let n = decoder_layer_outputs.len();
+            let last_input =
+                if n >= 2 { decoder_layer_outputs[n - 2].clone() } else { self.query_embed.zeros_like()? };
             evened.clear();
             for head in 0..self.config.nheads {
                 let (t, _) = layer.forward_evened(&last_input, &memory, &self.query_embed, &[head])?;
