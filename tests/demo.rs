@@ -41,7 +41,7 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
     // The per-species and per-head breakdowns account for every image.
     assert_eq!(r.per_class.iter().map(|c| c.images).sum::<usize>(), 160);
     for (h, p) in r.peak_cell_per_head.iter().enumerate() {
-        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "head {h}: peak shares {p:?} do not sum to 1");
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "head {}: peak shares {p:?} do not sum to 1", h + 1);
     }
     let split = r.attention_split;
     assert!((split.iter().sum::<f64>() - 1.0).abs() < 1e-4, "attention split {split:?} does not sum to 1");
@@ -57,8 +57,13 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
     assert_eq!(r.top1_evened_per_head.len(), heads);
     for h in 0..heads {
         let (acc, changed) = (r.top1_evened_per_head[h], r.decision_changes_evened_per_head[h]);
-        assert!((0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&changed), "head {h}: {acc} {changed}");
-        assert!(r.top1 - acc <= changed + 1e-9, "head {h}: top-1 fell by {} but only {changed} changed", r.top1 - acc);
+        assert!((0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&changed), "head {}: {acc} {changed}", h + 1);
+        assert!(
+            r.top1 - acc <= changed + 1e-9,
+            "head {}: top-1 fell by {} but only {changed} changed",
+            h + 1,
+            r.top1 - acc
+        );
     }
     let least = r.top1_evened_per_head.iter().copied().fold(1.0, f64::min);
     assert!(least < r.top1 - 0.2, "no head's evening costs 20 points of top-1 (least {least:.3}, top-1 {:.3})", r.top1);
@@ -68,7 +73,7 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
         for h in 0..heads {
             let [a, b] = r.object_mass_per_head_by_trait[h][t];
             let mean = (a * (160.0 - with) + b * with) / 160.0;
-            assert!((mean - r.object_mass_per_head[h]).abs() < 1e-9, "head {h}, {}: {a} / {b}", tr.name());
+            assert!((mean - r.object_mass_per_head[h]).abs() < 1e-9, "head {}, {}: {a} / {b}", h + 1, tr.name());
         }
     }
 }
@@ -92,7 +97,7 @@ fn evening_a_head_leaves_the_ordinary_output_untouched() {
     for (h, logits) in evened.iter().enumerate() {
         assert_eq!(logits.len(), out.classes);
         let change = logits.iter().zip(&out.logits).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        assert!(change > 1e-3, "head {h}: evening changed the logits by only {change}");
+        assert!(change > 1e-3, "head {}: evening changed the logits by only {change}", h + 1);
     }
 }
 

@@ -143,3 +143,62 @@ fn an_unwritable_output_names_the_path_and_leaves_nothing() {
     assert!(stderr(&o).contains(&blocker.display().to_string()), "{}", stderr(&o));
     assert_eq!(std::fs::read(&blocker).unwrap(), b"x");
 }
+
+/// Reads `summary.csv` into rows of header → value (the test inputs have no quoted commas).
+fn summary_rows(out: &Path) -> Vec<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            assert_eq!(cells.len(), header.len(), "{l}");
+            header.iter().cloned().zip(cells.iter().map(|c| c.to_string())).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_summary_says_what_each_last_layer_head_is_worth_to_the_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(parity_dir().join("Painted_Bunting_0004_16641.jpg"), photos.join("bunting.jpg")).unwrap();
+    let (m, p) = (model(), photos.display().to_string());
+    let explain_layer = |layer: &str, out: &Path| {
+        let o = out.display().to_string();
+        let o = run(&["explain", "--model", &m, "--class", "top3", "--layer", layer, "--out", &o, &p]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+
+    let last = tmp.path().join("last");
+    explain_layer("2", &last);
+    let rows = summary_rows(&last);
+    assert_eq!(rows.len(), 3 * 5, "3 classes × (4 heads + mean)");
+    let num = |r: &BTreeMap<String, String>, k: &str| -> f32 { r[k].parse().unwrap_or_else(|_| panic!("{k}: {r:?}")) };
+    let mut moved = 0;
+    for (k, r) in rows.iter().enumerate() {
+        // Rows come class by class in ranking order, so the class's probability is the ranking's.
+        let rank = k / 5 + 1;
+        assert_eq!(r["class"], r[&format!("top{rank}")], "{r:?}");
+        assert!((num(r, "class_probability") - num(r, &format!("top{rank}_probability"))).abs() < 1e-6, "{r:?}");
+        if r["head"] == "mean" {
+            assert_eq!(r["probability_if_evened"], "", "the mean is not a head: {r:?}");
+        } else {
+            let evened = num(r, "probability_if_evened");
+            assert!((0.0..=1.0).contains(&evened), "{r:?}");
+            moved += usize::from((evened - num(r, "class_probability")).abs() > 1e-6);
+        }
+    }
+    assert!(moved > 0, "no head's evening changed any class's probability: {rows:?}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(last.join("summary.json")).unwrap()).unwrap();
+    let heads = json[0]["heads"].as_array().unwrap();
+    assert!(heads[0]["probability_if_evened"].is_number() && heads[4]["probability_if_evened"].is_null());
+
+    // The evening is about the last layer: the first layer's heads have no figure.
+    let first = tmp.path().join("first");
+    explain_layer("1", &first);
+    let rows = summary_rows(&first);
+    assert_eq!(rows.len(), 15);
+    assert!(rows.iter().all(|r| r["probability_if_evened"].is_empty()), "{rows:?}");
+}

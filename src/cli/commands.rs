@@ -53,6 +53,21 @@ pub(super) fn run_image(s: &Session, path: &Path) -> Result<(preprocess::Prepare
     Ok((prepared, out))
 }
 
+/// [`run_image`] with [`Intr::forward_evening_heads`]: also every class's logits with each head of
+/// the last decoder layer attending evenly.
+pub(super) fn run_image_evening_heads(
+    s: &Session,
+    path: &Path,
+) -> Result<(preprocess::Prepared, IntrOutput, Vec<Vec<f32>>)> {
+    let prepared = preprocess::prepare_file(path, &s.opts)?;
+    let (w, h) = prepared.input_size;
+    let (out, evened) = s
+        .model
+        .forward_evening_heads(&prepared.chw, h, w)
+        .with_context(|| format!("{}: forward pass failed", path.display()))?;
+    Ok((prepared, out, evened))
+}
+
 pub fn predict(a: &PredictArgs) -> Result<i32> {
     let s = load_session(&a.model)?;
     let mut failures = 0;

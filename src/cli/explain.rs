@@ -11,12 +11,14 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::commands::{Session, load_session, run_image};
+use super::commands::{Session, load_session, run_image_evening_heads};
 use super::output::{peak_rss_bytes, write_atomic};
 use crate::colormap::{Colormap, Interpolation, Normalization};
 use crate::export::{self, Format};
 use crate::figures::{self, FigureOptions, Look, View};
+
 use crate::model::IntrOutput;
+use crate::model::intr::softmax;
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -122,6 +124,14 @@ pub struct HeadRecord {
     pub peak_value: f32,
     /// Shannon entropy of the map (nats; ln(cells) = uniform).
     pub entropy: f32,
+    /// The class's probability.
+    #[serde(default)]
+    pub class_probability: f32,
+    /// The class's probability had this head attended evenly to the whole grid (the rest of the
+    /// model unchanged): what the class score owes to where the head looks. Only for the heads of
+    /// the last decoder layer; `None` for the mean and for earlier layers.
+    #[serde(default)]
+    pub probability_if_evened: Option<f32>,
 }
 
 /// Parses `K/N`.
@@ -316,7 +326,7 @@ fn explain_one(
     scale: Option<&(f64, String)>,
 ) -> Result<PhotoRecord> {
     let source = info.with_image(file)?;
-    let (prep, out) = run_image(s, file)?;
+    let (prep, out, evened) = run_image_evening_heads(s, file)?;
     let ranking = out.ranking();
     let probs = out.probabilities();
     let classes: Vec<usize> = match a.class.as_str() {
@@ -376,7 +386,7 @@ fn explain_one(
         image: file.display().to_string(),
         image_sha256: source.image_sha256.clone(),
         top: ranking.iter().take(5).map(|&c| (s.names[c].clone(), probs[c])).collect(),
-        heads: head_records(&out, layer, &classes, &heads, &s.names),
+        heads: head_records(&out, &evened, layer, &classes, &heads, &s.names),
         figures: figures_out,
         error: None,
     })
@@ -468,8 +478,20 @@ fn shell_join(args: &[String]) -> String {
     std::iter::once("intr-explorer".to_string()).chain(args.iter().map(q)).collect::<Vec<_>>().join(" ")
 }
 
-fn head_records(o: &IntrOutput, layer: usize, classes: &[usize], heads: &[usize], names: &[String]) -> Vec<HeadRecord> {
+/// The records of `heads` (and their mean) for each of `classes`; `evened[head]` holds the logits
+/// with that head of the last layer attending evenly.
+fn head_records(
+    o: &IntrOutput,
+    evened: &[Vec<f32>],
+    layer: usize,
+    classes: &[usize],
+    heads: &[usize],
+    names: &[String],
+) -> Vec<HeadRecord> {
     let (_, gw) = o.grid;
+    let probs = o.probabilities();
+    let evened_probs: Vec<Vec<f32>> =
+        if layer + 1 == o.layers { evened.iter().map(|l| softmax(l)).collect() } else { Vec::new() };
     let mut out = Vec::new();
     for &c in classes {
         for h in heads.iter().map(|&h| Some(h)).chain([None]) {
@@ -482,6 +504,8 @@ fn head_records(o: &IntrOutput, layer: usize, classes: &[usize], heads: &[usize]
                 peak_col: peak % gw,
                 peak_value: value,
                 entropy: entropy(&map),
+                class_probability: probs[c],
+                probability_if_evened: h.and_then(|h| evened_probs.get(h)).map(|p| p[c]),
             });
         }
     }
@@ -502,7 +526,7 @@ fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Result<(
     let json = serde_json::to_vec_pretty(&records)?;
     write_atomic(&out.join("summary.json"), |tmp| Ok(std::fs::write(tmp, &json)?))?;
     let mut csv = String::from(
-        "image,image_sha256,top1,top1_probability,top2,top2_probability,top3,top3_probability,class,head,peak_row,peak_col,peak_value,entropy,error\n",
+        "image,image_sha256,top1,top1_probability,top2,top2_probability,top3,top3_probability,class,head,peak_row,peak_col,peak_value,entropy,class_probability,probability_if_evened,error\n",
     );
     let field =
         |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
@@ -516,11 +540,11 @@ fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Result<(
         }
         let err = field(r.error.as_deref().unwrap_or(""));
         if r.heads.is_empty() {
-            csv.push_str(&format!("{},{},{top},,,,,,,{err}\n", field(&r.image), r.image_sha256));
+            csv.push_str(&format!("{},{},{top},,,,,,,,,{err}\n", field(&r.image), r.image_sha256));
         }
         for h in &r.heads {
             csv.push_str(&format!(
-                "{},{},{top}{},{},{},{},{:.6e},{:.4},{err}\n",
+                "{},{},{top}{},{},{},{},{:.6e},{:.4},{:.6},{},{err}\n",
                 field(&r.image),
                 r.image_sha256,
                 field(&h.class),
@@ -528,7 +552,9 @@ fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Result<(
                 h.peak_row,
                 h.peak_col,
                 h.peak_value,
-                h.entropy
+                h.entropy,
+                h.class_probability,
+                h.probability_if_evened.map(|p| format!("{p:.6}")).unwrap_or_default()
             ));
         }
     }
