@@ -195,6 +195,25 @@ fn the_summary_says_what_each_last_layer_head_is_worth_to_the_class() {
     let heads = json[0]["heads"].as_array().unwrap();
     assert!(heads[0]["probability_if_evened"].is_number() && heads[4]["probability_if_evened"].is_null());
 
+    // A record written before these fields existed still counts as finished, and its rows leave
+    // them empty rather than inventing values.
+    let record = last.join(".records/bunting.json");
+    let mut old: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    for h in old["heads"].as_array_mut().unwrap() {
+        let h = h.as_object_mut().unwrap();
+        h.remove("class_probability");
+        h.remove("probability_if_evened");
+    }
+    std::fs::write(&record, serde_json::to_vec(&old).unwrap()).unwrap();
+    explain_layer("2", &last);
+    let rows = summary_rows(&last);
+    assert_eq!(rows.len(), 15);
+    assert!(
+        rows.iter().all(|r| r["class_probability"].is_empty() && r["probability_if_evened"].is_empty()),
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|r| !r["entropy"].is_empty()), "{rows:?}");
+
     // The evening is about the last layer: the first layer's heads have no figure.
     let first = tmp.path().join("first");
     explain_layer("1", &first);

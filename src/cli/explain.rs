@@ -16,7 +16,6 @@ use super::output::{peak_rss_bytes, write_atomic};
 use crate::colormap::{Colormap, Interpolation, Normalization};
 use crate::export::{self, Format};
 use crate::figures::{self, FigureOptions, Look, View};
-
 use crate::model::IntrOutput;
 use crate::model::intr::softmax;
 
@@ -124,9 +123,9 @@ pub struct HeadRecord {
     pub peak_value: f32,
     /// Shannon entropy of the map (nats; ln(cells) = uniform).
     pub entropy: f32,
-    /// The class's probability.
+    /// The class's probability (`None` in records written before it was recorded).
     #[serde(default)]
-    pub class_probability: f32,
+    pub class_probability: Option<f32>,
     /// The class's probability had this head attended evenly to the whole grid (the rest of the
     /// model unchanged): what the class score owes to where the head looks. Only for the heads of
     /// the last decoder layer; `None` for the mean and for earlier layers.
@@ -504,7 +503,7 @@ fn head_records(
                 peak_col: peak % gw,
                 peak_value: value,
                 entropy: entropy(&map),
-                class_probability: probs[c],
+                class_probability: Some(probs[c]),
                 probability_if_evened: h.and_then(|h| evened_probs.get(h)).map(|p| p[c]),
             });
         }
@@ -544,7 +543,7 @@ fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Result<(
         }
         for h in &r.heads {
             csv.push_str(&format!(
-                "{},{},{top}{},{},{},{},{:.6e},{:.4},{:.6},{},{err}\n",
+                "{},{},{top}{},{},{},{},{:.6e},{:.4},{},{},{err}\n",
                 field(&r.image),
                 r.image_sha256,
                 field(&h.class),
@@ -553,7 +552,7 @@ fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Result<(
                 h.peak_col,
                 h.peak_value,
                 h.entropy,
-                h.class_probability,
+                h.class_probability.map(|p| format!("{p:.6}")).unwrap_or_default(),
                 h.probability_if_evened.map(|p| format!("{p:.6}")).unwrap_or_default()
             ));
         }
