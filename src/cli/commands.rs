@@ -46,26 +46,21 @@ pub(super) fn load_session(a: &ModelArgs) -> Result<Session> {
 }
 
 pub(super) fn run_image(s: &Session, path: &Path) -> Result<(preprocess::Prepared, IntrOutput)> {
+    run_prepared(s, path, |m, chw, h, w| m.forward(chw, h, w))
+}
+
+/// Prepares the image at `path` as the session's model wants it and runs `pass` on it
+/// (e.g. [`Intr::forward`], as [`run_image`] does).
+pub(super) fn run_prepared<T>(
+    s: &Session,
+    path: &Path,
+    pass: impl FnOnce(&Intr, &[f32], usize, usize) -> model::Result<T>,
+) -> Result<(preprocess::Prepared, T)> {
     let prepared = preprocess::prepare_file(path, &s.opts)?;
     let (w, h) = prepared.input_size;
     let out =
-        s.model.forward(&prepared.chw, h, w).with_context(|| format!("{}: forward pass failed", path.display()))?;
+        pass(&s.model, &prepared.chw, h, w).with_context(|| format!("{}: forward pass failed", path.display()))?;
     Ok((prepared, out))
-}
-
-/// [`run_image`] with [`Intr::forward_evening_heads`]: also every class's logits with each head of
-/// the last decoder layer attending evenly.
-pub(super) fn run_image_evening_heads(
-    s: &Session,
-    path: &Path,
-) -> Result<(preprocess::Prepared, IntrOutput, Vec<Vec<f32>>)> {
-    let prepared = preprocess::prepare_file(path, &s.opts)?;
-    let (w, h) = prepared.input_size;
-    let (out, evened) = s
-        .model
-        .forward_evening_heads(&prepared.chw, h, w)
-        .with_context(|| format!("{}: forward pass failed", path.display()))?;
-    Ok((prepared, out, evened))
 }
 
 pub fn predict(a: &PredictArgs) -> Result<i32> {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use super::commands::{Session, load_session, run_image_evening_heads};
+use super::commands::{Session, load_session, run_prepared};
 use super::output::{peak_rss_bytes, write_atomic};
 use crate::colormap::{Colormap, Interpolation, Normalization};
 use crate::export::{self, Format};
@@ -325,7 +325,8 @@ fn explain_one(
     scale: Option<&(f64, String)>,
 ) -> Result<PhotoRecord> {
     let source = info.with_image(file)?;
-    let (prep, out, evened) = run_image_evening_heads(s, file)?;
+    // With each last-layer head's evening, for the summary's `probability_if_evened`.
+    let (prep, (out, evened)) = run_prepared(s, file, |m, chw, h, w| m.forward_evening_heads(chw, h, w))?;
     let ranking = out.ranking();
     let probs = out.probabilities();
     let classes: Vec<usize> = match a.class.as_str() {
@@ -385,7 +386,7 @@ fn explain_one(
         image: file.display().to_string(),
         image_sha256: source.image_sha256.clone(),
         top: ranking.iter().take(5).map(|&c| (s.names[c].clone(), probs[c])).collect(),
-        heads: head_records(&out, &evened, layer, &classes, &heads, &s.names),
+        heads: head_records(&out, &probs, &evened, layer, &classes, &heads, &s.names),
         figures: figures_out,
         error: None,
     })
@@ -477,10 +478,11 @@ fn shell_join(args: &[String]) -> String {
     std::iter::once("intr-explorer".to_string()).chain(args.iter().map(q)).collect::<Vec<_>>().join(" ")
 }
 
-/// The records of `heads` (and their mean) for each of `classes`; `evened[head]` holds the logits
-/// with that head of the last layer attending evenly.
+/// The records of `heads` (and their mean) for each of `classes`; `probs` are the class
+/// probabilities and `evened[head]` the logits with that head of the last layer attending evenly.
 fn head_records(
     o: &IntrOutput,
+    probs: &[f32],
     evened: &[Vec<f32>],
     layer: usize,
     classes: &[usize],
@@ -488,7 +490,6 @@ fn head_records(
     names: &[String],
 ) -> Vec<HeadRecord> {
     let (_, gw) = o.grid;
-    let probs = o.probabilities();
     let evened_probs: Vec<Vec<f32>> =
         if layer + 1 == o.layers { evened.iter().map(|l| softmax(l)).collect() } else { Vec::new() };
     let mut out = Vec::new();
