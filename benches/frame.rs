@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 use egui_kittest::Harness;
-use intr_explorer::app::{Command, ExplorerApp, NoDialogs};
-use intr_explorer::inference::Analysis;
-use intr_explorer::model::IntrOutput;
-use intr_explorer::model::decode::RgbImage;
-use intr_explorer::model::intr::StageTimings;
-use intr_explorer::model::preprocess::GridMapping;
-use intr_explorer::model::synthetic::Rng;
+use intr_explorer::gui::worker::Analysis;
+use intr_explorer::gui::{Command, ExplorerApp, NoDialogs};
+use intr_explorer::image::decode::RgbImage;
+use intr_explorer::image::grid::GridMapping;
+use intr_explorer::intr::IntrOutput;
+use intr_explorer::intr::model::StageTimings;
+use intr_explorer::intr::random::Rng;
+use intr_explorer::session;
 
 fn official_sized() -> Analysis {
     let (layers, heads, classes, gh, gw) = (6, 8, 200, 25, 33);
@@ -32,23 +33,27 @@ fn official_sized() -> Analysis {
     let evened = (0..heads).map(|_| logits.iter().map(|&l| l + rng.uniform(0.5)).collect()).collect();
     Analysis {
         id: 1,
-        image_path: PathBuf::from("bird.jpg"),
-        image: RgbImage { width: w, height: h, data },
-        output: IntrOutput {
-            logits,
-            attention,
-            layers,
-            heads,
-            classes,
-            grid: (gh, gw),
-            input: (1028, 800),
-            stride: 32,
-            timings: StageTimings::default(),
+        result: session::Analysis {
+            image_path: PathBuf::from("bird.jpg"),
+            image: RgbImage { width: w, height: h, data },
+            output: IntrOutput {
+                logits,
+                attention,
+                layers,
+                heads,
+                classes,
+                grid: (gh, gw),
+                input: (1028, 800),
+                stride: 32,
+                timings: StageTimings::default(),
+            },
+            evened,
+            mapping: GridMapping { original: (w, h), input: (1028, 800), grid: (gh, gw), stride: 32 },
+            class_names: Arc::new((0..classes).map(|i| format!("Species number {i}")).collect()),
+            took: Duration::ZERO,
+            oriented: false,
+            input_size: (1028, 800),
         },
-        evened,
-        mapping: GridMapping { original: (w, h), input: (1028, 800), grid: (gh, gw), stride: 32 },
-        class_names: Arc::new((0..classes).map(|i| format!("Species number {i}")).collect()),
-        took: Duration::ZERO,
     }
 }
 

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use common::*;
-use intr_explorer::classes;
-use intr_explorer::model::checkpoint::DType;
-use intr_explorer::model::pth_writer::{Py, StorageData, write_pth};
-use intr_explorer::model::{ConfigOverrides, load_model};
+use intr_explorer::checkpoint::DType;
+use intr_explorer::checkpoint::pth_writer::{Py, StorageData, write_pth};
+use intr_explorer::intr::{ConfigOverrides, load_model};
+use intr_explorer::session::classes;
 
 fn load_err(path: &Path) -> String {
     match load_model(path, &ConfigOverrides::default(), &Device::Cpu) {
@@ -104,7 +104,7 @@ fn tensor_data_shorter_than_declared_is_named() {
     let mut storages = Vec::new();
     for (i, s) in t.into_iter().enumerate() {
         let key = i.to_string();
-        let r = intr_explorer::model::pth_writer::TensorRef::contiguous(&key, s.dtype, &s.shape);
+        let r = intr_explorer::checkpoint::pth_writer::TensorRef::contiguous(&key, s.dtype, &s.shape);
         model.push((Py::Str(s.name), Py::Tensor(r)));
         storages.push((key, StorageData::Bytes(s.bytes)));
     }
@@ -212,7 +212,7 @@ fn strided_and_offset_views_are_honoured() {
                 }
             }
             buf.extend(t);
-            let r = intr_explorer::model::pth_writer::TensorRef {
+            let r = intr_explorer::checkpoint::pth_writer::TensorRef {
                 storage_key: key.clone(),
                 dtype: DType::F32,
                 storage_numel: buf.len(),
@@ -223,7 +223,7 @@ fn strided_and_offset_views_are_honoured() {
             model.push((Py::Str(name), Py::Tensor(r)));
             storages.push((key, StorageData::Bytes(encode(&buf, DType::F32))));
         } else {
-            let r = intr_explorer::model::pth_writer::TensorRef::contiguous(&key, DType::F32, &shape);
+            let r = intr_explorer::checkpoint::pth_writer::TensorRef::contiguous(&key, DType::F32, &shape);
             model.push((Py::Str(name), Py::Tensor(r)));
             storages.push((key, StorageData::Bytes(encode(&v, DType::F32))));
         }
@@ -261,7 +261,7 @@ fn edge(name: &str) -> PathBuf {
 
 #[test]
 fn every_edge_case_image_is_decoded_or_refused_clearly() {
-    use intr_explorer::model::decode::decode_file;
+    use intr_explorer::image::decode::decode_file;
     let upright = decode_file(&edge("macaw_upright.png"), true).unwrap().image;
     let mean_abs = |a: &[u8], b: &[u8]| {
         a.iter().zip(b).map(|(x, y)| (i32::from(*x) - i32::from(*y)).abs() as f64).sum::<f64>() / a.len() as f64
@@ -310,7 +310,7 @@ fn every_edge_case_image_is_decoded_or_refused_clearly() {
 
 #[test]
 fn extreme_aspect_ratios_and_tiny_images_run_through_the_model() {
-    use intr_explorer::model::preprocess::{PreprocessOptions, prepare_file};
+    use intr_explorer::image::preprocess::{PreprocessOptions, prepare_file};
     let (model, _) =
         load_model(&parity_dir().join("tiny_postnorm_learned.pth"), &ConfigOverrides::default(), &Device::Cpu).unwrap();
     for name in ["fish_wide_2000x40.jpg", "tiny_black_1x1.png"] {

@@ -183,3 +183,48 @@ fn closed_stdout_ends_quietly_instead_of_panicking() {
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
 }
+
+#[test]
+fn bad_values_are_usage_errors_naming_the_flag_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (model, out_s) = (fixture("tiny_postnorm_sine.pth"), out.display().to_string());
+    for (flag, value) in [
+        ("--opacity", "1.5"),
+        ("--threshold", "2"),
+        ("--panel-width", "0"),
+        ("--dpi", "0"),
+        ("--shard", "4/3"),
+        ("--scale", "5furlongs"),
+        ("--heads", "1,x"),
+        ("--layer", "0"),
+        ("--colormap", "rainbow"),
+    ] {
+        let o = run(&["explain", "--model", &model, "--out", &out_s, flag, value, &bunting()]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{flag} {value}: {}", stderr(&o));
+        assert!(!out.exists(), "{flag} {value}: nothing may be written");
+    }
+    let o = run(&["predict", "--model", &model, "-k", "0", &bunting()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn a_mistyped_command_is_a_usage_error_not_a_window() {
+    let o = bin().args(["predcit", "x.jpg"]).env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no such command `predcit`; did you mean `predict`?"), "{}", stderr(&o));
+    let o = bin().args(["frobnicate"]).env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY").output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the commands are predict, attention"), "{}", stderr(&o));
+}
+
+#[cfg(feature = "gui")]
+#[test]
+fn without_a_display_the_window_says_so_in_one_line() {
+    let o = bin().env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("no display") && e.contains("explain"), "{e}");
+}

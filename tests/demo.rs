@@ -5,15 +5,15 @@
 //! the generator or the evaluation shows up here. That one is a guard below the shipped model's
 //! figure (0.69 on this set), not the demo's target (0.8), which the shipped model does not reach yet.
 
-use intr_explorer::model::{self, ConfigOverrides};
-use intr_explorer::synth::{self, SynthOptions};
-use intr_explorer::train::eval;
+use intr_explorer::demo::eval;
+use intr_explorer::demo::synth::{self, SynthOptions};
+use intr_explorer::intr::{self, ConfigOverrides};
 
 #[test]
 fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
-    let path = intr_explorer::assets::demo_model().unwrap();
-    let (m, ckpt) = model::load_model(&path, &ConfigOverrides::default(), &candle_core::Device::Cpu).unwrap();
-    let names = model::stored_class_names(&ckpt).unwrap().unwrap();
+    let path = intr_explorer::session::assets::demo_model().unwrap();
+    let (m, ckpt) = intr::load_model(&path, &ConfigOverrides::default(), &candle_core::Device::Cpu).unwrap();
+    let names = ckpt.stored_class_names().unwrap().unwrap();
     let species: Vec<String> = synth::all_species().into_iter().map(|s| s.name).collect();
     assert_eq!(names, species, "the demo model's classes are the generator's species, in order");
 
@@ -82,15 +82,15 @@ fn the_shipped_demo_model_clears_its_bars_on_new_birds() {
 /// each head's evened logits differ from the ordinary ones.
 #[test]
 fn evening_a_head_leaves_the_ordinary_output_untouched() {
-    use intr_explorer::model::decode::RgbImage;
-    use intr_explorer::model::preprocess::normalize;
+    use intr_explorer::image::decode::RgbImage;
+    use intr_explorer::image::preprocess::normalize;
 
-    let path = intr_explorer::assets::demo_model().unwrap();
-    let (m, _) = model::load_model(&path, &ConfigOverrides::default(), &candle_core::Device::Cpu).unwrap();
+    let path = intr_explorer::session::assets::demo_model().unwrap();
+    let (m, _) = intr::load_model(&path, &ConfigOverrides::default(), &candle_core::Device::Cpu).unwrap();
     let s = synth::render(&synth::all_species()[6], 128, 5).unwrap();
     let chw = normalize(&RgbImage { width: 128, height: 128, data: s.rgb });
     let plain = m.forward(&chw, 128, 128).unwrap();
-    let (out, evened) = m.forward_evening_heads(&chw, 128, 128).unwrap();
+    let (out, evened) = intr_explorer::probe::forward_evening_heads(&m, &chw, 128, 128).unwrap();
     assert_eq!(out.logits, plain.logits);
     assert_eq!(out.attention, plain.attention);
     assert_eq!(evened.len(), m.config().nheads);
@@ -101,7 +101,7 @@ fn evening_a_head_leaves_the_ordinary_output_untouched() {
     }
 }
 
-/// The premise of the evaluation's and the overlays' grid placement (`preprocess::cell_of`): a
+/// The premise of the evaluation's and the overlays' grid placement (`grid::cell_of`): a
 /// backbone cell reads the image around input pixel `stride·c`, not the tile right of it. A thin
 /// vertical stripe added at column x changes the features of grid column `cell_of(x)` the most
 /// (the pixels within two of a boundary between cells are left out: learned filters are not
@@ -109,12 +109,13 @@ fn evening_a_head_leaves_the_ordinary_output_untouched() {
 /// `stride·c`. Under the naive tiling (`x / stride`, centre `stride·c + stride/2`) both fail.
 #[test]
 fn a_grid_cell_reads_the_pixels_nearest_its_receptive_field_centre() {
-    use intr_explorer::model::conv_cpu::Fmap;
-    use intr_explorer::model::decode::RgbImage;
-    use intr_explorer::model::preprocess::{cell_of, normalize};
+    use intr_explorer::image::decode::RgbImage;
+    use intr_explorer::image::grid::cell_of;
+    use intr_explorer::image::preprocess::normalize;
+    use intr_explorer::kernels::conv::Fmap;
 
-    let path = intr_explorer::assets::demo_model().unwrap();
-    let (m, _) = model::load_model(&path, &ConfigOverrides::default(), &candle_core::Device::Cpu).unwrap();
+    let path = intr_explorer::session::assets::demo_model().unwrap();
+    let (m, _) = intr::load_model(&path, &ConfigOverrides::default(), &candle_core::Device::Cpu).unwrap();
     let stride = m.config().stride();
     let side = 128;
     let species = synth::all_species();

@@ -112,8 +112,8 @@ fn figures_carry_their_provenance_and_remake_rebuilds_them() {
         ["--format", "png", "--dpi", "96", "--title", "Owls & <friends>", "--caption", "Demo.", "--scale", "0.05mm"];
     explain(&photos, &out, &extra);
     let fig = out.join("owl__compare.png");
-    let prov = intr_explorer::export::read_provenance(&fig).unwrap();
-    let sha = |p: &Path| intr_explorer::export::sha256_file(p).unwrap();
+    let prov = intr_explorer::figure::read_provenance(&fig).unwrap();
+    let sha = |p: &Path| intr_explorer::files::sha256_file(p).unwrap();
     assert_eq!(prov["model_sha256"], sha(Path::new(&model())));
     assert_eq!(prov["image_sha256"], sha(&photos.join("owl.webp")));
     assert_eq!(prov["image"], "owl.webp");

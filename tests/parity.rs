@@ -5,8 +5,8 @@ mod common;
 
 use candle_core::Device;
 use common::*;
-use intr_explorer::model::conv_cpu::Fmap;
-use intr_explorer::model::{ConfigOverrides, load_model};
+use intr_explorer::intr::{ConfigOverrides, load_model};
+use intr_explorer::kernels::conv::Fmap;
 
 const ATOL: f64 = 1e-4;
 
@@ -131,8 +131,9 @@ fn candle_conv_backbone_agrees_with_fast_backbone() {
 
 #[test]
 fn loading_reads_every_weight_of_the_state_dict_and_nothing_else() {
-    use intr_explorer::model::weights::WeightStore;
-    use intr_explorer::model::{Checkpoint, Intr, resolve_config};
+    use intr_explorer::checkpoint::Checkpoint;
+    use intr_explorer::intr::weights::WeightStore;
+    use intr_explorer::intr::{Intr, resolve_config};
     use std::collections::BTreeSet;
     for name in ["tiny_postnorm_sine", "tiny_prenorm_sine", "tiny_postnorm_learned"] {
         let ck = Checkpoint::open(&parity_dir().join(format!("{name}.pth"))).unwrap();

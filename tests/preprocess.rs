@@ -4,8 +4,8 @@ mod common;
 
 use candle_core::DType;
 use common::*;
-use intr_explorer::model::decode;
-use intr_explorer::model::preprocess::{self, PreprocessOptions};
+use intr_explorer::image::decode;
+use intr_explorer::image::preprocess::{self, PreprocessOptions};
 
 fn u8_values(t: &candle_core::Tensor) -> Vec<u8> {
     t.to_dtype(DType::U8).unwrap().flatten_all().unwrap().to_vec1::<u8>().unwrap()

@@ -2,8 +2,8 @@
 //! Mesa's lavapipe) against the CPU reference of `colormap` for every colormap and interpolation.
 #![cfg(feature = "gui")]
 
-use intr_explorer::colormap::{self, Colormap, GridMap, GridPlacement, Interpolation, OverlayStyle};
-use intr_explorer::render::overlay::{self, AtlasLayout, OverlayPipeline, OverlayUniforms};
+use intr_explorer::gui::gpu::pipeline::{self, AtlasLayout, OverlayPipeline, OverlayUniforms};
+use intr_explorer::overlay::colormap::{self, Colormap, GridMap, GridPlacement, Interpolation, OverlayStyle};
 
 #[test]
 fn every_shader_validates_with_naga() {
@@ -27,7 +27,7 @@ fn every_shader_validates_with_naga() {
 #[test]
 fn atlas_layout_places_every_map() {
     let a = AtlasLayout::new(9600, 33, 25).unwrap();
-    assert!(a.width <= overlay::MAX_ATLAS_SIDE && a.height <= overlay::MAX_ATLAS_SIDE);
+    assert!(a.width <= pipeline::MAX_ATLAS_SIDE && a.height <= pipeline::MAX_ATLAS_SIDE);
     let (x, y) = a.origin(9599);
     assert!(x + 33 <= a.width && y + 25 <= a.height);
     let maps: Vec<f32> = (0..3 * 6).map(|v| v as f32).collect(); // three 2×3 maps
@@ -52,7 +52,7 @@ fn pseudo(n: usize, seed: u32) -> Vec<f32> {
 
 #[test]
 fn gpu_overlay_matches_the_cpu_reference_for_every_colormap_and_interpolation() {
-    let (device, queue, adapter) = overlay::headless_device().expect("a wgpu adapter (Mesa lavapipe in CI)");
+    let (device, queue, adapter) = pipeline::headless_device().expect("a wgpu adapter (Mesa lavapipe in CI)");
     eprintln!("adapter: {adapter}");
     let pipeline = OverlayPipeline::new(&device, &queue, eframe::egui_wgpu::wgpu::TextureFormat::Rgba8Unorm);
     let (w, h) = (70usize, 45usize);
@@ -76,7 +76,7 @@ fn gpu_overlay_matches_the_cpu_reference_for_every_colormap_and_interpolation() 
         for interpolation in Interpolation::ALL {
             let style = OverlayStyle { colormap: cm, interpolation, lo, hi, threshold: 0.15, opacity: 0.6 };
             let u = OverlayUniforms::new(&atlas, 1, *placement, &style, ([0.0, 0.0], [1.0, 1.0]), true);
-            let gpu = overlay::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
+            let gpu = pipeline::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
             let cpu = colormap::render_overlay(&rgb, w, h, &grid, &style);
             // A pixel whose normalised value sits on the threshold (within float rounding) may
             // legitimately be cut on one side and not the other; only those may differ more.
@@ -120,18 +120,20 @@ fn gpu_overlay_matches_the_cpu_reference_for_every_colormap_and_interpolation() 
         opacity: 1.0,
     };
     let u = OverlayUniforms::new(&atlas, 1, placements[1], &style, ([0.0, 0.0], [1.0, 1.0]), true);
-    let gpu = overlay::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
+    let gpu = pipeline::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
     let photo_kept = gpu.chunks(4).zip(rgb.chunks(3)).filter(|(g, p)| &g[..3] == *p).count();
     assert!(photo_kept < w * h / 20, "opaque overlay left {photo_kept} photo pixels unchanged");
 }
 
 #[test]
 fn an_exported_png_figure_shows_the_pixels_of_the_gpu_view() {
-    use intr_explorer::figures::{self, FigureOptions, Look, View};
-    use intr_explorer::model::IntrOutput;
-    use intr_explorer::model::decode::RgbImage;
+    use intr_explorer::figure::{self, FigureOptions, View};
+    use intr_explorer::image::decode::RgbImage;
+    use intr_explorer::intr::IntrOutput;
+    use intr_explorer::overlay::Look;
+    use intr_explorer::overlay::range::{style, value_range};
 
-    let (device, queue, _) = overlay::headless_device().expect("a wgpu adapter (Mesa lavapipe in CI)");
+    let (device, queue, _) = pipeline::headless_device().expect("a wgpu adapter (Mesa lavapipe in CI)");
     let pipeline = OverlayPipeline::new(&device, &queue, eframe::egui_wgpu::wgpu::TextureFormat::Rgba8Unorm);
     let (w, h, gw, gh) = (96usize, 64usize, 6usize, 4usize);
     let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 29 + (i / (w * 3)) * 7) % 256) as u8).collect();
@@ -166,19 +168,19 @@ fn an_exported_png_figure_shows_the_pixels_of_the_gpu_view() {
     ] {
         let view = View::Single { class: 1, head };
         let opts = FigureOptions { look, layer: 0, labels: true, letters: false, ..Default::default() };
-        let fig = figures::compose(&photo, &output, &names, &view, &opts, Default::default());
-        let png = intr_explorer::export::to_png(&fig, 96.0).unwrap();
+        let fig = figure::compose(&photo, &output, &names, &view, &opts, Default::default());
+        let png = intr_explorer::figure::to_png(&fig, 96.0).unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgba8();
-        let rect = intr_explorer::export::layout(&fig).panel_rects[0];
+        let rect = intr_explorer::figure::layout(&fig).panel_rects[0];
 
         // The same view through the window's shader.
-        let map = figures::map_values(&output, 0, 1, head);
-        let style = figures::style(&look, figures::value_range(&output, 0, look.normalization, (1, head), &[]));
+        let map = output.map_values(0, 1, head);
+        let style = style(&look, value_range(&output, 0, look.normalization, (1, head), &[]));
         let atlas = AtlasLayout::new(1, gw as u32, gh as u32).unwrap();
         let rgba: Vec<u8> = rgb.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
         let scene = pipeline.scene(&device, &queue, &rgba, (w as u32, h as u32), atlas, &map);
         let u = OverlayUniforms::new(&atlas, 0, output.placement(), &style, ([0.0, 0.0], [1.0, 1.0]), true);
-        let gpu = overlay::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
+        let gpu = pipeline::render_offscreen(&device, &queue, &pipeline, &scene, &u, (w as u32, h as u32)).unwrap();
 
         let (x0, y0) = (rect.0.round() as u32, rect.1.round() as u32);
         assert_eq!((rect.2.round() as usize, rect.3.round() as usize), (w, h), "panel drawn at its native size");

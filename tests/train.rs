@@ -3,9 +3,9 @@
 //! a few dozen steps on generated birds.
 
 use candle_core::{Device, Tensor};
-use intr_explorer::model::weights::{MemorySource, WeightStore};
-use intr_explorer::model::{Intr, synthetic::Rng};
-use intr_explorer::train::{self, DEMO_STEM, TrainModel, TrainOptions};
+use intr_explorer::demo::train::{self, DEMO_STEM, TrainModel, TrainOptions};
+use intr_explorer::intr::weights::{MemorySource, WeightStore};
+use intr_explorer::intr::{Intr, random::Rng};
 
 fn random_batch(n: usize, side: usize, seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
@@ -29,7 +29,7 @@ fn the_training_model_computes_what_the_engine_computes() {
     same_as_engine(&cfg);
 }
 
-fn same_as_engine(cfg: &intr_explorer::model::IntrConfig) {
+fn same_as_engine(cfg: &intr_explorer::intr::IntrConfig) {
     let cfg = cfg.clone();
     let dev = Device::Cpu;
     let mut m = TrainModel::new(&cfg, DEMO_STEM, 3, &dev).unwrap();
@@ -76,9 +76,9 @@ fn same_as_engine(cfg: &intr_explorer::model::IntrConfig) {
 /// returned guard.
 fn generated_birds(count: usize, seed: u64) -> (tempfile::TempDir, Vec<train::Example>) {
     let dir = tempfile::tempdir().unwrap();
-    let opts = intr_explorer::synth::SynthOptions { count, seed, size: 64, val_fraction: 0.0 };
-    intr_explorer::synth::write_dataset(dir.path(), &opts, |_, _| {}).unwrap();
-    let items = intr_explorer::synth::load_dataset(dir.path(), "train").unwrap();
+    let opts = intr_explorer::demo::synth::SynthOptions { count, seed, size: 64, val_fraction: 0.0 };
+    intr_explorer::demo::synth::write_dataset(dir.path(), &opts, |_, _| {}).unwrap();
+    let items = intr_explorer::demo::synth::load_dataset(dir.path(), "train").unwrap();
     let examples = items.iter().map(|i| train::Example { path: i.image.clone(), label: i.label }).collect();
     (dir, examples)
 }

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use intr_explorer::app::{Dialogs, ExplorerApp, NoDialogs, Picked};
-use intr_explorer::inference::Analysis;
-use intr_explorer::model::IntrOutput;
-use intr_explorer::model::decode::RgbImage;
-use intr_explorer::model::intr::StageTimings;
-use intr_explorer::model::preprocess::GridMapping;
+use intr_explorer::gui::worker::Analysis;
+use intr_explorer::gui::{Dialogs, ExplorerApp, NoDialogs, Picked};
+use intr_explorer::image::decode::RgbImage;
+use intr_explorer::image::grid::GridMapping;
+use intr_explorer::intr::IntrOutput;
+use intr_explorer::intr::model::StageTimings;
+use intr_explorer::session;
 
 const NAMES: [&str; 5] = ["Indigo Bunting", "Painted Bunting", "Lazuli Bunting", "Blue Grosbeak", "House Finch"];
 
@@ -39,26 +40,34 @@ fn analysis() -> Analysis {
     let data = (0..w * h).flat_map(|i| [((i % w) * 255 / w) as u8, ((i / w) * 255 / h) as u8, 128]).collect();
     Analysis {
         id: 1,
-        image_path: PathBuf::from("synthetic bird.png"),
-        image: RgbImage { width: w, height: h, data },
-        output: IntrOutput {
-            logits: vec![2.0, 3.0, 1.0, 0.5, -1.0],
-            attention,
-            layers,
-            heads,
-            classes,
-            grid: (gh, gw),
-            // A 960 × 640 input at stride 160: cells centred on multiples of 40 photo pixels.
-            input: (w * 4, h * 4),
-            stride: 160,
-            timings: StageTimings::default(),
+        result: session::Analysis {
+            image_path: PathBuf::from("synthetic bird.png"),
+            image: RgbImage { width: w, height: h, data },
+            output: IntrOutput {
+                logits: vec![2.0, 3.0, 1.0, 0.5, -1.0],
+                attention,
+                layers,
+                heads,
+                classes,
+                grid: (gh, gw),
+                // A 960 × 640 input at stride 160: cells centred on multiples of 40 photo pixels.
+                input: (w * 4, h * 4),
+                stride: 160,
+                timings: StageTimings::default(),
+            },
+            // Per head, the logits with that head attending evenly: head 1 changes nothing, head 2
+            // takes 3 from the top class (Painted Bunting), head 3 adds 0.2 to it.
+            evened: vec![
+                vec![2.0, 3.0, 1.0, 0.5, -1.0],
+                vec![2.0, 0.0, 1.0, 0.5, -1.0],
+                vec![2.0, 3.2, 1.0, 0.5, -1.0],
+            ],
+            mapping: GridMapping { original: (w, h), input: (w * 4, h * 4), grid: (gh, gw), stride: 160 },
+            class_names: Arc::new(NAMES.iter().map(|s| s.to_string()).collect()),
+            took: std::time::Duration::ZERO,
+            oriented: false,
+            input_size: (w * 4, h * 4),
         },
-        // Per head, the logits with that head attending evenly: head 1 changes nothing, head 2
-        // takes 3 from the top class (Painted Bunting), head 3 adds 0.2 to it.
-        evened: vec![vec![2.0, 3.0, 1.0, 0.5, -1.0], vec![2.0, 0.0, 1.0, 0.5, -1.0], vec![2.0, 3.2, 1.0, 0.5, -1.0]],
-        mapping: GridMapping { original: (w, h), input: (w * 4, h * 4), grid: (gh, gw), stride: 160 },
-        class_names: Arc::new(NAMES.iter().map(|s| s.to_string()).collect()),
-        took: std::time::Duration::ZERO,
     }
 }
 
@@ -179,7 +188,7 @@ impl Dialogs for SaveTo {
     fn save_figure(
         &self,
         _suggested: String,
-        _format: intr_explorer::export::Format,
+        _format: intr_explorer::figure::Format,
         reply: std::sync::mpsc::Sender<Picked>,
         _ctx: egui::Context,
     ) {
@@ -202,7 +211,7 @@ fn ctrl_e_opens_the_export_window_and_exports_the_gallery_as_svg() {
     let mut h = Harness::builder().with_size(egui::vec2(1400.0, 900.0)).wgpu().build_eframe(move |cc| {
         let mut app = ExplorerApp::new(cc, Box::new(SaveTo(target.clone())), None, Vec::new());
         let mut a = analysis();
-        a.image_path = photo.clone();
+        a.result.image_path = photo.clone();
         app.inject(a);
         app
     });
@@ -224,7 +233,7 @@ fn ctrl_e_opens_the_export_window_and_exports_the_gallery_as_svg() {
     for label in ["head 1", "head 2", "head 3", "mean of heads"] {
         assert!(svg.contains(label), "{label} missing");
     }
-    let prov = intr_explorer::export::read_provenance(&out).unwrap();
+    let prov = intr_explorer::figure::read_provenance(&out).unwrap();
     assert_eq!(prov["image"], "synthetic bird.png");
     assert_eq!(prov["layer"], "2");
     h.run();

@@ -1,12 +1,14 @@
 //! The inference worker: results arrive as plain data, failures as messages, stale work is dropped.
+#![cfg(feature = "gui")]
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use intr_explorer::inference::{Request, Response, Worker};
-use intr_explorer::model::preprocess::PreprocessOptions;
+use intr_explorer::gui::worker::{Request, Response, Worker};
+use intr_explorer::image::preprocess::PreprocessOptions;
+use intr_explorer::session::ModelSpec;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -33,7 +35,11 @@ fn worker_loads_analyzes_and_reports_failures() {
     assert!(matches!(next_final(&w), Response::Failed { id: 1, ref what } if what.contains("no model")));
 
     let path = parity_dir().join("tiny_postnorm_sine.pth");
-    w.send(Request::LoadModel { path, classes: None, overrides: Default::default() }).unwrap();
+    w.send(Request::LoadModel {
+        spec: ModelSpec { path: Some(path), ..Default::default() },
+        focus: Default::default(),
+    })
+    .unwrap();
     match next_final(&w) {
         Response::ModelLoaded(info) => assert_eq!(info.class_names.len(), 10),
         other => panic!("{other:?}"),
@@ -54,7 +60,11 @@ fn worker_loads_analyzes_and_reports_failures() {
 
     // A bad checkpoint keeps the previous model usable.
     let broken = shared().join("images/edge-cases/not_an_image.jpg");
-    w.send(Request::LoadModel { path: broken, classes: None, overrides: Default::default() }).unwrap();
+    w.send(Request::LoadModel {
+        spec: ModelSpec { path: Some(broken), ..Default::default() },
+        focus: Default::default(),
+    })
+    .unwrap();
     assert!(matches!(next_final(&w), Response::Failed { id: 0, .. }));
     w.send(Request::Analyze { id: 4, image: bunting, options: PreprocessOptions::default() }).unwrap();
     assert!(matches!(next_final(&w), Response::Done(a) if a.id == 4));
@@ -65,7 +75,11 @@ fn worker_loads_analyzes_and_reports_failures() {
 fn a_newer_request_supersedes_older_ones() {
     let w = Worker::spawn(|| {}).unwrap();
     let path = parity_dir().join("tiny_postnorm_learned.pth");
-    w.send(Request::LoadModel { path, classes: None, overrides: Default::default() }).unwrap();
+    w.send(Request::LoadModel {
+        spec: ModelSpec { path: Some(path), ..Default::default() },
+        focus: Default::default(),
+    })
+    .unwrap();
     assert!(matches!(next_final(&w), Response::ModelLoaded(_)));
     let bunting = parity_dir().join("Painted_Bunting_0004_16641.jpg");
     for id in 10..14 {

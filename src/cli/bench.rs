@@ -14,10 +14,11 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use clap::{Args, Subcommand};
 
-use crate::model::config::IntrConfig;
-use crate::model::synthetic::{self, Rng};
-use crate::model::weights::WeightStore;
-use crate::model::{Intr, intr::StageTimings};
+use crate::intr::Intr;
+use crate::intr::config::IntrConfig;
+use crate::intr::model::StageTimings;
+use crate::intr::random::{self, Rng};
+use crate::intr::weights::WeightStore;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -81,7 +82,7 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
     }
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set up the thread pool")?;
     let cfg = IntrConfig::official(classes);
-    let weights = synthetic::random_weights(&cfg, 1);
+    let weights = random::random_weights(&cfg, 1);
     let ws = WeightStore::new(&weights);
     let mut model = Intr::load(&ws, &cfg, &Device::Cpu)?;
     drop(ws);
@@ -104,8 +105,11 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
         let mut stages: Vec<StageTimings> = Vec::new();
         for i in 0..=runs {
             let t = Instant::now();
-            let out =
-                if evening { model.forward_evening_heads(&input, h, w)?.0 } else { model.forward(&input, h, w)? };
+            let out = if evening {
+                crate::probe::forward_evening_heads(&model, &input, h, w)?.0
+            } else {
+                model.forward(&input, h, w)?
+            };
             let dt = t.elapsed();
             if i > 0 {
                 totals.push(dt);
@@ -133,7 +137,7 @@ fn memory(images: &[PathBuf], keep: Option<&PathBuf>) -> Result<()> {
     let path = keep.cloned().unwrap_or_else(|| dir.path().join("intr_checkpoint_official_layout.pth"));
     let cfg = IntrConfig::official(200);
     let t = Instant::now();
-    synthetic::write_official_pth(&path, &cfg, 1, true).with_context(|| format!("{}: cannot write", path.display()))?;
+    random::write_official_pth(&path, &cfg, 1, true).with_context(|| format!("{}: cannot write", path.display()))?;
     let bytes = std::fs::metadata(&path)?.len();
     outln!(
         "wrote {} ({:.0} MB, official layout with optimizer state) in {:.1} s",

@@ -3,73 +3,27 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
-use super::output::{self, F32Tensor};
-use super::{AttentionArgs, ConvertArgs, InspectArgs, ModelArgs, PredictArgs};
-use crate::classes;
-use crate::model::preprocess::{self, PreprocessOptions};
-use crate::model::{self, Checkpoint, Intr, IntrOutput, META_CLASSES, META_CONFIG, META_FORMAT, META_TRAINING};
-
-/// A loaded model with its class names.
-pub(super) struct Session {
-    pub model: Intr,
-    pub names: Vec<String>,
-    pub opts: PreprocessOptions,
-}
-
-pub(super) fn load_session(a: &ModelArgs) -> Result<Session> {
-    let overrides = a.config.overrides()?;
-    let path = a.path()?;
-    let (model, ckpt) = model::load_model(&path, &overrides, &model::default_device())?;
-    let classes_n = model.config().num_queries;
-    let names = match &a.classes {
-        Some(p) => {
-            let names = classes::load(p)?;
-            classes::check_count(p, &names, classes_n)?;
-            names
-        }
-        None => match model::stored_class_names(&ckpt)? {
-            Some(names) => {
-                classes::check_count(&path, &names, classes_n)?;
-                names
-            }
-            None => classes::numbered(classes_n),
-        },
-    };
-    let opts = model.preprocess_options(PreprocessOptions {
-        apply_orientation: !a.no_exif_orientation,
-        ..PreprocessOptions::default()
-    });
-    Ok(Session { model, names, opts })
-}
-
-pub(super) fn run_image(s: &Session, path: &Path) -> Result<(preprocess::Prepared, IntrOutput)> {
-    run_prepared(s, path, |m, chw, h, w| m.forward(chw, h, w))
-}
-
-/// Prepares the image at `path` as the session's model wants it and runs `pass` on it
-/// (e.g. [`Intr::forward`], as [`run_image`] does).
-pub(super) fn run_prepared<T>(
-    s: &Session,
-    path: &Path,
-    pass: impl FnOnce(&Intr, &[f32], usize, usize) -> model::Result<T>,
-) -> Result<(preprocess::Prepared, T)> {
-    let prepared = preprocess::prepare_file(path, &s.opts)?;
-    let (w, h) = prepared.input_size;
-    let out =
-        pass(&s.model, &prepared.chw, h, w).with_context(|| format!("{}: forward pass failed", path.display()))?;
-    Ok((prepared, out))
-}
+use super::{AttentionArgs, ConvertArgs, InspectArgs, PredictArgs};
+use crate::checkpoint::{
+    self, Checkpoint, F32Tensor, META_CLASSES, META_CONFIG, META_FORMAT, META_TRAINING, write_safetensors,
+};
+use crate::intr;
+use crate::session::{Analysis, Probes, Session, classes, inputs};
 
 pub fn predict(a: &PredictArgs) -> Result<i32> {
-    let s = load_session(&a.model)?;
+    let images = inputs::expand_nonempty(&a.images)?;
+    let s = Session::open(&a.model.spec()?)?;
+    let names = s.class_names();
+    let options = a.model.preprocess_options();
     let mut failures = 0;
     let mut results = Vec::new();
-    for path in &a.images {
-        match run_image(&s, path) {
-            Ok((prep, out)) => {
+    for path in &images {
+        match s.analyse(path, options, Probes::default()) {
+            Ok(an) => {
+                let out = &an.output;
                 let probs = out.probabilities();
                 let top: Vec<_> = out
                     .ranking()
@@ -77,20 +31,20 @@ pub fn predict(a: &PredictArgs) -> Result<i32> {
                     .take(a.top)
                     .enumerate()
                     .map(|(rank, c)| {
-                        json!({"rank": rank + 1, "class": c, "name": s.names[c], "probability": probs[c], "logit": out.logits[c]})
+                        json!({"rank": rank + 1, "class": c, "name": names[c], "probability": probs[c], "logit": out.logits[c]})
                     })
                     .collect();
                 if a.json {
                     results.push(json!({
                         "image": path.display().to_string(),
-                        "image_size": [prep.original.width, prep.original.height],
-                        "input_size": [prep.input_size.0, prep.input_size.1],
+                        "image_size": [an.image.width, an.image.height],
+                        "input_size": [an.input_size.0, an.input_size.1],
                         "grid": [out.grid.0, out.grid.1],
-                        "exif_orientation_applied": prep.oriented,
+                        "exif_orientation_applied": an.oriented,
                         "top": top,
                     }));
                 } else {
-                    print_table(path, &prep, &out, &top)?;
+                    print_table(path, &an, &top)?;
                 }
             }
             Err(e) => {
@@ -103,23 +57,23 @@ pub fn predict(a: &PredictArgs) -> Result<i32> {
         outln!("{}", serde_json::to_string_pretty(&results)?);
     }
     if a.report_peak_rss
-        && let Some(b) = output::peak_rss_bytes()
+        && let Some(b) = super::output::peak_rss_bytes()
     {
         eprintln!("peak RSS: {:.1} MB", b as f64 / 1e6);
     }
     Ok(i32::from(failures > 0))
 }
 
-fn print_table(path: &Path, prep: &preprocess::Prepared, out: &IntrOutput, top: &[serde_json::Value]) -> Result<()> {
+fn print_table(path: &Path, an: &Analysis, top: &[serde_json::Value]) -> Result<()> {
     outln!(
         "{}  ({}×{} → {}×{}, grid {}×{})",
         path.display(),
-        prep.original.width,
-        prep.original.height,
-        prep.input_size.0,
-        prep.input_size.1,
-        out.grid.0,
-        out.grid.1
+        an.image.width,
+        an.image.height,
+        an.input_size.0,
+        an.input_size.1,
+        an.output.grid.0,
+        an.output.grid.1
     );
     let width = top.iter().filter_map(|t| t["name"].as_str()).map(|n| n.chars().count()).max().unwrap_or(0);
     for t in top {
@@ -135,8 +89,9 @@ fn print_table(path: &Path, prep: &preprocess::Prepared, out: &IntrOutput, top: 
 }
 
 pub fn attention(a: &AttentionArgs) -> Result<()> {
-    let s = load_session(&a.model)?;
-    let (prep, out) = run_image(&s, &a.image)?;
+    let s = Session::open(&a.model.spec()?)?;
+    let an = s.analyse(&a.image, a.model.preprocess_options(), Probes::default())?;
+    let out = &an.output;
     let (gh, gw) = out.grid;
     let (l, h, q) = (out.layers, out.heads, out.classes);
     let mut mean = Vec::with_capacity(l * q * gh * gw);
@@ -151,34 +106,34 @@ pub fn attention(a: &AttentionArgs) -> Result<()> {
         F32Tensor::new("attention", vec![l, h, q, gh, gw], &out.attention),
         F32Tensor::new("head_mean", vec![l, q, gh, gw], &mean),
     ];
-    let mapping = prep.mapping(out.grid, s.model.config().stride());
+    let mapping = an.mapping;
     let mut meta = HashMap::new();
     meta.insert(META_FORMAT.to_string(), "intr-explorer attention v1".to_string());
     meta.insert("image".into(), a.image.display().to_string());
-    meta.insert("model".into(), a.model.path()?.display().to_string());
-    meta.insert("classes".into(), serde_json::to_string(&s.names)?);
-    meta.insert("image_size".into(), json!([prep.original.width, prep.original.height]).to_string());
-    meta.insert("input_size".into(), json!([prep.input_size.0, prep.input_size.1]).to_string());
+    meta.insert("model".into(), s.path().display().to_string());
+    meta.insert("classes".into(), serde_json::to_string(s.class_names().as_slice())?);
+    meta.insert("image_size".into(), json!([an.image.width, an.image.height]).to_string());
+    meta.insert("input_size".into(), json!([an.input_size.0, an.input_size.1]).to_string());
     meta.insert("grid".into(), json!([gh, gw]).to_string());
     meta.insert("stride".into(), mapping.stride.to_string());
     meta.insert(
         "grid_placement".into(),
         "cell (i, j) reads the input around pixel (stride·j, stride·i): its features are centred there".into(),
     );
-    meta.insert("exif_orientation_applied".into(), prep.oriented.to_string());
+    meta.insert("exif_orientation_applied".into(), an.oriented.to_string());
     meta.insert(
         "layout".into(),
         "attention: (layers, heads, classes, h, w); head_mean: (layers, classes, h, w)".into(),
     );
-    meta.insert(META_CONFIG.into(), serde_json::to_string(s.model.config())?);
-    output::write_safetensors(&a.out, &tensors, meta)?;
+    meta.insert(META_CONFIG.into(), serde_json::to_string(s.config())?);
+    write_safetensors(&a.out, &tensors, meta)?;
     eprintln!("wrote {} ({l} layers × {h} heads × {q} classes × {gh}×{gw})", a.out.display());
     Ok(())
 }
 
 pub fn inspect(a: &InspectArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&a.model)?;
-    let cfg = model::resolve_config(&ckpt, &a.config.overrides()?);
+    let cfg = intr::resolve_config(&ckpt, &a.config.overrides()?);
     // Parameters as the official `n_parameters` counts them: frozen batch norm holds only buffers.
     let is_buffer = |k: &str| {
         let frozen_bn = k.starts_with("backbone.0.") && (k.contains(".bn") || k.contains(".downsample.1."));
@@ -186,7 +141,7 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
     };
     let params: usize = ckpt.tensors().iter().filter(|(k, _)| !is_buffer(k)).map(|(_, t)| t.numel()).sum();
     let ex = ckpt.extras();
-    let names = model::stored_class_names(&ckpt)?;
+    let names = ckpt.stored_class_names()?;
     let report = json!({
         "file": a.model.display().to_string(),
         "format": format!("{:?}", ckpt.format()),
@@ -228,7 +183,7 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
                 c.dec_layers,
                 c.dim_feedforward,
                 if c.pre_norm { "pre-norm" } else { "post-norm" },
-                if c.position_embedding == model::config::PositionEmbedding::Sine { "sine" } else { "learned" }
+                if c.position_embedding == intr::config::PositionEmbedding::Sine { "sine" } else { "learned" }
             );
             outln!(
                 "backbone    ResNet {:?} blocks {:?}, channels {:?}, stride {}{}",
@@ -274,23 +229,20 @@ pub fn inspect(a: &InspectArgs) -> Result<()> {
 
 pub fn convert(a: &ConvertArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&a.input)?;
-    let cfg = model::resolve_config(&ckpt, &a.config.overrides()?)?;
+    let cfg = intr::resolve_config(&ckpt, &a.config.overrides()?)?;
     // Building the model proves every weight is present, shaped right and used.
-    let ws = model::weights::WeightStore::new(&ckpt);
-    model::Intr::load(&ws, &cfg, &candle_core::Device::Cpu)
+    let ws = intr::weights::WeightStore::new(&ckpt);
+    intr::Intr::load(&ws, &cfg, &candle_core::Device::Cpu)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.input.display()))?;
     drop(ws);
-    let mut meta = HashMap::new();
-    meta.insert(META_FORMAT.to_string(), "intr-explorer model v1".to_string());
-    meta.insert(META_CONFIG.to_string(), serde_json::to_string(&cfg)?);
     let names = match &a.classes {
         Some(p) => Some(classes::load(p)?),
-        None => model::stored_class_names(&ckpt)?,
+        None => ckpt.stored_class_names()?,
     };
-    if let Some(n) = names {
-        classes::check_count(a.classes.as_deref().unwrap_or(&a.input), &n, cfg.num_queries)?;
-        meta.insert(META_CLASSES.to_string(), serde_json::to_string(&n)?);
+    if let Some(n) = &names {
+        classes::check_count(a.classes.as_deref().unwrap_or(&a.input), n, cfg.num_queries)?;
     }
+    let mut meta = HashMap::new();
     if let Some(e) = ckpt.extras().epoch {
         meta.insert("epoch".into(), e.to_string());
     }
@@ -302,7 +254,7 @@ pub fn convert(a: &ConvertArgs) -> Result<()> {
         }
         tensors.push(F32Tensor::new(name, info.shape.clone(), &ckpt.read_f32(name)?));
     }
-    output::write_safetensors(&a.output, &tensors, meta)?;
+    checkpoint::write_model(&a.output, &tensors, &cfg, names.as_deref(), meta)?;
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     eprintln!("wrote {} ({} tensors, {:.1} MB)", a.output.display(), tensors.len(), bytes as f64 / 1e6);
     Ok(())

@@ -1,15 +1,15 @@
 //! `synth`, `train` and `eval`: the generated fine-grained dataset, training INTR on it with
 //! candle, and measuring accuracy and how faithful the attention is on held-out images.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::synth::{self, SynthOptions};
-use crate::train::{self, DEMO_STEM, Example, TrainModel, TrainOptions};
+use crate::demo::synth::{self, SynthOptions};
+use crate::demo::train::{self, DEMO_STEM, Example, TrainModel, TrainOptions};
 
 #[derive(Debug, Args)]
 pub struct SynthArgs {
@@ -107,28 +107,6 @@ fn parse_stride(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
-/// Class names of an ImageFolder tree: sub-folder names, sorted, without a leading `NN_` and with
-/// underscores as spaces.
-pub fn folder_class_names(split_dir: &Path) -> Result<Vec<String>> {
-    let mut dirs: Vec<String> = std::fs::read_dir(split_dir)
-        .with_context(|| format!("{}: cannot list the folder", split_dir.display()))?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    dirs.sort();
-    Ok(dirs
-        .into_iter()
-        .map(|d| {
-            let name = match d.split_once('_') {
-                Some((n, rest)) if n.chars().all(|c| c.is_ascii_digit()) => rest.to_string(),
-                _ => d,
-            };
-            name.replace('_', " ")
-        })
-        .collect())
-}
-
 fn bar(total: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(total);
     let style = ProgressStyle::with_template(&format!(
@@ -157,7 +135,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     if items.is_empty() {
         bail!("{}: no training images under train/", a.data.display());
     }
-    let classes = folder_class_names(&a.data.join("train"))?;
+    let classes = crate::session::classes::from_folder(&a.data.join("train"))?;
     let side = image::image_dimensions(&items[0].image)
         .with_context(|| format!("{}: cannot read the image", items[0].image.display()))?
         .0 as usize;
@@ -255,13 +233,9 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: &EvalArgs) -> Result<()> {
-    let path = match &a.model {
-        Some(p) => p.clone(),
-        None => crate::assets::demo_model()?,
-    };
-    let (model, ckpt) = crate::model::load_model(&path, &Default::default(), &candle_core::Device::Cpu)?;
-    let classes = crate::model::stored_class_names(&ckpt)?
-        .unwrap_or_else(|| crate::classes::numbered(model.config().num_queries));
+    let spec = crate::session::ModelSpec { path: a.model.clone(), ..Default::default() };
+    let session = crate::session::Session::open_on(&spec, &candle_core::Device::Cpu)?;
+    let (model, classes) = (session.model(), session.class_names());
     let mut items = synth::load_dataset(&a.data, "val")?;
     if items.is_empty() {
         bail!("{}: no held-out images under val/", a.data.display());
@@ -273,18 +247,18 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         .with_context(|| format!("{}: cannot read the image", items[0].image.display()))?
         .0 as usize;
     let pb = bar(items.len() as u64, "evaluating");
-    let report = train::eval::evaluate(&model, &items, side, a.seed, |n| pb.set_position(n as u64))?;
+    let report = crate::demo::eval::evaluate(model, &items, side, a.seed, |n| pb.set_position(n as u64))?;
     pb.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());
         if a.per_species {
-            print!("{}", report.class_table(&classes));
+            print!("{}", report.class_table(classes));
         }
     }
     if let Some(fig) = &a.figure {
-        train::eval::heads_figure(&model, &items, side, fig)?;
+        crate::demo::eval::heads_figure(model, &items, side, fig)?;
         eprintln!("wrote {}", fig.display());
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! Command-line interface: parsing (clap) and dispatch. Each subcommand lives in its own module and
-//! returns `anyhow::Result`; `main` prints the error chain once and exits non-zero.
+//! Command-line interface: clap arguments, validated by their parsers, into session and batch
+//! calls. Each subcommand lives in its own module and returns `anyhow::Result`; `main` prints the
+//! error chain once and exits 1, or 2 for a usage error ([`exit_code`]).
 
 /// `println!` that returns an error instead of panicking when stdout is closed (`| head`).
 macro_rules! outln {
@@ -21,13 +22,15 @@ mod bench;
 mod commands;
 mod demo;
 mod explain;
-pub mod output;
+mod output;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::model::ConfigOverrides;
+use crate::image::preprocess::PreprocessOptions;
+use crate::intr::ConfigOverrides;
+use crate::session::ModelSpec;
 
 /// INTR Explorer: rank the classes of a photo with an INTR model and see where each class's
 /// attention heads looked.
@@ -36,8 +39,28 @@ use crate::model::ConfigOverrides;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// With no subcommand: open the desktop explorer on these files (a model and/or images).
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
+
+/// With no subcommand: the desktop explorer.
+#[derive(Debug, Args, Clone, Default)]
+pub struct WindowArgs {
+    /// Open the explorer on these files: a checkpoint and/or photos and folders of photos (default:
+    /// the bundled demo model and its images).
     pub paths: Vec<PathBuf>,
+    /// Class names for the model (as `--classes` of the subcommands).
+    #[arg(long, short = 'c')]
+    pub classes: Option<PathBuf>,
+    /// Show this class first (a class name; CUB spellings work too), instead of the top class.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Show this head first (1-based), instead of the mean of the heads.
+    #[arg(long, value_parser = count)]
+    pub head: Option<usize>,
+    /// Show this decoder layer first (1-based), instead of the last.
+    #[arg(long, value_parser = count)]
+    pub layer: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,7 +117,7 @@ pub struct ModelArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct ConfigArgs {
     /// Number of attention heads (not recoverable from the weights).
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub nheads: Option<usize>,
     /// Whether the last ResNet stage is dilated (not recoverable from the weights).
     #[arg(long, value_name = "true|false")]
@@ -106,12 +129,15 @@ pub struct ConfigArgs {
 }
 
 impl ModelArgs {
-    /// The model file: the one given, or the bundled demo model.
-    pub fn path(&self) -> anyhow::Result<PathBuf> {
-        match &self.model {
-            Some(p) => Ok(p.clone()),
-            None => crate::assets::demo_model(),
-        }
+    /// The session's model specification.
+    pub fn spec(&self) -> anyhow::Result<ModelSpec> {
+        Ok(ModelSpec { path: self.model.clone(), classes: self.classes.clone(), overrides: self.config.overrides()? })
+    }
+
+    /// How photos are read.
+    #[must_use]
+    pub fn preprocess_options(&self) -> PreprocessOptions {
+        PreprocessOptions { apply_orientation: !self.no_exif_orientation, ..PreprocessOptions::default() }
     }
 }
 
@@ -131,7 +157,7 @@ pub struct PredictArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// How many classes to show per image.
-    #[arg(long, short = 'k', default_value_t = 5)]
+    #[arg(long, short = 'k', default_value_t = 5, value_parser = count)]
     pub top: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -139,7 +165,7 @@ pub struct PredictArgs {
     /// Print the process's peak resident memory to stderr at the end (Linux).
     #[arg(long, hide = true)]
     pub report_peak_rss: bool,
-    /// Image files.
+    /// Image files and folders of images (searched recursively).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
 }
@@ -179,15 +205,55 @@ pub struct ConvertArgs {
     pub config: ConfigArgs,
 }
 
+/// A value in [0, 1] (opacity, threshold).
+fn unit_interval(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
+    }
+}
+
+/// A whole number from 1 (a count, a 1-based layer or head).
+fn count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!("expected a whole number from 1, got {s:?}")),
+    }
+}
+
+/// A positive finite number (DPI).
+fn positive(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a positive number, got {s:?}")),
+    }
+}
+
+/// A usage error found after parsing: printed like clap's, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Whether `e` is a write to a closed pipe (the reader went away: not an error worth reporting).
 #[must_use]
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
+/// The exit code of a failed run: 2 for a usage error (a bad flag value, a class, layer or head the
+/// model does not have, no photos), 1 otherwise.
+#[must_use]
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    let usage = e.chain().any(|c| {
+        c.downcast_ref::<UsageError>().is_some()
+            || matches!(c.downcast_ref::<crate::Error>(), Some(crate::Error::Request(_)))
+    });
+    if usage { 2 } else { 1 }
+}
+
 /// Runs the command recorded in a figure's provenance again (its outputs are redone).
 fn remake(a: &RemakeArgs) -> anyhow::Result<i32> {
-    let prov = crate::export::read_provenance(&a.figure)?;
+    let prov = crate::figure::read_provenance(&a.figure)?;
     let json = prov.get("remake_args").ok_or_else(|| {
         anyhow::anyhow!("{}: the figure's provenance has no command to re-make it", a.figure.display())
     })?;
@@ -198,6 +264,55 @@ fn remake(a: &RemakeArgs) -> anyhow::Result<i32> {
     match Cli::try_parse_from(&args)?.command {
         Some(Command::Explain(e)) => explain::explain(&e),
         _ => anyhow::bail!("{}: the recorded command is not an `explain` run", a.figure.display()),
+    }
+}
+
+/// A first word that names no file and looks like a command (no dot, no slash) is a mistyped
+/// subcommand: the error names the closest one.
+fn mistyped_command(paths: &[PathBuf]) -> Option<UsageError> {
+    let first = paths.first()?;
+    let word = first.to_str()?;
+    if Path::new(word).exists() || word.contains(['.', '/', '\\']) {
+        return None;
+    }
+    let names: Vec<String> = Cli::command().get_subcommands().map(|c| c.get_name().to_string()).collect();
+    let best = names
+        .iter()
+        .map(|n| (strsim::jaro_winkler(n, &word.to_lowercase()), n))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|(score, _)| *score >= 0.7);
+    let hint = match best {
+        Some((_, n)) => format!("; did you mean `{n}`?"),
+        None => format!("; the commands are {}", names.join(", ")),
+    };
+    Some(UsageError(format!(
+        "no such command `{word}`{hint} (a file to open would be a path that exists; see `intr-explorer --help`)"
+    )))
+}
+
+/// The window, on what the command line named.
+fn window(w: WindowArgs) -> anyhow::Result<i32> {
+    if let Some(e) = mistyped_command(&w.paths) {
+        return Err(e.into());
+    }
+    #[cfg(feature = "gui")]
+    {
+        let (models, images): (Vec<PathBuf>, Vec<PathBuf>) =
+            w.paths.into_iter().partition(|p| crate::gui::is_model_path(p));
+        let model = models.into_iter().next();
+        let model = (model.is_some() || w.classes.is_some()).then(|| ModelSpec {
+            path: model,
+            classes: w.classes,
+            overrides: ConfigOverrides::default(),
+        });
+        let focus = crate::gui::worker::FocusRequest { class: w.class, head: w.head, layer: w.layer };
+        crate::gui::run(crate::gui::Start { model, images, focus }).map(|()| 0)
+    }
+    #[cfg(not(feature = "gui"))]
+    {
+        let _ = w;
+        Cli::command().print_help()?;
+        Ok(2)
     }
 }
 
@@ -215,13 +330,6 @@ pub fn run() -> anyhow::Result<i32> {
         Some(Command::Eval(a)) => demo::eval(&a).map(|()| 0),
         Some(Command::Explain(a)) => explain::explain(&a),
         Some(Command::Remake(a)) => remake(&a),
-        #[cfg(feature = "gui")]
-        None => crate::app::run(cli.paths).map(|()| 0),
-        #[cfg(not(feature = "gui"))]
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(2)
-        }
+        None => window(cli.window),
     }
 }

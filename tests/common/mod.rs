@@ -49,9 +49,9 @@ pub fn transpose(v: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     out
 }
 
-use intr_explorer::model::Checkpoint;
-use intr_explorer::model::checkpoint::DType as StoredType;
-use intr_explorer::model::pth_writer::{Py, StorageData, TensorRef, write_pth};
+use intr_explorer::checkpoint::Checkpoint;
+use intr_explorer::checkpoint::DType as StoredType;
+use intr_explorer::checkpoint::pth_writer::{Py, StorageData, TensorRef, write_pth};
 
 /// The tiny post-norm sine fixture's state dict as (name, shape, values).
 pub fn tiny_state_dict() -> Vec<(String, Vec<usize>, Vec<f32>)> {

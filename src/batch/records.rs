@@ -1,0 +1,102 @@
+//! What `explain` keeps per photo, beside its figures (`.records/<stem>.json`): the ranking, every
+//! explained head's statistics and the figures written. A rerun skips a photo whose record is
+//! finished; the summaries are rebuilt from all records.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::intr::IntrOutput;
+use crate::intr::model::softmax;
+use crate::probe::stats;
+
+/// What is recorded per photo (and assembled into the summaries).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhotoRecord {
+    pub image: String,
+    pub image_sha256: String,
+    /// (class name, probability), best first.
+    pub top: Vec<(String, f32)>,
+    pub heads: Vec<HeadRecord>,
+    pub figures: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// One head (or the mean) of one explained class.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadRecord {
+    pub class: String,
+    /// 1-based head, or "mean".
+    pub head: String,
+    pub peak_row: usize,
+    pub peak_col: usize,
+    pub peak_value: f32,
+    /// Shannon entropy of the map (nats; ln(cells) = uniform).
+    pub entropy: f32,
+    /// The class's probability (`None` in records written before it was recorded).
+    #[serde(default)]
+    pub class_probability: Option<f32>,
+    /// The class's probability had this head attended evenly to the whole grid (the rest of the
+    /// model unchanged): what the class score owes to where the head looks. Only for the heads of
+    /// the last decoder layer; `None` for the mean and for earlier layers.
+    #[serde(default)]
+    pub probability_if_evened: Option<f32>,
+}
+
+impl PhotoRecord {
+    /// The record of a photo that could not be explained.
+    #[must_use]
+    pub fn failed(image: &Path, error: String) -> Self {
+        Self {
+            image: image.display().to_string(),
+            image_sha256: String::new(),
+            top: Vec::new(),
+            heads: Vec::new(),
+            figures: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
+/// A photo is finished when its record exists without an error and all its figures exist.
+#[must_use]
+pub fn finished(record_path: &Path, out: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(record_path) else { return false };
+    let Ok(r) = serde_json::from_slice::<PhotoRecord>(&bytes) else { return false };
+    r.error.is_none() && r.figures.iter().all(|f| out.join(f).is_file())
+}
+
+/// The records of `heads` (and their mean) for each of `classes`; `probs` are the class
+/// probabilities and `evened[head]` the logits with that head of the last layer attending evenly.
+#[must_use]
+pub fn head_records(
+    o: &IntrOutput,
+    probs: &[f32],
+    evened: &[Vec<f32>],
+    layer: usize,
+    classes: &[usize],
+    heads: &[usize],
+    names: &[String],
+) -> Vec<HeadRecord> {
+    let (_, gw) = o.grid;
+    let evened_probs: Vec<Vec<f32>> =
+        if layer + 1 == o.layers { evened.iter().map(|l| softmax(l)).collect() } else { Vec::new() };
+    let mut out = Vec::new();
+    for &c in classes {
+        for h in heads.iter().map(|&h| Some(h)).chain([None]) {
+            let map = o.map_values(layer, c, h);
+            let (peak, value) = stats::peak(&map);
+            out.push(HeadRecord {
+                class: names[c].clone(),
+                head: h.map_or("mean".into(), |h| (h + 1).to_string()),
+                peak_row: peak / gw,
+                peak_col: peak % gw,
+                peak_value: value,
+                entropy: stats::entropy(&map),
+                class_probability: Some(probs[c]),
+                probability_if_evened: h.and_then(|h| evened_probs.get(h)).map(|p| p[c]),
+            });
+        }
+    }
+    out
+}

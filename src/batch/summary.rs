@@ -1,0 +1,58 @@
+//! `summary.csv` and `summary.json`: rebuilt from every per-photo record at the end of a run, in
+//! input order, so shards run one after another end with the summary of one whole run.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::records::PhotoRecord;
+use crate::files::write_atomic;
+
+/// Rebuilds `summary.json` and `summary.csv` from every record of the run, in input order.
+pub fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Result<()> {
+    let mut records = Vec::new();
+    for stem in stems {
+        let p = records_dir.join(format!("{stem}.json"));
+        if let Ok(bytes) = std::fs::read(&p) {
+            let r: PhotoRecord =
+                serde_json::from_slice(&bytes).with_context(|| format!("{}: damaged record", p.display()))?;
+            records.push(r);
+        }
+    }
+    let json = serde_json::to_vec_pretty(&records)?;
+    write_atomic(&out.join("summary.json"), |tmp| Ok(std::fs::write(tmp, &json)?))?;
+    let mut csv = String::from(
+        "image,image_sha256,top1,top1_probability,top2,top2_probability,top3,top3_probability,class,head,peak_row,peak_col,peak_value,entropy,class_probability,probability_if_evened,error\n",
+    );
+    let field =
+        |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+    for r in &records {
+        let mut top = String::new();
+        for k in 0..3 {
+            match r.top.get(k) {
+                Some((n, p)) => top.push_str(&format!("{},{p:.6},", field(n))),
+                None => top.push_str(",,"),
+            }
+        }
+        let err = field(r.error.as_deref().unwrap_or(""));
+        if r.heads.is_empty() {
+            csv.push_str(&format!("{},{},{top},,,,,,,,,{err}\n", field(&r.image), r.image_sha256));
+        }
+        for h in &r.heads {
+            csv.push_str(&format!(
+                "{},{},{top}{},{},{},{},{:.6e},{:.4},{},{},{err}\n",
+                field(&r.image),
+                r.image_sha256,
+                field(&h.class),
+                h.head,
+                h.peak_row,
+                h.peak_col,
+                h.peak_value,
+                h.entropy,
+                h.class_probability.map(|p| format!("{p:.6}")).unwrap_or_default(),
+                h.probability_if_evened.map(|p| format!("{p:.6}")).unwrap_or_default()
+            ));
+        }
+    }
+    write_atomic(&out.join("summary.csv"), |tmp| Ok(std::fs::write(tmp, csv.as_bytes())?))
+}

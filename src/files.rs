@@ -1,0 +1,47 @@
+//! Files out: atomic replacement (a file appears whole or not at all) and SHA-256 of files.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Writes `path` atomically: `write` fills a temporary file in the same directory, which then
+/// replaces `path` in one rename. On any error the temporary file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("{}: cannot create a file in {}", path.display(), dir.display()))?;
+    write(tmp.path()).with_context(|| format!("{}: write failed", path.display()))?;
+    tmp.as_file().sync_all().with_context(|| format!("{}: cannot flush to disk", path.display()))?;
+    tmp.persist(path).with_context(|| format!("{}: cannot replace the file", path.display()))?;
+    Ok(())
+}
+
+/// The SHA-256 of a file's contents as lowercase hex, read in blocks.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// SHA-256 of `bytes`, as lower-case hex.
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().fold(String::with_capacity(64), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
+}

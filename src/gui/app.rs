@@ -1,0 +1,595 @@
+//! The explorer's state and the commands that change it: the panels ([`super::panels`]) read the
+//! state and return [`Command`]s, which are applied here after layout; worker responses, dialog
+//! answers and dropped files are drained each frame.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+
+use eframe::egui;
+use serde::{Deserialize, Serialize};
+
+use super::dialogs::{Dialogs, Picked};
+use super::export::{self, ExportJob, ExportSettings};
+use super::gpu::callback::OverlayResources;
+use super::gpu::pipeline::AtlasLayout;
+use super::paper_cache::{PaperCache, PaperJob, PaperKey};
+use super::worker::{Analysis, FocusRequest, ModelInfo, Request, Response, Worker};
+use crate::image::preprocess::PreprocessOptions;
+use crate::intr::IntrOutput;
+use crate::overlay::Look;
+use crate::overlay::colormap::{ABSOLUTE_MAX, Normalization, OverlayStyle};
+use crate::overlay::range::{range_over, style, value_range};
+use crate::session::{ModelSpec, inputs};
+
+/// What is remembered between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Persisted {
+    display: Look,
+    recent_models: Vec<PathBuf>,
+    export: ExportSettings,
+}
+
+const STORAGE_KEY: &str = "intr-explorer";
+/// Recent models remembered.
+const RECENT: usize = 8;
+/// Analyses kept on the GPU at once.
+const GPU_SCENES: usize = 16;
+
+/// One open image.
+pub struct ImageEntry {
+    pub path: PathBuf,
+    pub analysis: Option<Arc<Analysis>>,
+    pub error: Option<String>,
+    /// Request id of the analysis in flight, if any.
+    pub pending: Option<u64>,
+    pub thumbnail: Option<egui::TextureHandle>,
+}
+
+/// Where the user is looking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewState {
+    pub class: usize,
+    /// `None` = mean over heads.
+    pub head: Option<usize>,
+    pub layer: usize,
+    pub compare: Vec<usize>,
+    pub show_compare: bool,
+    pub show_help: bool,
+    pub show_export: bool,
+    pub search: String,
+    /// Zoom factor (1 = fit) and pan in fractions of the image.
+    pub zoom: f32,
+    pub pan: egui::Vec2,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        Self {
+            class: 0,
+            head: None,
+            layer: usize::MAX,
+            compare: Vec::new(),
+            show_compare: false,
+            show_help: false,
+            show_export: false,
+            search: String::new(),
+            zoom: 1.0,
+            pan: egui::Vec2::ZERO,
+        }
+    }
+}
+
+/// Everything the UI can ask for; applied after layout.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    OpenImagesDialog,
+    OpenModelDialog,
+    LoadModel(PathBuf),
+    OpenImages(Vec<PathBuf>),
+    SelectImage(usize),
+    CloseImage(usize),
+    SelectClass(usize),
+    ToggleCompare(usize),
+    SelectHead(Option<usize>),
+    SelectLayer(usize),
+    Display(Look),
+    ShowCompare(bool),
+    ShowHelp(bool),
+    Search(String),
+    ViewTransform {
+        zoom: f32,
+        pan: egui::Vec2,
+    },
+    /// Render the blurred (official-look) overlay of a map in the background.
+    RenderPaper(PaperKey),
+    Cancel,
+    DismissError(usize),
+    ShowExport(bool),
+    ExportSettings(ExportSettings),
+    /// Ask where to save the figure, then export.
+    ExportDialog,
+    /// Export the figure to this file (on a helper thread).
+    ExportTo(PathBuf),
+}
+
+/// What the window opens on: a model (and the focus asked for on the command line) and photos.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    pub model: Option<ModelSpec>,
+    pub images: Vec<PathBuf>,
+    pub focus: FocusRequest,
+}
+
+/// The explorer application.
+pub struct ExplorerApp {
+    worker: Worker,
+    dialogs: Box<dyn Dialogs>,
+    picked_tx: Sender<Picked>,
+    picked_rx: Receiver<Picked>,
+    pub model: Option<ModelInfo>,
+    pub model_loading: Option<PathBuf>,
+    /// Where to look first in each new result (from the command line), once the model has it.
+    focus: FocusRequest,
+    pub images: Vec<ImageEntry>,
+    pub selected: usize,
+    pub view: ViewState,
+    pub display: Look,
+    pub recent_models: Vec<PathBuf>,
+    pub errors: Vec<String>,
+    /// (request id, stage) of the work in progress.
+    pub busy: Option<(u64, &'static str)>,
+    /// Blurred overlays (official look), rendered in the background.
+    pub paper: PaperCache,
+    pub export: ExportSettings,
+    /// Outcome of the last export.
+    pub export_status: Option<String>,
+    export_tx: Sender<Result<PathBuf, String>>,
+    export_rx: Receiver<Result<PathBuf, String>>,
+    next_id: u64,
+    gpu: Option<eframe::egui_wgpu::RenderState>,
+    ctx: egui::Context,
+}
+
+impl ExplorerApp {
+    /// Creates the app; loads `model` (or nothing: the window then says how to open one) and `images`.
+    pub fn new(
+        cc: &eframe::CreationContext<'_>,
+        dialogs: Box<dyn Dialogs>,
+        model: Option<PathBuf>,
+        images: Vec<PathBuf>,
+    ) -> Self {
+        Self::with_start(
+            cc,
+            dialogs,
+            Start {
+                model: model.map(|p| ModelSpec { path: Some(p), ..Default::default() }),
+                images,
+                focus: FocusRequest::default(),
+            },
+        )
+    }
+
+    /// Creates the app on what the command line asked for.
+    pub fn with_start(cc: &eframe::CreationContext<'_>, dialogs: Box<dyn Dialogs>, start: Start) -> Self {
+        let persisted: Persisted = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
+        let ctx = cc.egui_ctx.clone();
+        let waker = ctx.clone();
+        let worker = match Worker::spawn(move || waker.request_repaint()) {
+            Ok(w) => w,
+            Err(e) => panic!("cannot start the inference thread: {e}"),
+        };
+        let waker = ctx.clone();
+        let paper = match PaperCache::spawn(move || waker.request_repaint()) {
+            Ok(p) => p,
+            Err(e) => panic!("cannot start the overlay render thread: {e}"),
+        };
+        let gpu = cc.wgpu_render_state.clone();
+        if let Some(rs) = &gpu {
+            OverlayResources::install(rs);
+        }
+        let (picked_tx, picked_rx) = std::sync::mpsc::channel();
+        let (export_tx, export_rx) = std::sync::mpsc::channel();
+        let mut app = Self {
+            worker,
+            dialogs,
+            picked_tx,
+            picked_rx,
+            model: None,
+            model_loading: None,
+            focus: FocusRequest::default(),
+            images: Vec::new(),
+            selected: 0,
+            view: ViewState::default(),
+            display: persisted.display,
+            recent_models: persisted.recent_models,
+            errors: Vec::new(),
+            busy: None,
+            paper,
+            export: persisted.export,
+            export_status: None,
+            export_tx,
+            export_rx,
+            next_id: 1,
+            gpu,
+            ctx,
+        };
+        if let Some(spec) = start.model {
+            app.focus = start.focus;
+            app.load(spec);
+        }
+        if !start.images.is_empty() {
+            app.apply(Command::OpenImages(start.images));
+        }
+        app
+    }
+
+    /// The analysis of the selected image, if finished.
+    #[must_use]
+    pub fn current(&self) -> Option<&Arc<Analysis>> {
+        self.images.get(self.selected).and_then(|e| e.analysis.as_ref())
+    }
+
+    /// Adds a finished analysis as if the worker had produced it (tests, demos).
+    pub fn inject(&mut self, analysis: Analysis) {
+        let path = analysis.image_path.clone();
+        let idx = match self.images.iter().position(|e| e.path == path) {
+            Some(i) => i,
+            None => {
+                self.images.push(ImageEntry { path, analysis: None, error: None, pending: None, thumbnail: None });
+                self.images.len() - 1
+            }
+        };
+        self.next_id = self.next_id.max(analysis.id + 1);
+        self.accept(idx, analysis);
+        self.selected = idx;
+    }
+
+    fn accept(&mut self, idx: usize, a: Analysis) {
+        let a = Arc::new(a);
+        self.upload(&a);
+        let thumb = thumbnail(&self.ctx, &a);
+        let entry = &mut self.images[idx];
+        entry.thumbnail = Some(thumb);
+        entry.analysis = Some(Arc::clone(&a));
+        entry.error = None;
+        entry.pending = None;
+        if idx == self.selected {
+            self.reset_view_for(&a);
+        }
+    }
+
+    fn reset_view_for(&mut self, a: &Analysis) {
+        let ranking = a.output.ranking();
+        let focus = self.model.as_ref().map(|m| m.focus).unwrap_or_default();
+        let fits = |i: Option<usize>, n: usize| i.filter(|&i| i < n);
+        self.view.class = fits(focus.class, a.output.classes).or(ranking.first().copied()).unwrap_or(0);
+        self.view.layer = fits(focus.layer, a.output.layers).unwrap_or(a.output.layers.saturating_sub(1));
+        self.view.head = fits(focus.head, a.output.heads);
+        self.view.compare.retain(|&c| c < a.output.classes);
+    }
+
+    /// Uploads the photo and every map (+ the head means) of an analysis to the GPU once.
+    fn upload(&self, a: &Analysis) {
+        let Some(rs) = &self.gpu else { return };
+        let o = &a.output;
+        let (gh, gw) = o.grid;
+        let Some(atlas) = Self::atlas_layout(o) else { return };
+        let mut maps = Vec::with_capacity(atlas.count * gw * gh);
+        for l in 0..o.layers {
+            for c in 0..o.classes {
+                for h in 0..o.heads {
+                    maps.extend_from_slice(o.map(l, h, c));
+                }
+                maps.extend(o.head_mean(l, c));
+            }
+        }
+        let rgba: Vec<u8> = a.image.data.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        OverlayResources::upload(
+            rs,
+            a.id,
+            &rgba,
+            (a.image.width as u32, a.image.height as u32),
+            atlas,
+            &maps,
+            GPU_SCENES,
+        );
+    }
+
+    /// The atlas holding every head map and head mean of every layer and class of `o`.
+    #[must_use]
+    pub fn atlas_layout(o: &IntrOutput) -> Option<AtlasLayout> {
+        AtlasLayout::new(o.layers * o.classes * (o.heads + 1), o.grid.1 as u32, o.grid.0 as u32)
+    }
+
+    /// Atlas index of (layer, class, head or mean).
+    #[must_use]
+    pub fn atlas_index(o: &IntrOutput, layer: usize, class: usize, head: Option<usize>) -> usize {
+        (layer * o.classes + class) * (o.heads + 1) + head.unwrap_or(o.heads)
+    }
+
+    /// The style (colour scale included) of one map under the current normalisation.
+    #[must_use]
+    pub fn style_for(&self, a: &Analysis, class: usize, head: Option<usize>) -> OverlayStyle {
+        let layer = self.view.layer.min(a.output.layers - 1);
+        let range = value_range(&a.output, layer, self.display.normalization, (class, head), &self.view.compare);
+        style(&self.display, range)
+    }
+
+    /// The key of the blurred overlay of (class, head) drawn with `style`.
+    #[must_use]
+    pub fn paper_key(&self, a: &Analysis, class: usize, head: Option<usize>, style: &OverlayStyle) -> PaperKey {
+        PaperKey {
+            analysis: a.id,
+            layer: self.view.layer.min(a.output.layers - 1),
+            class,
+            head,
+            colormap: style.colormap,
+            range: (self.display.normalization != Normalization::PerMap)
+                .then(|| (style.lo.to_bits(), style.hi.to_bits())),
+        }
+    }
+
+    /// The style of the comparison grid: one value range over every compared class and head.
+    #[must_use]
+    pub fn compare_style(&self, a: &Analysis) -> OverlayStyle {
+        let layer = self.view.layer.min(a.output.layers - 1);
+        let range = match self.display.normalization {
+            Normalization::Absolute => (0.0, ABSOLUTE_MAX),
+            _ => range_over(&a.output, layer, &self.view.compare),
+        };
+        style(&self.display, range)
+    }
+
+    /// Applies one command.
+    pub fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::OpenImagesDialog => self.dialogs.pick_images(self.picked_tx.clone(), self.ctx.clone()),
+            Command::OpenModelDialog => self.dialogs.pick_model(self.picked_tx.clone(), self.ctx.clone()),
+            Command::LoadModel(path) => self.load(ModelSpec { path: Some(path), ..Default::default() }),
+            Command::OpenImages(paths) => {
+                let first_new = self.images.len();
+                let files = match inputs::expand_nonempty(&paths) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.errors.push(e.to_string());
+                        return;
+                    }
+                };
+                for p in files {
+                    if !self.images.iter().any(|e| e.path == p) {
+                        self.images.push(ImageEntry {
+                            path: p,
+                            analysis: None,
+                            error: None,
+                            pending: None,
+                            thumbnail: None,
+                        });
+                    }
+                }
+                if self.images.len() > first_new {
+                    self.apply(Command::SelectImage(first_new));
+                }
+            }
+            Command::SelectImage(i) if i < self.images.len() => {
+                self.selected = i;
+                self.view.zoom = 1.0;
+                self.view.pan = egui::Vec2::ZERO;
+                match self.images[i].analysis.clone() {
+                    Some(a) => self.reset_view_for(&a),
+                    None => self.analyze(i),
+                }
+            }
+            Command::SelectImage(_) => {}
+            Command::CloseImage(i) if i < self.images.len() => {
+                self.images.remove(i);
+                self.selected = self.selected.min(self.images.len().saturating_sub(1));
+            }
+            Command::CloseImage(_) => {}
+            Command::SelectClass(c) => self.view.class = c,
+            Command::ToggleCompare(c) => {
+                if let Some(pos) = self.view.compare.iter().position(|&x| x == c) {
+                    self.view.compare.remove(pos);
+                } else {
+                    self.view.compare.push(c);
+                    self.view.show_compare = self.view.compare.len() >= 2;
+                }
+            }
+            Command::SelectHead(h) => self.view.head = h,
+            Command::SelectLayer(l) => self.view.layer = l,
+            Command::Display(d) => self.display = d,
+            Command::ShowCompare(b) => self.view.show_compare = b,
+            Command::ShowHelp(b) => self.view.show_help = b,
+            Command::Search(s) => self.view.search = s,
+            Command::ViewTransform { zoom, pan } => {
+                self.view.zoom = zoom.clamp(1.0, 32.0);
+                self.view.pan = pan;
+            }
+            Command::RenderPaper(key) => {
+                let found = self.images.iter().filter_map(|e| e.analysis.as_ref()).find(|a| a.id == key.analysis);
+                if let Some(a) = found {
+                    let (gh, gw) = a.output.grid;
+                    let map = a.output.map_values(key.layer, key.class, key.head);
+                    let image = (a.image.width, a.image.height);
+                    self.paper.request(PaperJob { key, map, grid: (gw, gh), image });
+                }
+            }
+            Command::Cancel => {
+                if let Some((id, _)) = self.busy.take() {
+                    self.worker.cancel(id);
+                    for e in &mut self.images {
+                        if e.pending.is_some_and(|p| p <= id) {
+                            e.pending = None;
+                            e.error = Some("analysis cancelled".into());
+                        }
+                    }
+                }
+            }
+            Command::DismissError(i) if i < self.errors.len() => {
+                self.errors.remove(i);
+            }
+            Command::DismissError(_) => {}
+            Command::ShowExport(b) => self.view.show_export = b,
+            Command::ExportSettings(e) => self.export = e,
+            Command::ExportDialog => {
+                let name = export::suggested_name(self);
+                self.dialogs.save_figure(name, self.export.format, self.picked_tx.clone(), self.ctx.clone());
+            }
+            Command::ExportTo(path) => match ExportJob::from_app(self, path) {
+                Ok(job) => {
+                    self.export_status = Some(format!("exporting {}…", job.out.display()));
+                    export::spawn_export(job, self.export_tx.clone(), self.ctx.clone());
+                }
+                Err(e) => self.export_status = Some(e),
+            },
+        }
+    }
+
+    /// Asks the worker to open `spec` (with the start focus, the first time only).
+    fn load(&mut self, spec: ModelSpec) {
+        let shown = spec.model_path().unwrap_or_default();
+        let focus = std::mem::take(&mut self.focus);
+        match self.worker.send(Request::LoadModel { spec, focus }) {
+            Ok(()) => self.model_loading = Some(shown),
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    fn analyze(&mut self, i: usize) {
+        if self.model.is_none() && self.model_loading.is_none() {
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let image = self.images[i].path.clone();
+        match self.worker.send(Request::Analyze { id, image, options: PreprocessOptions::default() }) {
+            Ok(()) => {
+                self.images[i].pending = Some(id);
+                self.busy = Some((id, "queued"));
+            }
+            Err(e) => self.errors.push(e),
+        }
+    }
+
+    /// Drains worker responses, dialog answers and dropped files.
+    fn poll(&mut self, ctx: &egui::Context) {
+        self.paper.poll(ctx);
+        while let Some(r) = self.worker.try_recv() {
+            match r {
+                Response::ModelLoaded(info) => {
+                    self.model_loading = None;
+                    self.recent_models.retain(|p| p != &info.path);
+                    self.recent_models.insert(0, info.path.clone());
+                    self.recent_models.truncate(RECENT);
+                    self.model = Some(info);
+                    // A new model invalidates every result.
+                    for e in &mut self.images {
+                        e.analysis = None;
+                        e.error = None;
+                    }
+                    if !self.images.is_empty() {
+                        self.analyze(self.selected);
+                    }
+                }
+                Response::Progress { id, stage } => {
+                    if id == 0 || self.images.iter().any(|e| e.pending == Some(id)) {
+                        self.busy = Some((id, stage));
+                    }
+                }
+                Response::Done(a) => {
+                    if let Some(i) = self.images.iter().position(|e| e.pending == Some(a.id)) {
+                        self.accept(i, *a);
+                    }
+                    self.busy = None;
+                }
+                Response::Failed { id, what } => {
+                    if id == 0 {
+                        self.model_loading = None;
+                    } else if let Some(e) = self.images.iter_mut().find(|e| e.pending == Some(id)) {
+                        e.pending = None;
+                        e.error = Some(what.clone());
+                    }
+                    self.busy = None;
+                    self.errors.push(what);
+                }
+            }
+        }
+        while let Ok(p) = self.picked_rx.try_recv() {
+            match p {
+                Picked::Images(v) => self.apply(Command::OpenImages(v)),
+                Picked::Model(m) => self.apply(Command::LoadModel(m)),
+                Picked::ExportTo(p) => self.apply(Command::ExportTo(p)),
+            }
+        }
+        while let Ok(r) = self.export_rx.try_recv() {
+            self.export_status = Some(match r {
+                Ok(p) => format!("exported {}", p.display()),
+                Err(e) => {
+                    self.errors.push(e.clone());
+                    e
+                }
+            });
+        }
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect()
+        });
+        if !dropped.is_empty() {
+            let (models, images): (Vec<PathBuf>, Vec<PathBuf>) =
+                dropped.into_iter().partition(|p| super::is_model_path(p));
+            if let Some(m) = models.into_iter().next() {
+                self.apply(Command::LoadModel(m));
+            }
+            if !images.is_empty() {
+                self.apply(Command::OpenImages(images));
+            }
+        }
+    }
+}
+
+/// A small texture of the photo for the image strip.
+fn thumbnail(ctx: &egui::Context, a: &Analysis) -> egui::TextureHandle {
+    let (w, h) = (a.image.width, a.image.height);
+    let scale = (96.0 / w.max(h) as f32).min(1.0);
+    let (tw, th) = (((w as f32 * scale) as usize).max(1), ((h as f32 * scale) as usize).max(1));
+    let mut rgba = Vec::with_capacity(tw * th * 4);
+    for y in 0..th {
+        for x in 0..tw {
+            let sx = (x * w / tw).min(w - 1);
+            let sy = (y * h / th).min(h - 1);
+            let p = (sy * w + sx) * 3;
+            rgba.extend_from_slice(&[a.image.data[p], a.image.data[p + 1], a.image.data[p + 2], 255]);
+        }
+    }
+    let img = egui::ColorImage::from_rgba_unmultiplied([tw, th], &rgba);
+    ctx.load_texture(format!("thumb-{}", a.id), img, egui::TextureOptions::LINEAR)
+}
+
+impl eframe::App for ExplorerApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.poll(ctx);
+        if self.busy.is_some() || self.model_loading.is_some() {
+            // Keep repainting (progress) while the worker runs.
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let commands = super::panels::layout(ui, self);
+        for c in commands {
+            self.apply(c);
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(
+            storage,
+            STORAGE_KEY,
+            &Persisted {
+                display: self.display,
+                recent_models: self.recent_models.clone(),
+                export: self.export.clone(),
+            },
+        );
+    }
+}

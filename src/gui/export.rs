@@ -1,0 +1,230 @@
+//! Figure export from the window: settings (remembered), the Export window (Ctrl+E), and the
+//! export itself, which runs on a helper thread (hashing, composing and writing never block the
+//! window). Figures come from [`crate::figure::compose()`], so they show what the window shows.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+
+use eframe::egui::{self, RichText};
+use serde::{Deserialize, Serialize};
+
+use super::app::{Command, ExplorerApp};
+use super::worker::Analysis;
+use crate::figure::{self, FigureOptions, Format, Source, View};
+use crate::overlay::Look;
+
+/// Which view a figure shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ExportWhat {
+    /// The map in the main view.
+    #[default]
+    Current,
+    /// Every head of the selected class and their mean.
+    Gallery,
+    /// The comparison grid.
+    Comparison,
+}
+
+/// Export settings, remembered between runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExportSettings {
+    pub format: Format,
+    pub dpi: f32,
+    pub what: ExportWhat,
+    pub labels: bool,
+    pub letters: bool,
+    pub scale_bar: bool,
+    /// Size of one photo pixel in `scale_unit`.
+    pub scale_per_pixel: f64,
+    pub scale_unit: String,
+    pub title: String,
+    pub caption: String,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self {
+            format: Format::Svg,
+            dpi: 300.0,
+            what: ExportWhat::Gallery,
+            labels: true,
+            letters: true,
+            scale_bar: false,
+            scale_per_pixel: 0.05,
+            scale_unit: "mm".into(),
+            title: String::new(),
+            caption: String::new(),
+        }
+    }
+}
+
+/// Everything an export needs, copied out of the app so it can run on another thread.
+pub struct ExportJob {
+    pub analysis: Arc<Analysis>,
+    pub model_path: Option<PathBuf>,
+    pub view: View,
+    pub look: Look,
+    pub layer: usize,
+    pub settings: ExportSettings,
+    /// The window's comparison set (shares one scale under the shared-classes normalisation).
+    pub compare: Vec<usize>,
+    pub out: PathBuf,
+}
+
+impl ExportJob {
+    /// The job for the app's current state, or why there is none.
+    pub fn from_app(app: &ExplorerApp, out: PathBuf) -> Result<Self, String> {
+        let a = app.current().ok_or("no analysed image to export")?.clone();
+        let o = &a.output;
+        let layer = app.view.layer.min(o.layers.saturating_sub(1));
+        let heads: Vec<usize> = (0..o.heads).collect();
+        let view = match app.export.what {
+            ExportWhat::Current => View::Single { class: app.view.class, head: app.view.head },
+            ExportWhat::Gallery => View::Gallery { class: app.view.class, heads, mean: true },
+            ExportWhat::Comparison if app.view.compare.len() >= 2 => {
+                View::Compare { classes: app.view.compare.clone(), heads, mean: true }
+            }
+            ExportWhat::Comparison => return Err("the comparison needs two or more classes (+ in the ranking)".into()),
+        };
+        Ok(Self {
+            analysis: a,
+            model_path: app.model.as_ref().map(|m| m.path.clone()),
+            view,
+            look: app.display,
+            layer,
+            settings: app.export.clone(),
+            compare: app.view.compare.clone(),
+            out,
+        })
+    }
+
+    /// Composes and writes the figure (atomically); returns the path written.
+    pub fn run(self) -> anyhow::Result<PathBuf> {
+        let a = &self.analysis;
+        let names: &[String] = &a.class_names;
+        let mut prov = figure::look_provenance(&self.look, self.layer, &self.view, names);
+        Source::hash(self.model_path.as_deref(), names, &a.image_path)?.add_to(&mut prov);
+        let s = &self.settings;
+        let opts = FigureOptions {
+            look: self.look,
+            layer: self.layer,
+            panel_width: None,
+            letters: s.letters,
+            labels: s.labels,
+            title: Some(s.title.clone()).filter(|t| !t.trim().is_empty()),
+            caption: Some(s.caption.clone()).filter(|t| !t.trim().is_empty()),
+            scale: s.scale_bar.then(|| (s.scale_per_pixel, s.scale_unit.clone())),
+            shared_with: self.compare.clone(),
+        };
+        let fig = figure::compose(&a.image, &a.output, names, &self.view, &opts, prov);
+        let format = Format::from_path(&self.out).unwrap_or(s.format);
+        figure::write(&fig, &self.out, format, s.dpi)?;
+        Ok(self.out)
+    }
+}
+
+/// Runs `job` on a helper thread; the outcome arrives on `reply` (then the window repaints).
+pub fn spawn_export(job: ExportJob, reply: Sender<Result<PathBuf, String>>, ctx: egui::Context) {
+    std::thread::spawn(move || {
+        let out = job.out.clone();
+        let r = job.run().map_err(|e| format!("export to {} failed: {e:#}", out.display()));
+        let _ = reply.send(r);
+        ctx.request_repaint();
+    });
+}
+
+/// A file name suggestion for the current view.
+#[must_use]
+pub fn suggested_name(app: &ExplorerApp) -> String {
+    let stem = app
+        .current()
+        .and_then(|a| a.image_path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "figure".into());
+    let what = match app.export.what {
+        ExportWhat::Current => "view",
+        ExportWhat::Gallery => "heads",
+        ExportWhat::Comparison => "compare",
+    };
+    format!("{stem}_{what}.{}", app.export.format.extension())
+}
+
+/// The Export window.
+pub fn export_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    let mut open = true;
+    let mut s = app.export.clone();
+    egui::Window::new("Export figure").open(&mut open).resizable(false).show(ctx, |ui| {
+        egui::Grid::new("export").num_columns(2).show(ui, |ui| {
+            ui.label("shows");
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut s.what, ExportWhat::Current, "current view");
+                ui.selectable_value(&mut s.what, ExportWhat::Gallery, "all heads");
+                ui.selectable_value(&mut s.what, ExportWhat::Comparison, "comparison");
+            });
+            ui.end_row();
+            ui.label("format");
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut s.format, Format::Svg, "SVG");
+                ui.selectable_value(&mut s.format, Format::Pdf, "PDF");
+                ui.selectable_value(&mut s.format, Format::Png, "PNG");
+            });
+            ui.end_row();
+            ui.label("PNG resolution");
+            let dpi_text = format!("{:.0} dpi", s.dpi);
+            ui.add_enabled(
+                s.format == Format::Png,
+                egui::Slider::new(&mut s.dpi, 72.0..=600.0).show_value(false).text(dpi_text),
+            );
+            ui.end_row();
+            ui.label("labels");
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut s.labels, "class, probability, layer, head");
+                ui.checkbox(&mut s.letters, "panel letters");
+            });
+            ui.end_row();
+            ui.label("scale bar");
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut s.scale_bar, "draw");
+                let size = ui.label("1 px =");
+                ui.add_enabled(
+                    s.scale_bar,
+                    egui::DragValue::new(&mut s.scale_per_pixel).speed(0.001).range(1e-6..=1e6),
+                )
+                .labelled_by(size.id);
+                egui::ComboBox::from_label("unit").selected_text(s.scale_unit.clone()).show_ui(ui, |ui| {
+                    for u in ["µm", "mm", "cm"] {
+                        ui.selectable_value(&mut s.scale_unit, u.to_string(), u);
+                    }
+                });
+            });
+            ui.end_row();
+            let title = ui.label("title");
+            ui.text_edit_singleline(&mut s.title).labelled_by(title.id);
+            ui.end_row();
+            let caption = ui.label("caption");
+            ui.text_edit_multiline(&mut s.caption).labelled_by(caption.id);
+            ui.end_row();
+        });
+        ui.label(
+            RichText::new("Overlays use the display settings (colormap, normalisation, threshold, interpolation).")
+                .small()
+                .weak(),
+        );
+        ui.horizontal(|ui| {
+            let ready = app.current().is_some();
+            if ui.add_enabled(ready, egui::Button::new("Save figure…")).clicked() {
+                cmds.push(Command::ExportDialog);
+            }
+            if let Some(msg) = &app.export_status {
+                ui.label(RichText::new(msg).small());
+            }
+        });
+    });
+    if s != app.export {
+        cmds.push(Command::ExportSettings(s));
+    }
+    if !open {
+        cmds.push(Command::ShowExport(false));
+    }
+}

@@ -1,0 +1,694 @@
+//! Pure layout: reads the app state, draws it, returns commands. No I/O, no threads.
+
+use eframe::egui::{self, Color32, RichText, Sense, Vec2};
+
+use super::app::{Command, ExplorerApp};
+use super::gpu::callback::OverlayCallback;
+use super::gpu::pipeline::OverlayUniforms;
+use super::worker::Analysis;
+use crate::overlay::Look;
+use crate::overlay::colormap::{Colormap, Interpolation, Normalization};
+
+/// Classes listed in the ranking when the search box is empty.
+const TOP_LIST: usize = 25;
+/// Probability gap under which the top two classes count as a close call.
+const CLOSE_CALL: f32 = 0.1;
+
+/// Lays out the whole window; returns what the user asked for.
+pub fn layout(ui: &mut egui::Ui, app: &ExplorerApp) -> Vec<Command> {
+    let mut cmds = Vec::new();
+    keyboard(ui.ctx(), app, &mut cmds);
+    egui::Panel::top("toolbar").show(ui, |ui| toolbar_ui(ui, app, &mut cmds));
+    egui::Panel::bottom("display").show(ui, |ui| display_ui(ui, app, &mut cmds));
+    egui::Panel::left("images").default_size(150.0).show(ui, |ui| images_ui(ui, app, &mut cmds));
+    egui::Panel::right("ranking").default_size(300.0).show(ui, |ui| ranking_ui(ui, app, &mut cmds));
+    let mut slot = 0;
+    egui::CentralPanel::default_margins().show(ui, |ui| central_ui(ui, app, &mut cmds, &mut slot));
+    if app.view.show_compare {
+        compare_window(ui.ctx(), app, &mut cmds, &mut slot);
+    }
+    if app.view.show_help {
+        help_window(ui.ctx(), &mut cmds);
+    }
+    if app.view.show_export {
+        super::export::export_window(ui.ctx(), app, &mut cmds);
+    }
+    cmds
+}
+
+fn keyboard(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    if ctx.egui_wants_keyboard_input() {
+        return;
+    }
+    let (ctrl, pressed) = ctx.input(|i| {
+        let keys: Vec<egui::Key> = i
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                egui::Event::Key { key, pressed: true, .. } => Some(*key),
+                _ => None,
+            })
+            .collect();
+        (i.modifiers.command, keys)
+    });
+    let a = app.current();
+    for key in pressed {
+        match (key, a) {
+            (egui::Key::O, _) if ctrl => cmds.push(Command::OpenImagesDialog),
+            (egui::Key::E, _) if ctrl => cmds.push(Command::ShowExport(true)),
+            (egui::Key::F1, _) => cmds.push(Command::ShowHelp(!app.view.show_help)),
+            (egui::Key::Escape, _) => cmds.push(Command::ShowHelp(false)),
+            (egui::Key::ArrowDown | egui::Key::ArrowUp, Some(a)) => {
+                let ranking = a.output.ranking();
+                let pos = ranking.iter().position(|&c| c == app.view.class).unwrap_or(0);
+                let next =
+                    if key == egui::Key::ArrowDown { (pos + 1).min(ranking.len() - 1) } else { pos.saturating_sub(1) };
+                cmds.push(Command::SelectClass(ranking[next]));
+            }
+            (egui::Key::ArrowRight | egui::Key::ArrowLeft, Some(a)) => {
+                // Order: head 0 … head H−1, then the mean.
+                let h = a.output.heads;
+                let cur = app.view.head.unwrap_or(h);
+                let next = if key == egui::Key::ArrowRight { (cur + 1) % (h + 1) } else { (cur + h) % (h + 1) };
+                cmds.push(Command::SelectHead((next < h).then_some(next)));
+            }
+            (egui::Key::L, Some(a)) => cmds.push(Command::SelectLayer((app.view.layer + 1) % a.output.layers)),
+            (egui::Key::Num0, Some(_)) => cmds.push(Command::SelectHead(None)),
+            (k, Some(a)) => {
+                if let Some(d) = digit(k)
+                    && d >= 1
+                    && d <= a.output.heads
+                {
+                    cmds.push(Command::SelectHead(Some(d - 1)));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn digit(k: egui::Key) -> Option<usize> {
+    use egui::Key::*;
+    [Num0, Num1, Num2, Num3, Num4, Num5, Num6, Num7, Num8, Num9].iter().position(|&x| x == k)
+}
+
+fn toolbar_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    ui.horizontal(|ui| {
+        if ui.button("Open images…").on_hover_text("Ctrl+O").clicked() {
+            cmds.push(Command::OpenImagesDialog);
+        }
+        if ui.button("Open model…").clicked() {
+            cmds.push(Command::OpenModelDialog);
+        }
+        if ui.add_enabled(app.current().is_some(), egui::Button::new("Export…")).on_hover_text("Ctrl+E").clicked() {
+            cmds.push(Command::ShowExport(true));
+        }
+        ui.menu_button("Recent models", |ui| {
+            if app.recent_models.is_empty() {
+                ui.label("none yet");
+            }
+            for p in &app.recent_models {
+                if ui.button(p.display().to_string()).clicked() {
+                    cmds.push(Command::LoadModel(p.clone()));
+                }
+            }
+        });
+        ui.separator();
+        match (&app.model, &app.model_loading) {
+            (_, Some(p)) => {
+                ui.spinner();
+                ui.label(format!("loading {}", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+            }
+            (Some(m), None) => {
+                let name = m.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                ui.label(format!(
+                    "model: {name} · {} classes · {} heads · {} layers",
+                    m.config.num_queries, m.config.nheads, m.config.dec_layers
+                ));
+            }
+            (None, None) => {
+                ui.label(RichText::new("no model").weak());
+            }
+        }
+        if let Some((_, stage)) = app.busy {
+            ui.separator();
+            ui.spinner();
+            ui.label(stage);
+            if ui.button("Cancel").clicked() {
+                cmds.push(Command::Cancel);
+            }
+        }
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            if ui.button("Help (F1)").clicked() {
+                cmds.push(Command::ShowHelp(!app.view.show_help));
+            }
+        });
+    });
+}
+
+fn images_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    ui.heading("Images");
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        for (i, e) in app.images.iter().enumerate() {
+            let selected = i == app.selected;
+            let name = e.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let resp = ui.scope(|ui| {
+                if let Some(t) = &e.thumbnail {
+                    ui.add(egui::Image::new(t).max_size(Vec2::splat(96.0)));
+                }
+                let mut text = RichText::new(&name);
+                if selected {
+                    text = text.strong();
+                }
+                ui.selectable_label(selected, text)
+            });
+            if resp.inner.clicked() {
+                cmds.push(Command::SelectImage(i));
+            }
+            if e.pending.is_some() {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("analysing");
+                });
+            }
+            if let Some(err) = &e.error {
+                ui.colored_label(ui.visuals().error_fg_color, "(!) failed").on_hover_text(err);
+            }
+            ui.separator();
+        }
+        if app.images.is_empty() {
+            ui.label("Drop images or folders here, or use Open images… (Ctrl+O).");
+        }
+    });
+}
+
+fn ranking_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    ui.heading("Classes");
+    let Some(a) = app.current() else {
+        ui.label(RichText::new("No result yet.").weak());
+        return;
+    };
+    let mut search = app.view.search.clone();
+    if ui.add(egui::TextEdit::singleline(&mut search).hint_text("search classes")).changed() {
+        cmds.push(Command::Search(search.clone()));
+    }
+    let probs = a.output.probabilities();
+    let ranking = a.output.ranking();
+    if ranking.len() >= 2 && probs[ranking[0]] - probs[ranking[1]] < CLOSE_CALL {
+        let top = probs[ranking[0]];
+        let msg = if top < 2.0 / ranking.len() as f32 {
+            "(!) flat ranking: the model is unsure"
+        } else {
+            "(!) close call between the top classes"
+        };
+        ui.colored_label(ui.visuals().warn_fg_color, msg);
+    }
+    ui.label(RichText::new("click: show · Ctrl+click or +: compare").weak().small());
+    let needle = search.to_lowercase();
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        let shown: Vec<(usize, usize)> = ranking
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| needle.is_empty() || a.class_names[**c].to_lowercase().contains(&needle))
+            .take(if needle.is_empty() { TOP_LIST } else { usize::MAX })
+            .map(|(r, &c)| (r, c))
+            .collect();
+        for (rank, c) in shown {
+            ranking_row(ui, app, a, rank, c, probs[c], cmds);
+        }
+    });
+}
+
+fn ranking_row(
+    ui: &mut egui::Ui,
+    app: &ExplorerApp,
+    a: &Analysis,
+    rank: usize,
+    c: usize,
+    p: f32,
+    cmds: &mut Vec<Command>,
+) {
+    ui.horizontal(|ui| {
+        let in_compare = app.view.compare.contains(&c);
+        if ui
+            .small_button(if in_compare { "-" } else { "+" })
+            .on_hover_text("add to / remove from the comparison")
+            .clicked()
+        {
+            cmds.push(Command::ToggleCompare(c));
+        }
+        let text = format!("{:>3}. {}", rank + 1, a.class_names[c]);
+        let resp = ui.selectable_label(app.view.class == c, text);
+        if resp.clicked() {
+            if ui.input(|i| i.modifiers.command) {
+                cmds.push(Command::ToggleCompare(c));
+            } else {
+                cmds.push(Command::SelectClass(c));
+            }
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.add(egui::ProgressBar::new(p).desired_width(160.0).text(format!("{:.1} %", p * 100.0)));
+        ui.label(RichText::new(format!("logit {:.2}", a.output.logits[c])).small().weak());
+    });
+}
+
+fn display_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    let mut d = app.display;
+    ui.horizontal_wrapped(|ui| {
+        egui::ComboBox::from_label("colormap").selected_text(d.colormap.name()).show_ui(ui, |ui| {
+            for cm in Colormap::ALL {
+                ui.selectable_value(&mut d.colormap, cm, cm.name());
+            }
+        });
+        ui.add(egui::Slider::new(&mut d.opacity, 0.0..=1.0).text("opacity"));
+        egui::ComboBox::from_label("normalisation").selected_text(d.normalization.describe()).show_ui(ui, |ui| {
+            for n in Normalization::ALL {
+                ui.selectable_value(&mut d.normalization, n, n.describe());
+            }
+        });
+        ui.add(egui::Slider::new(&mut d.threshold, 0.0..=1.0).text("threshold"));
+        egui::ComboBox::from_label("interpolation").selected_text(format!("{:?}", d.interpolation)).show_ui(ui, |ui| {
+            for i in Interpolation::ALL {
+                ui.selectable_value(&mut d.interpolation, i, format!("{i:?}"));
+            }
+        });
+        ui.checkbox(&mut d.official_blur, "official blur")
+            .on_hover_text("median + Gaussian blur, 15 px each, as the official renderer (threshold off)");
+        if ui
+            .button("Paper style")
+            .on_hover_text(
+                "the official renderer: bicubic, per-map min–max, OpenCV JET, blur, 50 % blend; like it, the grid is \
+                 drawn as tiles from the corner, half a cell right of and below where the features look",
+            )
+            .clicked()
+        {
+            d = Look::paper_style();
+        }
+        if ui.button("Defaults").clicked() {
+            d = Look::default();
+        }
+    });
+    if d != app.display {
+        cmds.push(Command::Display(d));
+    }
+}
+
+/// Draws a photo with one overlay into `rect` through the GPU callback. With the official blur on,
+/// the overlay is the blurred texture once it is ready (the photo still comes from the callback);
+/// until then the unblurred overlay is shown and the texture is requested.
+#[allow(clippy::too_many_arguments)]
+fn overlay_in(
+    ui: &egui::Ui,
+    app: &ExplorerApp,
+    a: &Analysis,
+    rect: egui::Rect,
+    (class, head): (usize, Option<usize>),
+    style: &crate::overlay::colormap::OverlayStyle,
+    uv: ([f32; 2], [f32; 2]),
+    slot: &mut usize,
+    cmds: &mut Vec<Command>,
+) {
+    let o = &a.output;
+    let layer = app.view.layer.min(o.layers - 1);
+    let Some(atlas) = ExplorerApp::atlas_layout(o) else { return };
+    let index = ExplorerApp::atlas_index(o, layer, class, head);
+    let blurred = if app.display.official_blur {
+        let key = app.paper_key(a, class, head, style);
+        let tex = app.paper.texture(&key);
+        if tex.is_none() {
+            cmds.push(Command::RenderPaper(key));
+        }
+        tex
+    } else {
+        None
+    };
+    let mut shown = *style;
+    if blurred.is_some() {
+        shown.opacity = 0.0;
+    }
+    let uniforms = OverlayUniforms::new(&atlas, index, a.mapping.placement(), &shown, uv, true);
+    ui.painter().add(OverlayCallback { scene: a.id, slot: *slot, uniforms }.paint(rect));
+    *slot += 1;
+    if let Some(tex) = blurred {
+        // The visible part of the image: uv clipped to [0, 1], and the matching part of `rect`.
+        let (off, scale) = uv;
+        let lo = egui::pos2(off[0].max(0.0), off[1].max(0.0));
+        let hi = egui::pos2((off[0] + scale[0]).min(1.0), (off[1] + scale[1]).min(1.0));
+        if lo.x < hi.x && lo.y < hi.y {
+            let to_screen = |p: egui::Pos2| {
+                egui::pos2(
+                    rect.min.x + (p.x - off[0]) / scale[0] * rect.width(),
+                    rect.min.y + (p.y - off[1]) / scale[1] * rect.height(),
+                )
+            };
+            let alpha = (style.opacity.clamp(0.0, 1.0) * 255.0).round() as u8;
+            ui.painter().with_clip_rect(rect).image(
+                tex,
+                egui::Rect::from_min_max(to_screen(lo), to_screen(hi)),
+                egui::Rect::from_min_max(lo, hi),
+                Color32::from_white_alpha(alpha),
+            );
+        }
+    }
+}
+
+/// The image region shown by the main view (zoom and pan) as (uv offset, uv scale).
+fn view_uv(app: &ExplorerApp) -> ([f32; 2], [f32; 2]) {
+    let (zoom, pan) = (app.view.zoom, app.view.pan);
+    let scale = 1.0 / zoom;
+    ([0.5 - 0.5 * scale - pan.x, 0.5 - 0.5 * scale - pan.y], [scale, scale])
+}
+
+/// The largest rect with the image's aspect ratio inside `avail`, centred.
+fn fit(avail: egui::Rect, w: usize, h: usize) -> egui::Rect {
+    let aspect = w as f32 / h.max(1) as f32;
+    let size = if avail.width() / avail.height().max(1.0) > aspect {
+        Vec2::new(avail.height() * aspect, avail.height())
+    } else {
+        Vec2::new(avail.width(), avail.width() / aspect)
+    };
+    egui::Rect::from_center_size(avail.center(), size)
+}
+
+fn central_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slot: &mut usize) {
+    for (i, e) in app.errors.iter().enumerate() {
+        ui.horizontal(|ui| {
+            ui.colored_label(ui.visuals().error_fg_color, format!("(!) {e}"));
+            if ui.small_button("x").clicked() {
+                cmds.push(Command::DismissError(i));
+            }
+        });
+    }
+    let Some(a) = app.current() else {
+        ui.centered_and_justified(|ui| {
+            let msg = if app.model.is_none() && app.model_loading.is_none() {
+                "No model loaded.\n\nOpen an INTR checkpoint (.pth from the official code, or .safetensors) with \"Open model…\", \
+                 or drop it on the window; then open or drop photos."
+            } else if app.images.is_empty() {
+                "Open photos with \"Open images…\" (Ctrl+O) or drop images and folders on the window."
+            } else {
+                "Analysing…"
+            };
+            ui.label(RichText::new(msg).size(16.0));
+        });
+        return;
+    };
+    let o = &a.output;
+    let layer = app.view.layer.min(o.layers - 1);
+    ui.horizontal(|ui| {
+        ui.heading(&a.class_names[app.view.class]);
+        let p = o.probabilities()[app.view.class];
+        ui.label(format!("{:.1} %", p * 100.0));
+        ui.separator();
+        ui.label("layer");
+        for l in 0..o.layers {
+            if ui.selectable_label(l == layer, format!("{}", l + 1)).clicked() {
+                cmds.push(Command::SelectLayer(l));
+            }
+        }
+        ui.separator();
+        let head_name = app.view.head.map_or("mean of heads".to_string(), |h| format!("head {}", h + 1));
+        ui.label(head_name);
+        if ui.button(if app.view.show_compare { "Hide comparison" } else { "Compare…" }).clicked() {
+            cmds.push(Command::ShowCompare(!app.view.show_compare));
+        }
+    });
+    let gallery_h = 110.0;
+    let avail = ui.available_rect_before_wrap();
+    let main = egui::Rect::from_min_max(avail.min, egui::pos2(avail.max.x - 120.0, avail.max.y - gallery_h));
+    let bar = egui::Rect::from_min_max(egui::pos2(main.max.x + 10.0, main.min.y), egui::pos2(avail.max.x, main.max.y));
+    let img_rect = fit(main, a.image.width, a.image.height);
+    let resp = ui.allocate_rect(img_rect, Sense::click_and_drag());
+    let uv = view_uv(app);
+    let style = app.style_for(a, app.view.class, app.view.head);
+    overlay_in(ui, app, a, img_rect, (app.view.class, app.view.head), &style, uv, slot, cmds);
+    view_interaction(ui, app, a, &resp, img_rect, uv, cmds);
+    colour_bar(ui, app, &style, bar);
+    let strip = egui::Rect::from_min_max(egui::pos2(avail.min.x, main.max.y + 6.0), avail.max);
+    gallery(ui, app, a, strip, cmds, slot);
+}
+
+fn view_interaction(
+    ui: &egui::Ui,
+    app: &ExplorerApp,
+    a: &Analysis,
+    resp: &egui::Response,
+    rect: egui::Rect,
+    uv: ([f32; 2], [f32; 2]),
+    cmds: &mut Vec<Command>,
+) {
+    let (mut zoom, mut pan) = (app.view.zoom, app.view.pan);
+    if resp.double_clicked() {
+        cmds.push(Command::ViewTransform { zoom: 1.0, pan: Vec2::ZERO });
+        return;
+    }
+    if resp.dragged() {
+        let d = resp.drag_delta();
+        pan += Vec2::new(d.x / rect.width(), d.y / rect.height()) / zoom;
+    }
+    if resp.hovered() {
+        let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+        let factor = pinch * (scroll / 200.0).exp();
+        if (factor - 1.0).abs() > 1e-4 {
+            zoom = (zoom * factor).clamp(1.0, 32.0);
+        }
+        if let Some(pos) = resp.hover_pos() {
+            let q = (pos - rect.min) / rect.size();
+            let u = uv.0[0] + q.x * uv.1[0];
+            let v = uv.0[1] + q.y * uv.1[1];
+            let o = &a.output;
+            let gw = o.grid.1;
+            let (w, h) = a.mapping.original;
+            // The cell whose features read the pixel under the pointer (as the overlay places it).
+            if let Some((row, col)) = a.mapping.cell_at(f64::from(u) * w as f64, f64::from(v) * h as f64) {
+                let layer = app.view.layer.min(o.layers - 1);
+                let map = a.output.map_values(layer, app.view.class, app.view.head);
+                resp.clone().on_hover_text(format!("cell ({row}, {col}) · attention {:.5}", map[row * gw + col]));
+            }
+        }
+    }
+    if (zoom, pan) != (app.view.zoom, app.view.pan) {
+        cmds.push(Command::ViewTransform { zoom, pan });
+    }
+}
+
+/// The colour bar of the main view's `style`, with its value range and normalisation.
+fn colour_bar(ui: &egui::Ui, app: &ExplorerApp, style: &crate::overlay::colormap::OverlayStyle, rect: egui::Rect) {
+    let lut = style.colormap.lut();
+    let painter = ui.painter_at(rect);
+    let bar = egui::Rect::from_min_size(rect.min + Vec2::new(0.0, 18.0), Vec2::new(18.0, rect.height() - 40.0));
+    let n = 64;
+    for i in 0..n {
+        let t = 1.0 - i as f32 / (n - 1) as f32;
+        let c = lut[((t * 255.0).round() as usize).min(255)];
+        let y0 = bar.min.y + bar.height() * i as f32 / n as f32;
+        let r = egui::Rect::from_min_max(
+            egui::pos2(bar.min.x, y0),
+            egui::pos2(bar.max.x, y0 + bar.height() / n as f32 + 1.0),
+        );
+        painter.rect_filled(r, 0.0, Color32::from_rgb(c[0], c[1], c[2]));
+    }
+    let font = egui::FontId::proportional(11.0);
+    let text = ui.visuals().text_color();
+    painter.text(
+        egui::pos2(bar.max.x + 4.0, bar.min.y),
+        egui::Align2::LEFT_CENTER,
+        scale_value(style.hi),
+        font.clone(),
+        text,
+    );
+    painter.text(
+        egui::pos2(bar.max.x + 4.0, bar.max.y),
+        egui::Align2::LEFT_CENTER,
+        scale_value(style.lo),
+        font.clone(),
+        text,
+    );
+    let scale_name = match app.display.normalization {
+        Normalization::PerMap => "per-map min–max",
+        Normalization::SharedHeads => "shared by heads",
+        Normalization::SharedClasses => "shared by classes",
+        Normalization::Absolute => "probability",
+    };
+    painter.text(rect.min, egui::Align2::LEFT_TOP, scale_name, font.clone(), text);
+    if app.display.official_blur {
+        painter.text(
+            egui::pos2(rect.min.x, rect.max.y - 4.0),
+            egui::Align2::LEFT_BOTTOM,
+            "blurred 15 px",
+            font.clone(),
+            text,
+        );
+    } else if style.threshold > 0.0 {
+        let y = bar.max.y - bar.height() * style.threshold;
+        painter.hline(bar.x_range(), y, egui::Stroke::new(2.0, Color32::WHITE));
+        painter.text(egui::pos2(bar.max.x + 4.0, y), egui::Align2::LEFT_CENTER, "cut", font, text);
+    }
+}
+
+/// Attention values span 1e-5 … 1: four significant digits whatever the magnitude.
+fn scale_value(v: f32) -> String {
+    if v != 0.0 && v.abs() < 0.01 { format!("{v:.3e}") } else { format!("{v:.4}") }
+}
+
+fn gallery(
+    ui: &mut egui::Ui,
+    app: &ExplorerApp,
+    a: &Analysis,
+    strip: egui::Rect,
+    cmds: &mut Vec<Command>,
+    slot: &mut usize,
+) {
+    let o = &a.output;
+    let n = o.heads + 1;
+    let w = (strip.width() / n as f32 - 6.0).max(20.0);
+    // The viewed class's probability, which every head's evening figure compares with.
+    let now = o.probabilities().get(app.view.class).copied();
+    for k in 0..n {
+        let head = (k < o.heads).then_some(k);
+        let cell = egui::Rect::from_min_size(
+            strip.min + Vec2::new(k as f32 * (w + 6.0), 0.0),
+            Vec2::new(w, strip.height() - 16.0),
+        );
+        let r = fit(cell, a.image.width, a.image.height);
+        let resp = ui.interact(r, ui.scope_id().with(("head", k)), Sense::click());
+        let style = app.style_for(a, app.view.class, head);
+        overlay_in(ui, app, a, r, (app.view.class, head), &style, ([0.0, 0.0], [1.0, 1.0]), slot, cmds);
+        if app.view.head == head {
+            ui.painter().rect_stroke(
+                r.expand(2.0),
+                2.0,
+                egui::Stroke::new(2.0, ui.visuals().selection.bg_fill),
+                egui::StrokeKind::Outside,
+            );
+        }
+        // The evening is of the last layer's heads: shown only under that layer's maps.
+        let last_layer = app.view.layer >= o.layers - 1;
+        let reliance = head.filter(|_| last_layer).and_then(|h| evened_effect(a, h, app.view.class, now));
+        let label = match (head, reliance) {
+            (None, _) => "mean".to_string(),
+            (Some(h), Some(e)) if e.points.abs() >= 0.5 => format!("head {} · {:+.0} %", h + 1, e.points),
+            (Some(h), _) => format!("head {}", h + 1),
+        };
+        let hover = match (head, reliance) {
+            (Some(h), Some(e)) => format!(
+                "head {}: if it looked evenly over the whole image (last layer), {} would score {:.1} % instead \
+                 of {:.1} % (logit {:+.2})",
+                h + 1,
+                a.class_names[app.view.class],
+                e.evened * 100.0,
+                e.now * 100.0,
+                e.logit
+            ),
+            _ => label.clone(),
+        };
+        let text_rect =
+            egui::Rect::from_center_size(egui::pos2(r.center().x, cell.max.y + 8.0), Vec2::new(w + 6.0, 14.0));
+        ui.put(text_rect, egui::Label::new(RichText::new(&label).size(11.0)).wrap_mode(egui::TextWrapMode::Truncate));
+        if resp.on_hover_text(&hover).clicked() {
+            cmds.push(Command::SelectHead(head));
+        }
+    }
+}
+
+/// What one class's score owes to where one head of the last layer looks.
+#[derive(Debug, Clone, Copy)]
+struct Evened {
+    /// The class's probability now and with the head attending evenly.
+    now: f32,
+    evened: f32,
+    /// Change of the probability, in percentage points.
+    points: f32,
+    /// Change of the class logit.
+    logit: f32,
+}
+
+/// `now` is the class's current probability.
+fn evened_effect(a: &Analysis, head: usize, class: usize, now: Option<f32>) -> Option<Evened> {
+    let ev = a.evened.get(head)?;
+    let now = now?;
+    let evened = *crate::intr::model::softmax(ev).get(class)?;
+    let logit = ev.get(class)? - a.output.logits.get(class)?;
+    Some(Evened { now, evened, points: (evened - now) * 100.0, logit })
+}
+
+fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>, slot: &mut usize) {
+    let mut open = true;
+    egui::Window::new("Compare classes").open(&mut open).default_size([900.0, 500.0]).show(ctx, |ui| {
+        let Some(a) = app.current() else {
+            ui.label("No result yet.");
+            return;
+        };
+        if app.view.compare.len() < 2 {
+            ui.label("Add two or more classes with + (or Ctrl+click) in the ranking.");
+        }
+        let o = &a.output;
+        let probs = o.probabilities();
+        let cols = o.heads + 1;
+        let cell_w = ((ui.available_width() - 180.0) / cols as f32 - 4.0).max(24.0);
+        let cell_h = cell_w * a.image.height as f32 / a.image.width as f32;
+        // One colour scale shared by every row and column of the comparison.
+        let shared = app.compare_style(a);
+        ui.label(format!(
+            "shared scale {} – {} ({})",
+            scale_value(shared.lo),
+            scale_value(shared.hi),
+            shared.colormap.name()
+        ));
+        ui.horizontal(|ui| {
+            ui.add_space(174.0);
+            for k in 0..cols {
+                let label = if k < o.heads { format!("head {}", k + 1) } else { "mean".to_string() };
+                ui.add_sized([cell_w, 14.0], egui::Label::new(RichText::new(label).small()));
+            }
+        });
+        for &c in &app.view.compare {
+            ui.horizontal(|ui| {
+                ui.vertical(|ui| {
+                    ui.set_width(170.0);
+                    ui.label(RichText::new(&a.class_names[c]).strong());
+                    ui.label(format!("{:.1} %", probs[c] * 100.0));
+                    if ui.small_button("remove").clicked() {
+                        cmds.push(Command::ToggleCompare(c));
+                    }
+                });
+                for k in 0..cols {
+                    let head = (k < o.heads).then_some(k);
+                    let (r, _) = ui.allocate_exact_size(Vec2::new(cell_w, cell_h), Sense::hover());
+                    // Zoom and pan follow the main view, so every cell shows the same region.
+                    overlay_in(ui, app, a, r, (c, head), &shared, view_uv(app), slot, cmds);
+                }
+            });
+        }
+    });
+    if !open {
+        cmds.push(Command::ShowCompare(false));
+    }
+}
+
+fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
+    let mut open = true;
+    egui::Window::new("Keyboard").open(&mut open).show(ctx, |ui| {
+        egui::Grid::new("keys").striped(true).show(ui, |ui| {
+            for (k, what) in [
+                ("Up / Down", "previous / next class in the ranking"),
+                ("Left / Right", "previous / next head (the mean after the last head)"),
+                ("1 to 9", "show that head"),
+                ("0", "mean of the heads"),
+                ("L", "next decoder layer"),
+                ("Ctrl+O", "open images"),
+                ("Ctrl+E", "export a figure (SVG, PDF, PNG)"),
+                ("wheel / drag / double-click", "zoom / pan / fit"),
+                ("F1", "this help"),
+            ] {
+                ui.label(RichText::new(k).monospace());
+                ui.label(what);
+                ui.end_row();
+            }
+        });
+    });
+    if !open {
+        cmds.push(Command::ShowHelp(false));
+    }
+}

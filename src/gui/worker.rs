@@ -1,0 +1,204 @@
+//! The inference worker: one named thread owns the [`Session`]; requests arrive on a bounded
+//! channel, results leave as plain data, and a waker closure (the GUI's `request_repaint`) is
+//! called after every message. Request ids let a newer analysis supersede an older one: stale work
+//! is skipped between stages and stale results are never sent.
+
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::Instant;
+
+use crate::image::preprocess::PreprocessOptions;
+use crate::intr::IntrConfig;
+use crate::session::{self, ModelSpec, Probes, Session};
+
+/// Where the window should look first, as asked on the command line (`--class`, `--head`,
+/// `--layer`, 1-based); checked against the model before any photo is analysed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FocusRequest {
+    pub class: Option<String>,
+    pub head: Option<usize>,
+    pub layer: Option<usize>,
+}
+
+/// A [`FocusRequest`] resolved against the model: 0-based indices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Focus {
+    pub class: Option<usize>,
+    pub head: Option<usize>,
+    pub layer: Option<usize>,
+}
+
+/// What the UI asks for.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Open a model (replacing the current one once it is ready) and check `focus` against it.
+    LoadModel { spec: ModelSpec, focus: FocusRequest },
+    /// Rank the classes of an image and return every attention map. `id` must increase.
+    Analyze { id: u64, image: PathBuf, options: PreprocessOptions },
+}
+
+/// A finished analysis tagged with its request id.
+#[derive(Debug)]
+pub struct Analysis {
+    pub id: u64,
+    pub result: session::Analysis,
+}
+
+impl Deref for Analysis {
+    type Target = session::Analysis;
+
+    fn deref(&self) -> &session::Analysis {
+        &self.result
+    }
+}
+
+/// A model that is ready.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub config: IntrConfig,
+    pub class_names: Arc<Vec<String>>,
+    pub focus: Focus,
+}
+
+/// What the worker reports.
+#[derive(Debug)]
+pub enum Response {
+    ModelLoaded(ModelInfo),
+    /// A stage of request `id` has started ("loading model", "decoding", "running model").
+    Progress {
+        id: u64,
+        stage: &'static str,
+    },
+    Done(Box<Analysis>),
+    /// A readable message; `id` is 0 for model loading.
+    Failed {
+        id: u64,
+        what: String,
+    },
+}
+
+/// Handle to the worker thread.
+pub struct Worker {
+    tx: SyncSender<Request>,
+    rx: Receiver<Response>,
+    /// Requests with an id below this are stale.
+    current: Arc<AtomicU64>,
+}
+
+/// Pending requests the channel holds before `send` reports the worker busy.
+const QUEUE: usize = 8;
+
+impl Worker {
+    /// Starts the thread `intr-worker`; `waker` is called after every response.
+    pub fn spawn(waker: impl Fn() + Send + 'static) -> std::io::Result<Self> {
+        let (tx, requests) = mpsc::sync_channel::<Request>(QUEUE);
+        let (responses, rx) = mpsc::channel::<Response>();
+        let current = Arc::new(AtomicU64::new(0));
+        let latest = Arc::clone(&current);
+        std::thread::Builder::new().name("intr-worker".into()).spawn(move || {
+            let mut state: Option<Session> = None;
+            let send = |r: Response| {
+                let _ = responses.send(r);
+                waker();
+            };
+            for req in requests {
+                match req {
+                    Request::LoadModel { spec, focus } => {
+                        send(Response::Progress { id: 0, stage: "loading model" });
+                        match open(&spec, &focus) {
+                            Ok((s, info)) => {
+                                state = Some(s);
+                                send(Response::ModelLoaded(info));
+                            }
+                            Err(what) => send(Response::Failed { id: 0, what }),
+                        }
+                    }
+                    Request::Analyze { id, image, options } => {
+                        if id < latest.load(Ordering::Acquire) {
+                            continue;
+                        }
+                        let Some(s) = &state else {
+                            send(Response::Failed { id, what: "no model is loaded: open a checkpoint first".into() });
+                            continue;
+                        };
+                        let stale = || id < latest.load(Ordering::Acquire);
+                        match analyze(s, id, image, options, &stale, &send) {
+                            Ok(Some(a)) if !stale() => send(Response::Done(Box::new(a))),
+                            Ok(_) => {}
+                            Err(what) => send(Response::Failed { id, what }),
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(Self { tx, rx, current })
+    }
+
+    /// Queues a request. An analysis marks every older analysis stale. Fails if the queue is full
+    /// or the worker is gone.
+    pub fn send(&self, req: Request) -> Result<(), String> {
+        if let Request::Analyze { id, .. } = &req {
+            self.current.fetch_max(*id, Ordering::AcqRel);
+        }
+        self.tx.try_send(req).map_err(|e| match e {
+            TrySendError::Full(_) => "the model is busy; try again in a moment".to_string(),
+            TrySendError::Disconnected(_) => "the inference worker has stopped".to_string(),
+        })
+    }
+
+    /// Marks every analysis up to and including `id` cancelled.
+    pub fn cancel(&self, id: u64) {
+        self.current.fetch_max(id + 1, Ordering::AcqRel);
+    }
+
+    /// The next response, if any (never blocks).
+    pub fn try_recv(&self) -> Option<Response> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` for the next response (tests and headless callers).
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Option<Response> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+/// Opens the session and checks the focus against it, with the messages the command line gives
+/// (`--class`, `--head` and `--layer` name the flag, as there).
+fn open(spec: &ModelSpec, focus: &FocusRequest) -> Result<(Session, ModelInfo), String> {
+    let s = Session::open(spec).map_err(|e| e.to_string())?;
+    let class =
+        focus.class.as_deref().map(|c| s.class_index(c).map_err(|e| format!("--class {c}: {e}"))).transpose()?;
+    let head =
+        focus.head.map(|h| s.head_indices(&[h]).map(|v| v[0]).map_err(|e| format!("--head {h}: {e}"))).transpose()?;
+    let layer = focus.layer.map(|l| s.layer_index(Some(l)).map_err(|e| format!("--layer {l}: {e}"))).transpose()?;
+    let info = ModelInfo {
+        path: s.path().to_path_buf(),
+        config: s.config().clone(),
+        class_names: Arc::clone(s.class_names()),
+        focus: Focus { class, head, layer },
+    };
+    Ok((s, info))
+}
+
+fn analyze(
+    s: &Session,
+    id: u64,
+    image: PathBuf,
+    options: PreprocessOptions,
+    stale: &dyn Fn() -> bool,
+    send: &dyn Fn(Response),
+) -> Result<Option<Analysis>, String> {
+    let started = Instant::now();
+    send(Response::Progress { id, stage: "decoding" });
+    let prepared = s.prepare(&image, options).map_err(|e| e.to_string())?;
+    if stale() {
+        return Ok(None);
+    }
+    send(Response::Progress { id, stage: "running model" });
+    let result = s.run(&image, prepared, Probes { evening: true }, started).map_err(|e| e.to_string())?;
+    Ok(Some(Analysis { id, result }))
+}

@@ -1,0 +1,209 @@
+//! The one layer both front ends use: open a model ([`ModelSpec`] → [`Session`]: the checkpoint,
+//! its configuration and its class names, by one rule) → analyse a photo (decode, preprocess,
+//! forward pass, probes) → a plain-data [`Analysis`] that can cross threads. The command line and
+//! the window's worker both go through here, so a class list of the wrong length, a folder of
+//! photos or a class that does not exist mean the same everywhere.
+
+pub mod assets;
+pub mod classes;
+pub mod inputs;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::image::RgbImage;
+use crate::image::grid::GridMapping;
+use crate::image::preprocess::{self, Prepared, PreprocessOptions};
+use crate::intr::{ConfigOverrides, Intr, IntrConfig, IntrOutput};
+use crate::probe;
+
+/// Which model to open and how to read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelSpec {
+    /// A checkpoint (official `.pth` or a `.safetensors` of ours); `None` = the bundled demo model.
+    pub path: Option<PathBuf>,
+    /// A class list (CUB `classes.txt`, one name per line, or a dataset folder); `None` = the names
+    /// stored in the checkpoint, or numbered classes.
+    pub classes: Option<PathBuf>,
+    /// Configuration the checkpoint does not carry (heads, dilation).
+    pub overrides: ConfigOverrides,
+}
+
+impl ModelSpec {
+    /// The model file: the one given, or the bundled demo model.
+    pub fn model_path(&self) -> Result<PathBuf> {
+        match &self.path {
+            Some(p) => Ok(p.clone()),
+            None => assets::demo_model(),
+        }
+    }
+}
+
+/// Which analyses run beside the forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probes {
+    /// Each head of the last decoder layer evened in turn ([`probe::evening`]).
+    pub evening: bool,
+}
+
+/// An open model with its class names.
+pub struct Session {
+    model: Intr,
+    path: PathBuf,
+    names: Arc<Vec<String>>,
+}
+
+/// One analysed photo: everything the views, figures and summaries need, as plain data.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub image_path: PathBuf,
+    /// The decoded (and EXIF-oriented) photo.
+    pub image: RgbImage,
+    /// Whether an EXIF orientation was applied.
+    pub oriented: bool,
+    /// Network input (width, height).
+    pub input_size: (usize, usize),
+    pub output: IntrOutput,
+    /// Per head of the last decoder layer, every class's logit when that head attends evenly to the
+    /// whole grid ([`probe::evened_logits`]): what each class's score owes to where the head looks.
+    /// Empty when not asked for.
+    pub evened: Vec<Vec<f32>>,
+    pub mapping: GridMapping,
+    pub class_names: Arc<Vec<String>>,
+    /// Wall time of decoding + preprocessing + forward pass (+ probes).
+    pub took: Duration,
+}
+
+impl Session {
+    /// Opens the model of `spec` on the default device (CUDA or Metal when built with them).
+    pub fn open(spec: &ModelSpec) -> Result<Self> {
+        Self::open_on(spec, &crate::intr::default_device())
+    }
+
+    /// Opens the model of `spec` on `device`. The class names come from `spec.classes`, else from
+    /// the checkpoint, else they are numbered; a list of the wrong length is an error naming its file.
+    pub fn open_on(spec: &ModelSpec, device: &Device) -> Result<Self> {
+        let path = spec.model_path()?;
+        let (model, ckpt) = crate::intr::load_model(&path, &spec.overrides, device)?;
+        let names = class_names(spec, &path, &ckpt, model.config().num_queries)?;
+        Ok(Self { model, path, names: Arc::new(names) })
+    }
+
+    /// The network.
+    #[must_use]
+    pub fn model(&self) -> &Intr {
+        &self.model
+    }
+
+    /// The model's configuration.
+    #[must_use]
+    pub fn config(&self) -> &IntrConfig {
+        self.model.config()
+    }
+
+    /// The model file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One name per class, in the model's order.
+    #[must_use]
+    pub fn class_names(&self) -> &Arc<Vec<String>> {
+        &self.names
+    }
+
+    /// Decodes and preprocesses `image` as this model wants it (`base` adjusted to a model trained
+    /// at its own input size).
+    pub fn prepare(&self, image: &Path, base: PreprocessOptions) -> Result<Prepared> {
+        preprocess::prepare_file(image, &self.model.preprocess_options(base))
+    }
+
+    /// Runs the model (and `probes`) on a prepared photo. `started` is when its decoding began.
+    pub fn run(&self, image: &Path, prepared: Prepared, probes: Probes, started: Instant) -> Result<Analysis> {
+        let (w, h) = prepared.input_size;
+        let failed = |e: Error| match e {
+            Error::File { .. } => e,
+            other => Error::file(image, format!("forward pass failed: {other}")),
+        };
+        let (output, evened) = if probes.evening {
+            probe::forward_evening_heads(&self.model, &prepared.chw, h, w).map_err(failed)?
+        } else {
+            (self.model.forward(&prepared.chw, h, w).map_err(failed)?, Vec::new())
+        };
+        let mapping = prepared.mapping(output.grid, self.model.config().stride());
+        Ok(Analysis {
+            image_path: image.to_path_buf(),
+            image: prepared.original,
+            oriented: prepared.oriented,
+            input_size: prepared.input_size,
+            output,
+            evened,
+            mapping,
+            class_names: Arc::clone(&self.names),
+            took: started.elapsed(),
+        })
+    }
+
+    /// [`Session::prepare`] then [`Session::run`].
+    pub fn analyse(&self, image: &Path, base: PreprocessOptions, probes: Probes) -> Result<Analysis> {
+        let started = Instant::now();
+        let prepared = self.prepare(image, base)?;
+        self.run(image, prepared, probes, started)
+    }
+
+    /// The index of the class `name` names ([`classes::find`]: any case, CUB spellings, with
+    /// suggestions when there is none).
+    pub fn class_index(&self, name: &str) -> Result<usize> {
+        classes::find(&self.names, name)
+    }
+
+    /// The 0-based decoder layer of 1-based `layer`; `None` is the last.
+    pub fn layer_index(&self, layer: Option<usize>) -> Result<usize> {
+        let layers = self.config().dec_layers;
+        match layer {
+            None => Ok(layers.saturating_sub(1)),
+            Some(l) if (1..=layers).contains(&l) => Ok(l - 1),
+            Some(l) => Err(Error::Request(format!("layer {l} is not one of the model's layers 1 to {layers}"))),
+        }
+    }
+
+    /// The 0-based heads of 1-based `heads`.
+    pub fn head_indices(&self, heads: &[usize]) -> Result<Vec<usize>> {
+        let n = self.config().nheads;
+        heads
+            .iter()
+            .map(|&h| {
+                if (1..=n).contains(&h) {
+                    Ok(h - 1)
+                } else {
+                    Err(Error::Request(format!("head {h} is not one of the model's heads 1 to {n}")))
+                }
+            })
+            .collect()
+    }
+}
+
+/// The one rule for class names: the list given, else the checkpoint's own, else numbered; either
+/// list must have one name per class.
+fn class_names(spec: &ModelSpec, model: &Path, ckpt: &Checkpoint, n: usize) -> Result<Vec<String>> {
+    match &spec.classes {
+        Some(p) => {
+            let names = classes::load(p)?;
+            classes::check_count(p, &names, n)?;
+            Ok(names)
+        }
+        None => match ckpt.stored_class_names()? {
+            Some(names) => {
+                classes::check_count(model, &names, n)?;
+                Ok(names)
+            }
+            None => Ok(classes::numbered(n)),
+        },
+    }
+}
