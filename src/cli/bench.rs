@@ -103,25 +103,32 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
         model.set_force_candle_backbone(force);
         let mut totals = Vec::new();
         let mut stages: Vec<StageTimings> = Vec::new();
+        let mut evenings = Vec::new();
         for i in 0..=runs {
             let t = Instant::now();
-            let out = if evening {
-                crate::probe::forward_evening_heads(&model, &input, h, w)?.0
+            let (out, evened_in) = if evening {
+                let (out, kept) = model.forward_keeping_last_layer(&input, h, w)?;
+                let te = Instant::now();
+                crate::probe::evened_logits(&model, &kept)?;
+                (out, te.elapsed())
             } else {
-                model.forward(&input, h, w)?
+                (model.forward(&input, h, w)?, Duration::ZERO)
             };
             let dt = t.elapsed();
             if i > 0 {
                 totals.push(dt);
                 stages.push(out.timings);
+                evenings.push(evened_in);
             } else {
                 outln!("[{label}] grid {}×{}, warm-up {:.3} s", out.grid.0, out.grid.1, dt.as_secs_f64());
             }
         }
         let med = |f: fn(&StageTimings) -> Duration| median(stages.iter().map(f).collect());
         let all: Vec<String> = totals.iter().map(|d| format!("{:.3}", d.as_secs_f64())).collect();
+        let evening_part =
+            if evening { format!(", evening {:.3} s", median(evenings).as_secs_f64()) } else { String::new() };
         outln!(
-            "[{label}] median {:.3} s (backbone {:.3} s, encoder {:.3} s, decoder {:.3} s); runs: {}",
+            "[{label}] median {:.3} s (backbone {:.3} s, encoder {:.3} s, decoder {:.3} s{evening_part}); runs: {}",
             median(totals.clone()).as_secs_f64(),
             med(|s| s.backbone).as_secs_f64(),
             med(|s| s.encoder).as_secs_f64(),
