@@ -125,7 +125,7 @@ fn a_grid_cell_reads_the_pixels_nearest_its_receptive_field_centre() {
             normalize(&RgbImage { width: side, height: side, data: s.rgb })
         })
         .collect();
-    let features = |chw: &[f32]| m.backbone_stage_outputs(Fmap::from_chw(3, side, side, chw)).pop().unwrap();
+    let features = |chw: &[f32]| m.backbone_stage_outputs(Fmap::from_chw(3, side, side, chw)).unwrap().pop().unwrap();
     let base: Vec<Fmap> = images.iter().map(|chw| features(chw)).collect();
     let gw = base[0].w;
     // change[x][j]: how much a stripe at column x changes the features of grid column j.

@@ -82,7 +82,7 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
     }
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set up the thread pool")?;
     let cfg = IntrConfig::official(classes);
-    let weights = random::random_weights(&cfg, 1);
+    let weights = random::random_weights(&cfg, 1)?;
     let ws = WeightStore::new(&weights);
     let mut model = Intr::load(&ws, &cfg, &Device::Cpu)?;
     drop(ws);

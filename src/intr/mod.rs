@@ -1,13 +1,17 @@
 //! The INTR network as plain structs with PyTorch's parameter names: the configuration
-//! ([`config`]), the ResNet backbone ([`backbone`]), the DETR-style transformer ([`transformer`]) and
-//! the whole model ([`model`]), built from named weights ([`weights`]). No UI, no threads.
+//! ([`config`]), the ResNet backbone ([`backbone`]), the transformer's blocks ([`layers`]) and
+//! layers ([`transformer`]) and the whole model ([`model`]), defined once and built from named
+//! weights ([`weights`]): over a checkpoint for inference (the fast CPU kernels are their
+//! inference path), over fresh variables for training ([`pass`]). No UI, no threads.
 //!
 //! In: a checkpoint (official `.pth` or our `.safetensors`) and a preprocessed image. Out: class
 //! logits and the cross-attention maps of every decoder layer, head and class ([`IntrOutput`]).
 
 pub mod backbone;
 pub mod config;
+pub mod layers;
 pub mod model;
+pub mod pass;
 pub mod random;
 pub mod transformer;
 pub mod weights;

@@ -8,8 +8,10 @@ use candle_core::{Device, Tensor};
 
 use super::backbone::Backbone;
 use super::config::IntrConfig;
-use super::transformer::{Linear, PositionEncoder, Transformer};
-use super::weights::WeightStore;
+use super::layers::Linear;
+use super::pass::TrainPass;
+use super::transformer::{PositionEncoder, Transformer};
+use super::weights::{WeightStore, Weights, WeightsRoot};
 use crate::error::{Error, Result};
 
 /// A loaded INTR model.
@@ -54,6 +56,16 @@ pub struct LastLayerInput {
     input: Tensor,
     /// (h·w, D) the encoder output the cross-attention reads.
     memory: Tensor,
+}
+
+/// What a training pass returns.
+pub struct TrainOutput {
+    /// (B, Q) class logits.
+    pub logits: Tensor,
+    /// (B, H, Q, h·w) cross-attention of the last decoder layer.
+    pub attention: Tensor,
+    /// (h, w) of the token grid.
+    pub grid: (usize, usize),
 }
 
 /// Time spent in each part of the forward pass.
@@ -158,23 +170,30 @@ pub fn softmax(x: &[f32]) -> Vec<f32> {
 }
 
 impl Intr {
-    /// Builds the model from `ws` (every weight must be present and used) on `device`.
+    /// Builds the model for inference from `ws` (every weight must be present and used) on
+    /// `device`.
     pub fn load(ws: &WeightStore, config: &IntrConfig, device: &Device) -> Result<Self> {
-        config.validate()?;
-        let d = config.hidden_dim;
-        let backbone = Backbone::load(ws, &config.backbone, config.dilated_stages())?;
-        let input_proj = ws.get("input_proj.weight", &[d, config.backbone.num_channels, 1, 1])?;
-        let input_proj_b = ws.get("input_proj.bias", &[d])?;
-        let input_proj = Linear::from_parts(input_proj, input_proj_b, d, config.backbone.num_channels, device)?;
-        let position = PositionEncoder::load(ws, config)?;
-        let transformer = Transformer::load(ws, config, device)?;
-        let query_embed =
-            Tensor::from_vec(ws.get("query_embed.weight", &[config.num_queries, d])?, (config.num_queries, d), device)?;
-        let presence = Linear::load(ws, "presence_vector", 1, d, device)?;
+        let root = WeightsRoot::load(ws, device);
+        let model = Self::new(&root.weights(), config, 0)?;
         ws.finish()?;
+        Ok(model)
+    }
+
+    /// The model of `config` under the official state-dict names, from `w`: for inference when
+    /// `w` loads (the ResNet stem's width is then the checkpoint's), trainable when `w` is fresh
+    /// (with a stem of `stem` channels; torchvision's is 64).
+    pub fn new(w: &Weights, config: &IntrConfig, stem: usize) -> Result<Self> {
+        config.validate()?;
+        let (d, c) = (config.hidden_dim, config.backbone.num_channels);
+        let backbone = Backbone::new(&w.pp("backbone.0.body"), &config.backbone, config.dilated_stages(), stem)?;
+        let input_proj = Linear::with_weight_shape(&w.pp("input_proj"), d, c, &[d, c, 1, 1])?;
+        let position = PositionEncoder::new(&w.pp("backbone.1"), config)?;
+        let transformer = Transformer::new(&w.pp("transformer"), config)?;
+        let query_embed = w.pp("query_embed").tensor("weight", &[config.num_queries, d])?;
+        let presence = Linear::new(&w.pp("presence_vector"), 1, d)?;
         Ok(Self {
             config: config.clone(),
-            device: device.clone(),
+            device: w.device().clone(),
             backbone,
             input_proj,
             position,
@@ -241,7 +260,7 @@ impl Intr {
     pub fn last_layer_logits(&self, kept: &LastLayerInput, even: &[usize]) -> Result<Vec<f32>> {
         let layer =
             self.transformer.decoder.last().ok_or_else(|| Error::Config("the model has no decoder layers".into()))?;
-        let (t, _) = layer.forward_evened(&kept.input, &kept.memory, &self.query_embed, even)?;
+        let (t, _) = layer.forward_evened(&kept.input, &kept.memory, &self.query_embed, even, None)?;
         let hs = self.transformer.norm_decoder_output(&t)?;
         Ok(self.presence.forward(&hs)?.squeeze(1)?.to_vec1::<f32>()?)
     }
@@ -271,6 +290,35 @@ impl Intr {
             timings: trace.timings,
         };
         Ok((out, trace))
+    }
+
+    /// A training (or evaluation) pass of a model built fresh ([`Intr::new`]) on a normalised batch
+    /// (B, 3, H, W): the same layers as [`Intr::forward`], differentiable, batch first, with the
+    /// pass's dropout, head drop and batch statistics.
+    pub fn forward_train(&self, x: &Tensor, pass: &mut TrainPass<'_>) -> Result<TrainOutput> {
+        // The backbone runs channels-first: (3, B, H, W) → (C, B, h, w).
+        let feat = self.backbone.forward_train(&x.transpose(0, 1)?.contiguous()?, pass)?;
+        let (c, bs, gh, gw) = feat.dims4()?;
+        let tokens = feat.permute((1, 2, 3, 0))?.contiguous()?.reshape((bs, gh * gw, c))?;
+        let mut memory = self.input_proj.forward(&tokens)?; // (B, hw, D)
+        let pos = self.position.encode(gh, gw, x.device())?.unsqueeze(0)?; // (1, hw, D)
+        for layer in &self.transformer.encoder {
+            memory = layer.forward(&memory, &pos, Some(pass))?;
+        }
+        let memory = self.transformer.norm_encoder_output(memory)?;
+        let (q, d) = self.query_embed.dims2()?;
+        let qpos = self.query_embed.unsqueeze(0)?.broadcast_as((bs, q, d))?.contiguous()?;
+        let mut tgt = qpos.zeros_like()?;
+        let mut attention = None;
+        for layer in &self.transformer.decoder {
+            let (t, w) = layer.forward_evened(&tgt, &memory, &qpos, &[], Some(pass))?;
+            tgt = t;
+            attention = Some(w);
+        }
+        let hs = self.transformer.norm_decoder_output(&tgt)?;
+        let logits = self.presence.forward(&hs)?.squeeze(2)?;
+        let attention = attention.ok_or_else(|| Error::Config("the model has no decoder layers".into()))?;
+        Ok(TrainOutput { logits, attention, grid: (gh, gw) })
     }
 
     /// Like [`Intr::forward`] but keeps every intermediate.
@@ -305,7 +353,7 @@ impl Intr {
         let mut x = input_proj.clone();
         let mut encoder_layer_outputs = Vec::with_capacity(self.transformer.encoder.len());
         for layer in &self.transformer.encoder {
-            x = layer.forward(&x, &pos_embed)?;
+            x = layer.forward(&x, &pos_embed, None)?;
             encoder_layer_outputs.push(x.clone());
         }
         let memory = self.transformer.norm_encoder_output(x)?;
@@ -341,8 +389,7 @@ impl Intr {
 
 impl Intr {
     /// The fast backbone's per-stage outputs (stem, layer1..4), NHWC; for parity checks.
-    #[must_use]
-    pub fn backbone_stage_outputs(&self, x: crate::kernels::conv::Fmap) -> Vec<crate::kernels::conv::Fmap> {
+    pub fn backbone_stage_outputs(&self, x: crate::kernels::conv::Fmap) -> Result<Vec<crate::kernels::conv::Fmap>> {
         self.backbone.stage_outputs(x)
     }
 }

@@ -1,10 +1,14 @@
-//! Deterministic random weights for any [`IntrConfig`], under the official state-dict names.
+//! Deterministic random weights for any [`IntrConfig`], under the official state-dict names (as the
+//! model's own structs ask for them).
 //!
 //! Used by the benchmarks (the official configuration at full size, with no download) and by tests
 //! that need a complete, well-formed state dict. Never uses candle's RNG (it cannot be seeded).
 
-use super::config::{BlockKind, IntrConfig, PositionEmbedding};
-use super::weights::MemorySource;
+use candle_core::Device;
+
+use super::config::{IntrConfig, PositionEmbedding};
+use super::weights::{FreshStore, MemorySource, WeightsRoot};
+use crate::error::{Error, Result};
 
 /// A small xorshift generator: reproducible across platforms.
 #[derive(Debug, Clone)]
@@ -34,96 +38,35 @@ impl Rng {
     }
 }
 
-/// Every weight name and shape an INTR model of `cfg` has, in state-dict order. Bottleneck inner
-/// widths are a quarter of the stage output (torchvision's default `width_per_group`).
-#[must_use]
-pub fn state_dict_shapes(cfg: &IntrConfig) -> Vec<(String, Vec<usize>)> {
-    state_dict_shapes_with_stem(cfg, 64)
-}
+/// One named tensor: (state-dict name, shape, row-major values).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
-/// [`state_dict_shapes`] with a ResNet stem of `stem` channels (torchvision's is 64).
-#[must_use]
-pub fn state_dict_shapes_with_stem(cfg: &IntrConfig, stem: usize) -> Vec<(String, Vec<usize>)> {
-    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
-    let d = cfg.hidden_dim;
-    let f = cfg.dim_feedforward;
-    let attn = |v: &mut Vec<(String, Vec<usize>)>, p: &str| {
-        v.push((format!("{p}.in_proj_weight"), vec![3 * d, d]));
-        v.push((format!("{p}.in_proj_bias"), vec![3 * d]));
-        v.push((format!("{p}.out_proj.weight"), vec![d, d]));
-        v.push((format!("{p}.out_proj.bias"), vec![d]));
-    };
-    let norm = |v: &mut Vec<(String, Vec<usize>)>, p: &str| {
-        v.push((format!("{p}.weight"), vec![d]));
-        v.push((format!("{p}.bias"), vec![d]));
-    };
-    let ffn = |v: &mut Vec<(String, Vec<usize>)>, p: &str| {
-        v.push((format!("{p}.linear1.weight"), vec![f, d]));
-        v.push((format!("{p}.linear1.bias"), vec![f]));
-        v.push((format!("{p}.linear2.weight"), vec![d, f]));
-        v.push((format!("{p}.linear2.bias"), vec![d]));
-    };
-    for i in 0..cfg.enc_layers {
-        let p = format!("transformer.encoder.layers.{i}");
-        attn(&mut v, &format!("{p}.self_attn"));
-        ffn(&mut v, &p);
-        norm(&mut v, &format!("{p}.norm1"));
-        norm(&mut v, &format!("{p}.norm2"));
+/// A complete state dict of `cfg` with a ResNet stem of `stem` channels, each value drawn by
+/// `init(name, shape, rng)`: the names, shapes and order are those the model's structs ask for when
+/// built ([`super::Intr::new`]), so there is no second list of them.
+pub fn state_dict(
+    cfg: &IntrConfig,
+    stem: usize,
+    seed: u64,
+    init: impl Fn(&str, &[usize], &mut Rng) -> Vec<f32> + 'static,
+) -> Result<Vec<NamedTensor>> {
+    let fresh = FreshStore::new(seed, init);
+    {
+        let root = WeightsRoot::fresh(&fresh, &Device::Cpu);
+        super::Intr::new(&root.weights(), cfg, stem)?;
     }
-    if cfg.pre_norm {
-        norm(&mut v, "transformer.encoder.norm");
-    }
-    for i in 0..cfg.dec_layers {
-        let p = format!("transformer.decoder.layers.{i}");
-        attn(&mut v, &format!("{p}.self_attn"));
-        attn(&mut v, &format!("{p}.multihead_attn"));
-        ffn(&mut v, &p);
-        for n in 1..=3 {
-            norm(&mut v, &format!("{p}.norm{n}"));
-        }
-    }
-    norm(&mut v, "transformer.decoder.norm");
-    v.push(("query_embed.weight".into(), vec![cfg.num_queries, d]));
-    v.push(("presence_vector.weight".into(), vec![1, d]));
-    v.push(("presence_vector.bias".into(), vec![1]));
-    v.push(("input_proj.weight".into(), vec![d, cfg.backbone.num_channels, 1, 1]));
-    v.push(("input_proj.bias".into(), vec![d]));
-    let conv_bn = |v: &mut Vec<(String, Vec<usize>)>, conv: &str, bn: &str, o: usize, i: usize, k: usize| {
-        v.push((format!("{conv}.weight"), vec![o, i, k, k]));
-        for s in ["weight", "bias", "running_mean", "running_var"] {
-            v.push((format!("{bn}.{s}"), vec![o]));
-        }
-    };
-    let b = "backbone.0.body";
-    conv_bn(&mut v, &format!("{b}.conv1"), &format!("{b}.bn1"), stem, 3, 7);
-    let mut cin = stem;
-    for (s, (&n, &out)) in cfg.backbone.blocks_per_stage.iter().zip(&cfg.backbone.stage_channels).enumerate() {
-        for blk in 0..n {
-            let p = format!("{b}.layer{}.{blk}", s + 1);
-            match cfg.backbone.block {
-                BlockKind::Bottleneck => {
-                    let inner = out / 4;
-                    conv_bn(&mut v, &format!("{p}.conv1"), &format!("{p}.bn1"), inner, cin, 1);
-                    conv_bn(&mut v, &format!("{p}.conv2"), &format!("{p}.bn2"), inner, inner, 3);
-                    conv_bn(&mut v, &format!("{p}.conv3"), &format!("{p}.bn3"), out, inner, 1);
-                }
-                BlockKind::Basic => {
-                    conv_bn(&mut v, &format!("{p}.conv1"), &format!("{p}.bn1"), out, cin, 3);
-                    conv_bn(&mut v, &format!("{p}.conv2"), &format!("{p}.bn2"), out, out, 3);
-                }
-            }
-            // torchvision: a projection where the block strides or changes the width.
-            if blk == 0 && ((s > 0 && !cfg.dilated_stages()[s]) || cin != out) {
-                conv_bn(&mut v, &format!("{p}.downsample.0"), &format!("{p}.downsample.1"), out, cin, 1);
-            }
-            cin = out;
-        }
-    }
-    if cfg.position_embedding == PositionEmbedding::Learned {
-        v.push(("backbone.1.row_embed.weight".into(), vec![50, d / 2]));
-        v.push(("backbone.1.col_embed.weight".into(), vec![50, d / 2]));
-    }
-    v
+    let order = fresh.order();
+    let (vars, buffers) = fresh.into_parts();
+    order
+        .into_iter()
+        .map(|name| {
+            let t = match vars.get(&name) {
+                Some(v) => v.as_tensor().clone(),
+                None => buffers.get(&name).cloned().ok_or_else(|| Error::Config(format!("`{name}` was not made")))?,
+            };
+            Ok((name, t.dims().to_vec(), t.flatten_all()?.to_vec1::<f32>()?))
+        })
+        .collect()
 }
 
 /// Random values for one named weight, scaled so activations stay in a sane range.
@@ -155,16 +98,13 @@ pub fn random_values(name: &str, shape: &[usize], rng: &mut Rng) -> Vec<f32> {
     rng.fill(n, (3.0 / fan_in as f32).sqrt())
 }
 
-/// A complete random state dict for `cfg`.
-#[must_use]
-pub fn random_weights(cfg: &IntrConfig, seed: u64) -> MemorySource {
-    let mut rng = Rng::new(seed);
+/// A complete random state dict for `cfg` (torchvision's 64-channel stem).
+pub fn random_weights(cfg: &IntrConfig, seed: u64) -> Result<MemorySource> {
     let mut src = MemorySource::default();
-    for (name, shape) in state_dict_shapes(cfg) {
-        let values = random_values(&name, &shape, &mut rng);
+    for (name, shape, values) in state_dict(cfg, 64, seed, random_values)? {
         src.tensors.insert(name, (shape, values));
     }
-    src
+    Ok(src)
 }
 
 /// The `main.py` options of an official run with configuration `cfg`, as pickled in `args`.
@@ -222,7 +162,7 @@ pub fn write_official_pth(
 ) -> std::io::Result<()> {
     use crate::checkpoint::DType;
     use crate::checkpoint::pth_writer::{Py, StorageData, TensorRef, f32_bytes, write_pth};
-    let weights = random_weights(cfg, seed);
+    let weights = state_dict(cfg, 64, seed, random_values).map_err(std::io::Error::other)?;
     let mut storages = Vec::new();
     let mut model = Vec::new();
     let mut params = Vec::new();
@@ -231,10 +171,9 @@ pub fn write_official_pth(
         key += 1;
         (key - 1).to_string()
     };
-    for (name, shape) in state_dict_shapes(cfg) {
+    for (name, shape, values) in &weights {
         let k = next_key();
-        let (_, values) = &weights.tensors[&name];
-        model.push((Py::Str(name.clone()), Py::Tensor(TensorRef::contiguous(&k, DType::F32, &shape))));
+        model.push((Py::Str(name.clone()), Py::Tensor(TensorRef::contiguous(&k, DType::F32, shape))));
         storages.push((k, StorageData::Bytes(f32_bytes(values))));
         let is_buffer = name.ends_with("running_mean") || name.ends_with("running_var");
         if !is_buffer {

@@ -1,211 +1,16 @@
-//! The DETR-style transformer of INTR on candle: multi-head attention that can return its weights,
-//! post- and pre-norm encoder and decoder layers, and the position embeddings.
-//!
-//! All tensors are 2-D (tokens, D): batch 1 throughout. Weight names follow the official state dict
-//! (`transformer.encoder.layers.N.self_attn.in_proj_weight`, ...).
+//! The DETR-style transformer of INTR: post- and pre-norm encoder and decoder layers, and the
+//! position embeddings, built from [`Weights`] under the official state-dict names
+//! (`transformer.encoder.layers.N.self_attn.in_proj_weight`, ...). One forward serves inference
+//! (2-D (tokens, D) tensors, batch 1) and training ((B, tokens, D), with a [`TrainPass`] for
+//! dropout).
 
 use candle_core::{Device, Tensor};
-use candle_nn::{LayerNorm, Module};
 
 use super::config::{IntrConfig, PositionEmbedding};
-use super::weights::WeightStore;
+use super::layers::{Attention, Ffn, LayerNorm};
+use super::pass::{self, TrainPass};
+use super::weights::Weights;
 use crate::error::{Error, Result};
-use crate::kernels::attention;
-use crate::kernels::packed_gemm::{self, Geometry, PackedB};
-
-/// LayerNorm epsilon of `nn.LayerNorm`.
-const LN_EPS: f64 = 1e-5;
-
-/// A linear layer `y = x·Wᵀ + b`. On a CPU with AVX-512 the weights are packed for
-/// [`fastconv`] (bias and ReLU fused); otherwise W is kept transposed (in, out) for candle's matmul.
-pub struct Linear {
-    w_t: Option<Tensor>,
-    b: Tensor,
-    packed: Option<PackedB>,
-    out: usize,
-}
-
-impl Linear {
-    /// From a (out, in) row-major weight and its bias.
-    pub fn from_parts(w: Vec<f32>, b: Vec<f32>, out: usize, inp: usize, dev: &Device) -> Result<Self> {
-        let w_t = Tensor::from_vec(w, (out, inp), dev)?.t()?.contiguous()?;
-        let packed = if dev.is_cpu() && packed_gemm::available() {
-            Some(PackedB::new(&w_t.flatten_all()?.to_vec1::<f32>()?, &b, inp, out))
-        } else {
-            None
-        };
-        let w_t = if packed.is_some() { None } else { Some(w_t) };
-        Ok(Self { w_t, b: Tensor::from_vec(b, out, dev)?, packed, out })
-    }
-
-    /// Loads `{p}.weight` (out, in) and `{p}.bias` (out).
-    pub fn load(ws: &WeightStore, p: &str, out: usize, inp: usize, dev: &Device) -> Result<Self> {
-        let w = ws.get(&format!("{p}.weight"), &[out, inp])?;
-        let b = ws.get(&format!("{p}.bias"), &[out])?;
-        Self::from_parts(w, b, out, inp, dev)
-    }
-
-    /// (n, in) → (n, out)
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, false)
-    }
-
-    /// (n, in) → relu((n, out))
-    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, true)
-    }
-
-    fn apply(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
-        let (m, k) = x.dims2()?;
-        if let Some(p) = &self.packed {
-            let xs = x.flatten_all()?.to_vec1::<f32>()?;
-            let mut out = vec![0.0f32; m * self.out];
-            let geo = Geometry { src_w: m, cin: k, stride: 1, out_h: 1, out_w: m, segments: vec![(0, 0, k)] };
-            packed_gemm::run(&xs, &geo, p, packed_gemm::Residual::None, relu, &mut out);
-            return Ok(Tensor::from_vec(out, (m, self.out), x.device())?);
-        }
-        let w_t = self.w_t.as_ref().ok_or_else(|| Error::Config("linear layer without weights".into()))?;
-        let y = x.matmul(w_t)?.broadcast_add(&self.b)?;
-        Ok(if relu { y.relu()? } else { y })
-    }
-}
-
-fn layer_norm(ws: &WeightStore, p: &str, d: usize, dev: &Device) -> Result<LayerNorm> {
-    let w = Tensor::from_vec(ws.get(&format!("{p}.weight"), &[d])?, d, dev)?;
-    let b = Tensor::from_vec(ws.get(&format!("{p}.bias"), &[d])?, d, dev)?;
-    Ok(LayerNorm::new(w, b, LN_EPS))
-}
-
-fn ln(norm: &LayerNorm, x: &Tensor) -> Result<Tensor> {
-    Ok(norm.forward(x)?)
-}
-
-/// `nn.MultiheadAttention` with separate q/k/v projections split from `in_proj_weight`.
-pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: usize,
-    /// Use candle's ops even where the AVX-512 kernel could run (cross-checking the two paths).
-    candle_only: bool,
-}
-
-impl Attention {
-    fn load(ws: &WeightStore, p: &str, d: usize, heads: usize, dev: &Device) -> Result<Self> {
-        let w = ws.get(&format!("{p}.in_proj_weight"), &[3 * d, d])?;
-        let b = ws.get(&format!("{p}.in_proj_bias"), &[3 * d])?;
-        let part = |i: usize| {
-            Linear::from_parts(w[i * d * d..(i + 1) * d * d].to_vec(), b[i * d..(i + 1) * d].to_vec(), d, d, dev)
-        };
-        Ok(Self {
-            q: part(0)?,
-            k: part(1)?,
-            v: part(2)?,
-            out: Linear::load(ws, &format!("{p}.out_proj"), d, d, dev)?,
-            heads,
-            candle_only: false,
-        })
-    }
-
-    /// Attends `q` (Lq, D) over `k`, `v` (Lk, D). Returns the output (Lq, D) and the post-softmax
-    /// weights (heads, Lq, Lk).
-    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.forward_evened(q, k, v, &[])
-    }
-
-    /// Like [`Attention::forward`], with the heads in `even` attending evenly to every key (their
-    /// weights replaced by 1/Lk, so their output is the mean of their values): what the output
-    /// becomes when those heads' attention carries no information about where to look.
-    pub fn forward_evened(&self, q: &Tensor, k: &Tensor, v: &Tensor, even: &[usize]) -> Result<(Tensor, Tensor)> {
-        let (out, w) = self.run(q, k, v, true, even)?;
-        let w = w.ok_or_else(|| Error::Config("attention weights were not kept".into()))?;
-        Ok((out, w))
-    }
-
-    /// Like [`Attention::forward`] for callers that need only the output (self-attention): the
-    /// weights of all heads are never held at once.
-    pub fn context(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        Ok(self.run(q, k, v, false, &[])?.0)
-    }
-
-    fn run(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        need_weights: bool,
-        even: &[usize],
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let (lq, d) = q.dims2()?;
-        let lk = k.dims2()?.0;
-        let h = self.heads;
-        let dh = d / h;
-        if let Some(&bad) = even.iter().find(|&&e| e >= h) {
-            return Err(Error::Config(format!("head {bad} does not exist (the attention has {h} heads)")));
-        }
-        let scale = 1.0 / (dh as f64).sqrt();
-        if q.device().is_cpu() && packed_gemm::available() && !self.candle_only {
-            let vec = |t: Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-            let qs = vec((self.q.forward(q)? * scale)?)?;
-            let ks = vec(self.k.forward(k)?)?;
-            let vs = vec(self.v.forward(v)?)?;
-            let (mut ctx, mut weights) = attention::attention(&qs, &ks, &vs, (lq, lk, d, h), need_weights);
-            for &e in even {
-                let cols = e * dh..(e + 1) * dh;
-                let mut mean = vec![0f32; dh];
-                for row in vs.chunks_exact(d) {
-                    mean.iter_mut().zip(&row[cols.clone()]).for_each(|(m, &x)| *m += x);
-                }
-                mean.iter_mut().for_each(|m| *m /= lk as f32);
-                for row in ctx.chunks_exact_mut(d) {
-                    row[cols.clone()].copy_from_slice(&mean);
-                }
-                if let Some(w) = weights.as_mut() {
-                    w[e * lq * lk..(e + 1) * lq * lk].fill(1.0 / lk as f32);
-                }
-            }
-            let ctx = Tensor::from_vec(ctx, (lq, d), q.device())?;
-            let weights = weights.map(|w| Tensor::from_vec(w, (h, lq, lk), q.device())).transpose()?;
-            return Ok((self.out.forward(&ctx)?, weights));
-        }
-        let split =
-            |x: Tensor, l: usize| -> Result<Tensor> { Ok(x.reshape((l, h, dh))?.transpose(0, 1)?.contiguous()?) };
-        // PyTorch scales q before the product: q · (1/√dh).
-        let qh = split((self.q.forward(q)? * scale)?, lq)?;
-        let kh = split(self.k.forward(k)?, lk)?;
-        let vh = split(self.v.forward(v)?, lk)?;
-        let scores = qh.matmul(&kh.transpose(1, 2)?)?;
-        let mut weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        if !even.is_empty() {
-            // Per head: keep (1) or replace by the even weights (0).
-            let keep: Vec<f32> = (0..h).map(|i| if even.contains(&i) { 0.0 } else { 1.0 }).collect();
-            let keep = Tensor::from_vec(keep, (h, 1, 1), q.device())?;
-            let evened = keep.affine(-1.0 / lk as f64, 1.0 / lk as f64)?;
-            weights = weights.broadcast_mul(&keep)?.broadcast_add(&evened)?;
-        }
-        let ctx = weights.matmul(&vh)?.transpose(0, 1)?.reshape((lq, d))?;
-        Ok((self.out.forward(&ctx)?, Some(weights)))
-    }
-}
-
-struct Ffn {
-    l1: Linear,
-    l2: Linear,
-}
-
-impl Ffn {
-    fn load(ws: &WeightStore, p: &str, d: usize, f: usize, dev: &Device) -> Result<Self> {
-        Ok(Self {
-            l1: Linear::load(ws, &format!("{p}.linear1"), f, d, dev)?,
-            l2: Linear::load(ws, &format!("{p}.linear2"), d, f, dev)?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.l2.forward(&self.l1.forward_relu(x)?)
-    }
-}
 
 /// One encoder layer.
 pub struct EncoderLayer {
@@ -217,29 +22,40 @@ pub struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn load(ws: &WeightStore, p: &str, cfg: &IntrConfig, dev: &Device) -> Result<Self> {
+    /// `self_attn`, `linear1`/`linear2`, `norm1`/`norm2` under `w`.
+    pub fn new(w: &Weights, cfg: &IntrConfig) -> Result<Self> {
         let d = cfg.hidden_dim;
         Ok(Self {
-            attn: Attention::load(ws, &format!("{p}.self_attn"), d, cfg.nheads, dev)?,
-            ffn: Ffn::load(ws, p, d, cfg.dim_feedforward, dev)?,
-            norm1: layer_norm(ws, &format!("{p}.norm1"), d, dev)?,
-            norm2: layer_norm(ws, &format!("{p}.norm2"), d, dev)?,
+            attn: Attention::new(&w.pp("self_attn"), d, cfg.nheads)?,
+            ffn: Ffn::new(w, d, cfg.dim_feedforward)?,
+            norm1: LayerNorm::new(&w.pp("norm1"), d)?,
+            norm2: LayerNorm::new(&w.pp("norm2"), d)?,
             pre_norm: cfg.pre_norm,
         })
     }
 
-    /// (HW, D) → (HW, D); `pos` is added to queries and keys only.
-    pub fn forward(&self, x: &Tensor, pos: &Tensor) -> Result<Tensor> {
+    /// (HW, D) → (HW, D); `pos` is added to queries and keys only. With a training pass, the
+    /// tensors are (B, HW, D) and dropout acts after attention and in the feed-forward block.
+    pub fn forward(&self, x: &Tensor, pos: &Tensor, mut pass: Option<&mut TrainPass<'_>>) -> Result<Tensor> {
+        let attend = |q: &Tensor, v: &Tensor, pass: &mut Option<&mut TrainPass<'_>>| -> Result<Tensor> {
+            match pass {
+                Some(p) => Ok(self.attn.forward_train(q, q, v, false, p)?.0),
+                None => self.attn.context(q, q, v),
+            }
+        };
         if self.pre_norm {
-            let x2 = ln(&self.norm1, x)?;
-            let qk = (&x2 + pos)?;
-            let x = (x + self.attn.context(&qk, &qk, &x2)?)?;
-            let x2 = ln(&self.norm2, &x)?;
-            Ok((&x + self.ffn.forward(&x2)?)?)
+            let x2 = self.norm1.forward(x)?;
+            let qk = x2.broadcast_add(pos)?;
+            let sa = attend(&qk, &x2, &mut pass)?;
+            let x = (x + pass::drop(&mut pass, sa)?)?;
+            let x2 = self.norm2.forward(&x)?;
+            Ok((&x + self.ffn.forward(&x2, pass)?)?)
         } else {
-            let qk = (x + pos)?;
-            let x = ln(&self.norm1, &(x + self.attn.context(&qk, &qk, x)?)?)?;
-            ln(&self.norm2, &(&x + self.ffn.forward(&x)?)?)
+            let qk = x.broadcast_add(pos)?;
+            let sa = attend(&qk, x, &mut pass)?;
+            let x = self.norm1.forward(&(x + pass::drop(&mut pass, sa)?)?)?;
+            let ff = self.ffn.forward(&x, pass)?;
+            self.norm2.forward(&(&x + ff)?)
         }
     }
 }
@@ -256,15 +72,16 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn load(ws: &WeightStore, p: &str, cfg: &IntrConfig, dev: &Device) -> Result<Self> {
+    /// `self_attn`, `multihead_attn`, `linear1`/`linear2`, `norm1`…`norm3` under `w`.
+    pub fn new(w: &Weights, cfg: &IntrConfig) -> Result<Self> {
         let d = cfg.hidden_dim;
         Ok(Self {
-            self_attn: Attention::load(ws, &format!("{p}.self_attn"), d, cfg.nheads, dev)?,
-            cross_attn: Attention::load(ws, &format!("{p}.multihead_attn"), d, cfg.nheads, dev)?,
-            ffn: Ffn::load(ws, p, d, cfg.dim_feedforward, dev)?,
-            norm1: layer_norm(ws, &format!("{p}.norm1"), d, dev)?,
-            norm2: layer_norm(ws, &format!("{p}.norm2"), d, dev)?,
-            norm3: layer_norm(ws, &format!("{p}.norm3"), d, dev)?,
+            self_attn: Attention::new(&w.pp("self_attn"), d, cfg.nheads)?,
+            cross_attn: Attention::new(&w.pp("multihead_attn"), d, cfg.nheads)?,
+            ffn: Ffn::new(w, d, cfg.dim_feedforward)?,
+            norm1: LayerNorm::new(&w.pp("norm1"), d)?,
+            norm2: LayerNorm::new(&w.pp("norm2"), d)?,
+            norm3: LayerNorm::new(&w.pp("norm3"), d)?,
             pre_norm: cfg.pre_norm,
         })
     }
@@ -272,33 +89,52 @@ impl DecoderLayer {
     /// `tgt` (Q, D), `memory` (HW, D), `qpos` (Q, D). Returns the new `tgt` and the cross-attention
     /// weights (heads, Q, HW). The memory keys carry no position embedding (INTR, unlike DETR).
     pub fn forward(&self, tgt: &Tensor, memory: &Tensor, qpos: &Tensor) -> Result<(Tensor, Tensor)> {
-        self.forward_evened(tgt, memory, qpos, &[])
+        self.forward_evened(tgt, memory, qpos, &[], None)
     }
 
     /// Like [`DecoderLayer::forward`] with the cross-attention heads in `even` attending evenly to
-    /// every grid cell (see [`Attention::forward_evened`]).
+    /// every grid cell (see [`Attention::forward_evened`]). With a training pass the tensors are
+    /// (B, Q, D), (B, HW, D), (B, Q, D), the weights (B, heads, Q, HW), `even` must be empty, and
+    /// dropout and head drop act.
     pub fn forward_evened(
         &self,
         tgt: &Tensor,
         memory: &Tensor,
         qpos: &Tensor,
         even: &[usize],
+        mut pass: Option<&mut TrainPass<'_>>,
     ) -> Result<(Tensor, Tensor)> {
+        let self_attend = |q: &Tensor, v: &Tensor, pass: &mut Option<&mut TrainPass<'_>>| -> Result<Tensor> {
+            match pass {
+                Some(p) => Ok(self.self_attn.forward_train(q, q, v, false, p)?.0),
+                None => self.self_attn.context(q, q, v),
+            }
+        };
+        let cross = |q: &Tensor, pass: &mut Option<&mut TrainPass<'_>>| -> Result<(Tensor, Tensor)> {
+            match pass {
+                Some(p) if even.is_empty() => self.cross_attn.forward_train(q, memory, memory, true, p),
+                Some(_) => Err(Error::Config("heads are evened in inference passes only".into())),
+                None => self.cross_attn.forward_evened(q, memory, memory, even),
+            }
+        };
         if self.pre_norm {
-            let t2 = ln(&self.norm1, tgt)?;
+            let t2 = self.norm1.forward(tgt)?;
             let qk = (&t2 + qpos)?;
-            let tgt = (tgt + self.self_attn.context(&qk, &qk, &t2)?)?;
-            let t2 = ln(&self.norm2, &tgt)?;
-            let (ca, w) = self.cross_attn.forward_evened(&(&t2 + qpos)?, memory, memory, even)?;
-            let tgt = (tgt + ca)?;
-            let t2 = ln(&self.norm3, &tgt)?;
-            Ok(((&tgt + self.ffn.forward(&t2)?)?, w))
+            let sa = self_attend(&qk, &t2, &mut pass)?;
+            let tgt = (tgt + pass::drop(&mut pass, sa)?)?;
+            let t2 = self.norm2.forward(&tgt)?;
+            let (ca, w) = cross(&(&t2 + qpos)?, &mut pass)?;
+            let tgt = (tgt + pass::drop(&mut pass, ca)?)?;
+            let t2 = self.norm3.forward(&tgt)?;
+            Ok(((&tgt + self.ffn.forward(&t2, pass)?)?, w))
         } else {
             let qk = (tgt + qpos)?;
-            let tgt = ln(&self.norm1, &(tgt + self.self_attn.context(&qk, &qk, tgt)?)?)?;
-            let (ca, w) = self.cross_attn.forward_evened(&(&tgt + qpos)?, memory, memory, even)?;
-            let tgt = ln(&self.norm2, &(tgt + ca)?)?;
-            let tgt = ln(&self.norm3, &(&tgt + self.ffn.forward(&tgt)?)?)?;
+            let sa = self_attend(&qk, tgt, &mut pass)?;
+            let tgt = self.norm1.forward(&(tgt + pass::drop(&mut pass, sa)?)?)?;
+            let (ca, w) = cross(&(&tgt + qpos)?, &mut pass)?;
+            let tgt = self.norm2.forward(&(tgt + pass::drop(&mut pass, ca)?)?)?;
+            let ff = self.ffn.forward(&tgt, pass)?;
+            let tgt = self.norm3.forward(&(&tgt + ff)?)?;
             Ok((tgt, w))
         }
     }
@@ -314,28 +150,30 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    pub fn load(ws: &WeightStore, cfg: &IntrConfig, dev: &Device) -> Result<Self> {
+    /// `encoder.layers.N`, `encoder.norm` (pre-norm), `decoder.layers.N`, `decoder.norm` under `w`
+    /// (`transformer`).
+    pub fn new(w: &Weights, cfg: &IntrConfig) -> Result<Self> {
         let encoder = (0..cfg.enc_layers)
-            .map(|i| EncoderLayer::load(ws, &format!("transformer.encoder.layers.{i}"), cfg, dev))
+            .map(|i| EncoderLayer::new(&w.pp("encoder.layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         let decoder = (0..cfg.dec_layers)
-            .map(|i| DecoderLayer::load(ws, &format!("transformer.decoder.layers.{i}"), cfg, dev))
+            .map(|i| DecoderLayer::new(&w.pp("decoder.layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
-        let encoder_norm =
-            if cfg.pre_norm { Some(layer_norm(ws, "transformer.encoder.norm", cfg.hidden_dim, dev)?) } else { None };
-        let decoder_norm = layer_norm(ws, "transformer.decoder.norm", cfg.hidden_dim, dev)?;
+        let d = cfg.hidden_dim;
+        let encoder_norm = if cfg.pre_norm { Some(LayerNorm::new(&w.pp("encoder.norm"), d)?) } else { None };
+        let decoder_norm = LayerNorm::new(&w.pp("decoder.norm"), d)?;
         Ok(Self { encoder, encoder_norm, decoder, decoder_norm })
     }
 
     /// Final decoder norm applied to one layer's output.
     pub fn norm_decoder_output(&self, x: &Tensor) -> Result<Tensor> {
-        ln(&self.decoder_norm, x)
+        self.decoder_norm.forward(x)
     }
 
     /// Final encoder norm (pre-norm models) or identity.
     pub fn norm_encoder_output(&self, x: Tensor) -> Result<Tensor> {
         match &self.encoder_norm {
-            Some(n) => ln(n, &x),
+            Some(n) => n.forward(&x),
             None => Ok(x),
         }
     }
@@ -347,26 +185,35 @@ pub enum PositionEncoder {
     Sine { npf: usize },
     /// `row_embed` / `col_embed` (50, D/2).
     Learned { row: Vec<f32>, col: Vec<f32>, half: usize },
+    /// The learned tables as trainable (50, D/2) tensors.
+    LearnedTraining { row: Tensor, col: Tensor },
 }
 
 /// Grid side accepted by the learned embedding tables.
 const LEARNED_MAX: usize = 50;
 
 impl PositionEncoder {
-    pub fn load(ws: &WeightStore, cfg: &IntrConfig) -> Result<Self> {
+    /// The sine embedding, or `row_embed` / `col_embed` under `w` (`backbone.1`).
+    pub fn new(w: &Weights, cfg: &IntrConfig) -> Result<Self> {
         let half = cfg.hidden_dim / 2;
         Ok(match cfg.position_embedding {
             PositionEmbedding::Sine => Self::Sine { npf: half },
             PositionEmbedding::Learned => {
-                let row_shape = ws.shape("backbone.1.row_embed.weight")?.to_vec();
+                let row_shape = w.pp("row_embed").shape_or("weight", &[LEARNED_MAX, half])?;
                 if row_shape.len() != 2 || row_shape[1] * 2 != cfg.hidden_dim {
                     return Err(Error::Config(format!(
                         "learned row embedding has shape {row_shape:?}, expected (50, {half})"
                     )));
                 }
-                let row = ws.get("backbone.1.row_embed.weight", &row_shape)?;
-                let col = ws.get("backbone.1.col_embed.weight", &row_shape)?;
-                Self::Learned { row, col, half }
+                if w.trains() {
+                    let row = w.pp("row_embed").tensor("weight", &row_shape)?;
+                    let col = w.pp("col_embed").tensor("weight", &row_shape)?;
+                    Self::LearnedTraining { row, col }
+                } else {
+                    let row = w.pp("row_embed").values("weight", &row_shape)?;
+                    let col = w.pp("col_embed").values("weight", &row_shape)?;
+                    Self::Learned { row, col, half }
+                }
             }
         })
     }
@@ -413,6 +260,18 @@ impl PositionEncoder {
                 }
                 Ok(Tensor::from_vec(out, (h * w, 2 * half), dev)?)
             }
+            Self::LearnedTraining { row, col } => {
+                let (rows, half) = row.dims2()?;
+                if h > rows || w > rows {
+                    return Err(Error::Config(format!(
+                        "the learned position embedding covers grids up to {rows}×{rows}; this image gives {h}×{w}"
+                    )));
+                }
+                // Token (i, j) = [col_embed[j], row_embed[i]], as the official code concatenates.
+                let cols = col.narrow(0, 0, w)?.unsqueeze(0)?.broadcast_as((h, w, half))?;
+                let rows = row.narrow(0, 0, h)?.unsqueeze(1)?.broadcast_as((h, w, half))?;
+                Ok(Tensor::cat(&[cols, rows], 2)?.reshape((h * w, 2 * half))?)
+            }
         }
     }
 }
@@ -420,6 +279,7 @@ impl PositionEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intr::layers::Linear;
     use crate::intr::random::Rng;
 
     fn random(rng: &mut Rng, n: usize) -> Vec<f32> {

@@ -5,5 +5,6 @@
 pub mod attention;
 pub mod conv;
 pub mod packed_gemm;
+pub mod training;
 
 pub use packed_gemm::available;

@@ -62,7 +62,7 @@ mod tests {
         let chw: Vec<f32> = (0..3 * h * w).map(|_| rng.uniform(2.0)).collect();
         for dec_layers in [1, 3] {
             let cfg = config(dec_layers);
-            let weights = random_weights(&cfg, 5);
+            let weights = random_weights(&cfg, 5).unwrap();
             let (out, evened) = forward_evening_heads(&load(&cfg, &weights), &chw, h, w).unwrap();
             assert_eq!(evened.len(), cfg.nheads);
             let (d, dh) = (cfg.hidden_dim, cfg.hidden_dim / cfg.nheads);

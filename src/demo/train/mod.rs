@@ -3,7 +3,6 @@
 //! cosine learning rate, resumable state, and the result written in the engine's checkpoint format.
 
 pub mod model;
-mod ops;
 mod optim;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,5 +1,6 @@
-//! CPU kernels with backward passes for the trainer's hottest operations: the gather of a
-//! convolution (im2col), batch norm on batch statistics and the stem's max-pool. Built from candle's generic views and
+//! CPU kernels with backward passes for training's hottest operations: the gather of a
+//! convolution (im2col, and [`conv2d`] on top of it), batch norm on batch statistics and the stem's
+//! max-pool. Built from candle's generic views and
 //! element-wise operations, each cost many full passes over the activations, single-threaded, and
 //! as many freshly zeroed buffers; these take one pass each way, spread over the cores.
 
@@ -331,15 +332,34 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) ->
     Ok((y, mean, var))
 }
 
+/// 2-D convolution (no bias) of a channels-first activation (C, B, H, W) with (O, C, k, k) →
+/// (O, B, Ho, Wo): the gathered matrix (see `ops::im2col`) times one matmul.
+/// `stride`, `padding`, `dilation` as PyTorch.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize) -> Result<Tensor> {
+    let (o, c, k, _) = w.dims4()?;
+    let g = ConvGeometry::new(x.dims4()?, k, stride, padding, dilation);
+    let cols = im2col(x, g)?;
+    // (O, C, k, k) → (O, k·k·C), tap-major as the gathered rows.
+    let wm = w.permute((0, 2, 3, 1))?.contiguous()?.reshape((o, k * k * c))?;
+    wm.matmul(&cols)?.reshape((o, g.b, g.ho, g.wo))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{D, Device, Var};
 
+    /// Values uniform in [-1, 1) from a seeded xorshift generator.
     fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let mut rng = crate::intr::random::Rng::new(seed);
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
         let n: usize = shape.iter().product();
-        Tensor::from_vec((0..n).map(|_| rng.uniform(1.0)).collect::<Vec<f32>>(), shape, &Device::Cpu).unwrap()
+        Tensor::from_vec((0..n).map(|_| next()).collect::<Vec<f32>>(), shape, &Device::Cpu).unwrap()
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
