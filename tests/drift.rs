@@ -32,14 +32,20 @@ fn bunting() -> PathBuf {
     parity_dir().join("Painted_Bunting_0004_16641.jpg")
 }
 
-/// What the window's worker answers to opening `spec` with `focus`: the model info or the message.
+/// What the window's worker answers to opening `spec` with `focus`: the number of classes, or the
+/// message. A focus the model does not have leaves the model open, focus dropped, with its message.
 fn worker_open(spec: ModelSpec, focus: FocusRequest) -> Result<usize, String> {
     let w = Worker::spawn(|| {}).unwrap();
     w.send(Request::LoadModel { spec, focus }).unwrap();
     let outcome = loop {
         match w.recv_timeout(Duration::from_secs(60)).expect("the worker answered") {
             Response::Progress { .. } => continue,
-            Response::ModelLoaded(info) => break Ok(info.class_names.len()),
+            Response::ModelLoaded(info) if info.focus_errors.is_empty() => break Ok(info.class_names.len()),
+            Response::ModelLoaded(info) => {
+                assert_eq!(info.focus, Default::default(), "what the model does not have is dropped");
+                assert_eq!(info.focus_errors.len(), 1, "{:?}", info.focus_errors);
+                return Err(info.focus_errors[0].clone());
+            }
             Response::Failed { id: 0, what } => break Err(what),
             other => panic!("unexpected {other:?}"),
         }

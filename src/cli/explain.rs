@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::{ModelArgs, count, positive, unit_interval};
+use super::{ModelArgs, count, pixels, positive, unit_interval};
 use crate::batch::plan::{self, Heads, Remake, Scale, Shard};
 use crate::batch::{self, Plan, Request};
 use crate::figure::Format;
@@ -26,7 +26,7 @@ pub struct ExplainArgs {
     #[arg(long, default_value = "top1")]
     pub class: String,
     /// Decoder layer, 1-based (default: the last).
-    #[arg(long, value_parser = count)]
+    #[arg(long, value_parser = count, allow_negative_numbers = true)]
     pub layer: Option<usize>,
     /// Heads to show: `all` or a comma list of 1-based heads (`1,4`); the head mean is always added.
     #[arg(long, default_value = "all")]
@@ -41,10 +41,10 @@ pub struct ExplainArgs {
     #[arg(long, value_enum, default_value_t = Interpolation::Bilinear)]
     pub interpolation: Interpolation,
     /// Overlay opacity, 0–1.
-    #[arg(long, default_value_t = 0.6, value_parser = unit_interval)]
+    #[arg(long, default_value_t = 0.6, value_parser = unit_interval, allow_negative_numbers = true)]
     pub opacity: f32,
     /// Normalised values below this are transparent, 0–1.
-    #[arg(long, default_value_t = 0.0, value_parser = unit_interval)]
+    #[arg(long, default_value_t = 0.0, value_parser = unit_interval, allow_negative_numbers = true)]
     pub threshold: f32,
     /// The official renderer's look: OpenCV JET, bicubic, median + Gaussian blur, 50 % blend.
     #[arg(long)]
@@ -52,13 +52,13 @@ pub struct ExplainArgs {
     #[arg(long, value_enum, default_value_t = Format::Svg)]
     pub format: Format,
     /// Resolution of PNG output.
-    #[arg(long, default_value_t = 150.0, value_parser = positive)]
+    #[arg(long, default_value_t = 150.0, value_parser = positive, allow_negative_numbers = true)]
     pub dpi: f32,
     /// Panel width in pixels (default: the photo's width, at most 480).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_parser = pixels, allow_negative_numbers = true)]
     pub panel_width: Option<u32>,
     /// Scale bar: size of one photo pixel, e.g. `0.05mm` or `12µm` (also `um`).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub scale: Option<Scale>,
     /// Figure title (default: the class, for a figure of one class's heads).
     #[arg(long)]

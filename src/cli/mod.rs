@@ -56,10 +56,10 @@ pub struct WindowArgs {
     #[arg(long)]
     pub class: Option<String>,
     /// Show this head first (1-based), instead of the mean of the heads.
-    #[arg(long, value_parser = count)]
+    #[arg(long, value_parser = count, allow_negative_numbers = true)]
     pub head: Option<usize>,
     /// Show this decoder layer first (1-based), instead of the last.
-    #[arg(long, value_parser = count)]
+    #[arg(long, value_parser = count, allow_negative_numbers = true)]
     pub layer: Option<usize>,
 }
 
@@ -117,7 +117,7 @@ pub struct ModelArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct ConfigArgs {
     /// Number of attention heads (not recoverable from the weights).
-    #[arg(long, value_parser = count)]
+    #[arg(long, value_parser = count, allow_negative_numbers = true)]
     pub nheads: Option<usize>,
     /// Whether the last ResNet stage is dilated (not recoverable from the weights).
     #[arg(long, value_name = "true|false")]
@@ -218,6 +218,14 @@ fn count(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(v) if v >= 1 => Ok(v),
         _ => Err(format!("expected a whole number from 1, got {s:?}")),
+    }
+}
+
+/// A width in pixels, from 1.
+fn pixels(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!("expected a whole number of pixels from 1, got {s:?}")),
     }
 }
 

@@ -479,6 +479,7 @@ impl ExplorerApp {
             match r {
                 Response::ModelLoaded(info) => {
                     self.model_loading = None;
+                    self.errors.extend(info.focus_errors.iter().cloned());
                     self.recent_models.retain(|p| p != &info.path);
                     self.recent_models.insert(0, info.path.clone());
                     self.recent_models.truncate(RECENT);
@@ -504,6 +505,9 @@ impl ExplorerApp {
                     self.busy = None;
                 }
                 Response::Failed { id, what } => {
+                    // Without a model, a photo's "no model is loaded" is the model's failure again,
+                    // already shown: it stays on the photo only.
+                    let banner = id == 0 || self.model.is_some();
                     if id == 0 {
                         self.model_loading = None;
                     } else if let Some(e) = self.images.iter_mut().find(|e| e.pending == Some(id)) {
@@ -511,7 +515,9 @@ impl ExplorerApp {
                         e.error = Some(what.clone());
                     }
                     self.busy = None;
-                    self.errors.push(what);
+                    if banner {
+                        self.errors.push(what);
+                    }
                 }
             }
         }

@@ -63,5 +63,16 @@ pub fn run(mut start: Start) -> anyhow::Result<()> {
         options,
         Box::new(move |cc| Ok(Box::new(ExplorerApp::with_start(cc, Box::new(NativeDialogs), start)))),
     )
-    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+    .map_err(|e| anyhow::anyhow!(window_error(&e.to_string())))
+}
+
+/// One line for a window that could not open: the display asked for and the last part of the
+/// windowing system's message (which otherwise carries source paths of the libraries).
+fn window_error(message: &str) -> String {
+    let display = std::env::var("DISPLAY").ok().filter(|d| !d.is_empty());
+    let cause = message.rsplit(": ").next().unwrap_or(message).trim();
+    match display {
+        Some(d) => format!("cannot open the window on display {d}: {cause}"),
+        None => format!("cannot open the window: {cause}"),
+    }
 }

@@ -61,7 +61,11 @@ pub struct ModelInfo {
     pub path: PathBuf,
     pub config: IntrConfig,
     pub class_names: Arc<Vec<String>>,
+    /// The start focus, where the model has it.
     pub focus: Focus,
+    /// Why a part of the focus asked for was dropped (the model opened all the same), e.g.
+    /// "--head 9: head 9 is not one of the model's heads 1 to 8".
+    pub focus_errors: Vec<String>,
 }
 
 /// What the worker reports.
@@ -167,19 +171,22 @@ impl Worker {
 }
 
 /// Opens the session and checks the focus against it, with the messages the command line gives
-/// (`--class`, `--head` and `--layer` name the flag, as there).
+/// (`--class`, `--head` and `--layer` name the flag, as there). A part of the focus the model does
+/// not have is dropped with its message; the model opens all the same.
 fn open(spec: &ModelSpec, focus: &FocusRequest) -> Result<(Session, ModelInfo), String> {
     let s = Session::open(spec).map_err(|e| e.to_string())?;
-    let class =
-        focus.class.as_deref().map(|c| s.class_index(c).map_err(|e| format!("--class {c}: {e}"))).transpose()?;
-    let head =
-        focus.head.map(|h| s.head_indices(&[h]).map(|v| v[0]).map_err(|e| format!("--head {h}: {e}"))).transpose()?;
-    let layer = focus.layer.map(|l| s.layer_index(Some(l)).map_err(|e| format!("--layer {l}: {e}"))).transpose()?;
+    let mut focus_errors = Vec::new();
+    let mut keep =
+        |r: crate::Result<usize>, flag: String| r.map_err(|e| focus_errors.push(format!("{flag}: {e}"))).ok();
+    let class = focus.class.as_deref().and_then(|c| keep(s.class_index(c), format!("--class {c}")));
+    let head = focus.head.and_then(|h| keep(s.head_indices(&[h]).map(|v| v[0]), format!("--head {h}")));
+    let layer = focus.layer.and_then(|l| keep(s.layer_index(Some(l)), format!("--layer {l}")));
     let info = ModelInfo {
         path: s.path().to_path_buf(),
         config: s.config().clone(),
         class_names: Arc::clone(s.class_names()),
         focus: Focus { class, head, layer },
+        focus_errors,
     };
     Ok((s, info))
 }

@@ -125,8 +125,8 @@ pub enum Normalization {
     SharedHeads,
     /// One min–max over all compared classes and their heads.
     SharedClasses,
-    /// Absolute attention probability on the fixed scale [0, [`ABSOLUTE_MAX`]], comparable across
-    /// images.
+    /// Absolute attention probability on the fixed scale 0 to 0.25 (`ABSOLUTE_MAX`), comparable
+    /// across images.
     Absolute,
 }
 
