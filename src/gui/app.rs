@@ -1,156 +1,19 @@
-//! The explorer's state and the commands that change it: the panels ([`super::panels`]) read the
-//! state and return [`Command`]s, which are applied here after layout; worker responses, dialog
-//! answers and dropped files are drained each frame.
+//! The explorer as an eframe app: it applies the [`Command`]s the panels ([`super::panels`]) return,
+//! after layout, and drains worker responses, dialog answers and dropped files each frame.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender};
 
 use eframe::egui;
-use serde::{Deserialize, Serialize};
 
 use super::dialogs::{Dialogs, Picked};
-use super::export::{self, ExportJob, ExportSettings};
+use super::export::{self, ExportJob};
 use super::gpu::callback::OverlayResources;
-use super::gpu::pipeline::AtlasLayout;
-use super::paper_cache::{PaperCache, PaperJob, PaperKey};
-use super::worker::{Analysis, FocusRequest, ModelInfo, Request, Response, Worker};
+use super::paper_cache::{PaperCache, PaperJob};
+use super::state::{Command, ExplorerApp, GPU_SCENES, ImageEntry, Persisted, RECENT, STORAGE_KEY, Start, ViewState};
+use super::worker::{Analysis, FocusRequest, Request, Response, Worker};
 use crate::image::preprocess::PreprocessOptions;
-use crate::intr::IntrOutput;
-use crate::overlay::Look;
-use crate::overlay::colormap::{ABSOLUTE_MAX, Normalization, OverlayStyle};
-use crate::overlay::range::{range_over, style, value_range};
 use crate::session::{ModelSpec, inputs};
-
-/// What is remembered between runs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-struct Persisted {
-    display: Look,
-    recent_models: Vec<PathBuf>,
-    export: ExportSettings,
-}
-
-const STORAGE_KEY: &str = "intr-explorer";
-/// Recent models remembered.
-const RECENT: usize = 8;
-/// Analyses kept on the GPU at once.
-const GPU_SCENES: usize = 16;
-
-/// One open image.
-pub struct ImageEntry {
-    pub path: PathBuf,
-    pub analysis: Option<Arc<Analysis>>,
-    pub error: Option<String>,
-    /// Request id of the analysis in flight, if any.
-    pub pending: Option<u64>,
-    pub thumbnail: Option<egui::TextureHandle>,
-}
-
-/// Where the user is looking.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ViewState {
-    pub class: usize,
-    /// `None` = mean over heads.
-    pub head: Option<usize>,
-    pub layer: usize,
-    pub compare: Vec<usize>,
-    pub show_compare: bool,
-    pub show_help: bool,
-    pub show_export: bool,
-    pub search: String,
-    /// Zoom factor (1 = fit) and pan in fractions of the image.
-    pub zoom: f32,
-    pub pan: egui::Vec2,
-}
-
-impl Default for ViewState {
-    fn default() -> Self {
-        Self {
-            class: 0,
-            head: None,
-            layer: usize::MAX,
-            compare: Vec::new(),
-            show_compare: false,
-            show_help: false,
-            show_export: false,
-            search: String::new(),
-            zoom: 1.0,
-            pan: egui::Vec2::ZERO,
-        }
-    }
-}
-
-/// Everything the UI can ask for; applied after layout.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    OpenImagesDialog,
-    OpenModelDialog,
-    LoadModel(PathBuf),
-    OpenImages(Vec<PathBuf>),
-    SelectImage(usize),
-    CloseImage(usize),
-    SelectClass(usize),
-    ToggleCompare(usize),
-    SelectHead(Option<usize>),
-    SelectLayer(usize),
-    Display(Look),
-    ShowCompare(bool),
-    ShowHelp(bool),
-    Search(String),
-    ViewTransform {
-        zoom: f32,
-        pan: egui::Vec2,
-    },
-    /// Render the blurred (official-look) overlay of a map in the background.
-    RenderPaper(PaperKey),
-    Cancel,
-    DismissError(usize),
-    ShowExport(bool),
-    ExportSettings(ExportSettings),
-    /// Ask where to save the figure, then export.
-    ExportDialog,
-    /// Export the figure to this file (on a helper thread).
-    ExportTo(PathBuf),
-}
-
-/// What the window opens on: a model (and the focus asked for on the command line) and photos.
-#[derive(Debug, Clone, Default)]
-pub struct Start {
-    pub model: Option<ModelSpec>,
-    pub images: Vec<PathBuf>,
-    pub focus: FocusRequest,
-}
-
-/// The explorer application.
-pub struct ExplorerApp {
-    worker: Worker,
-    dialogs: Box<dyn Dialogs>,
-    picked_tx: Sender<Picked>,
-    picked_rx: Receiver<Picked>,
-    pub model: Option<ModelInfo>,
-    pub model_loading: Option<PathBuf>,
-    /// Where to look first in each new result (from the command line), once the model has it.
-    focus: FocusRequest,
-    pub images: Vec<ImageEntry>,
-    pub selected: usize,
-    pub view: ViewState,
-    pub display: Look,
-    pub recent_models: Vec<PathBuf>,
-    pub errors: Vec<String>,
-    /// (request id, stage) of the work in progress.
-    pub busy: Option<(u64, &'static str)>,
-    /// Blurred overlays (official look), rendered in the background.
-    pub paper: PaperCache,
-    pub export: ExportSettings,
-    /// Outcome of the last export.
-    pub export_status: Option<String>,
-    export_tx: Sender<Result<PathBuf, String>>,
-    export_rx: Receiver<Result<PathBuf, String>>,
-    next_id: u64,
-    gpu: Option<eframe::egui_wgpu::RenderState>,
-    ctx: egui::Context,
-}
 
 impl ExplorerApp {
     /// Creates the app; loads `model` (or nothing: the window then says how to open one) and `images`.
@@ -225,12 +88,6 @@ impl ExplorerApp {
         app
     }
 
-    /// The analysis of the selected image, if finished.
-    #[must_use]
-    pub fn current(&self) -> Option<&Arc<Analysis>> {
-        self.images.get(self.selected).and_then(|e| e.analysis.as_ref())
-    }
-
     /// Adds a finished analysis as if the worker had produced it (tests, demos).
     pub fn inject(&mut self, analysis: Analysis) {
         let path = analysis.image_path.clone();
@@ -295,51 +152,6 @@ impl ExplorerApp {
             &maps,
             GPU_SCENES,
         );
-    }
-
-    /// The atlas holding every head map and head mean of every layer and class of `o`.
-    #[must_use]
-    pub fn atlas_layout(o: &IntrOutput) -> Option<AtlasLayout> {
-        AtlasLayout::new(o.layers * o.classes * (o.heads + 1), o.grid.1 as u32, o.grid.0 as u32)
-    }
-
-    /// Atlas index of (layer, class, head or mean).
-    #[must_use]
-    pub fn atlas_index(o: &IntrOutput, layer: usize, class: usize, head: Option<usize>) -> usize {
-        (layer * o.classes + class) * (o.heads + 1) + head.unwrap_or(o.heads)
-    }
-
-    /// The style (colour scale included) of one map under the current normalisation.
-    #[must_use]
-    pub fn style_for(&self, a: &Analysis, class: usize, head: Option<usize>) -> OverlayStyle {
-        let layer = self.view.layer.min(a.output.layers - 1);
-        let range = value_range(&a.output, layer, self.display.normalization, (class, head), &self.view.compare);
-        style(&self.display, range)
-    }
-
-    /// The key of the blurred overlay of (class, head) drawn with `style`.
-    #[must_use]
-    pub fn paper_key(&self, a: &Analysis, class: usize, head: Option<usize>, style: &OverlayStyle) -> PaperKey {
-        PaperKey {
-            analysis: a.id,
-            layer: self.view.layer.min(a.output.layers - 1),
-            class,
-            head,
-            colormap: style.colormap,
-            range: (self.display.normalization != Normalization::PerMap)
-                .then(|| (style.lo.to_bits(), style.hi.to_bits())),
-        }
-    }
-
-    /// The style of the comparison grid: one value range over every compared class and head.
-    #[must_use]
-    pub fn compare_style(&self, a: &Analysis) -> OverlayStyle {
-        let layer = self.view.layer.min(a.output.layers - 1);
-        let range = match self.display.normalization {
-            Normalization::Absolute => (0.0, ABSOLUTE_MAX),
-            _ => range_over(&a.output, layer, &self.view.compare),
-        };
-        style(&self.display, range)
     }
 
     /// Applies one command.

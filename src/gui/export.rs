@@ -7,58 +7,11 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
 use eframe::egui::{self, RichText};
-use serde::{Deserialize, Serialize};
 
-use super::app::{Command, ExplorerApp};
+use super::state::{Command, ExplorerApp, ExportSettings, ExportWhat};
 use super::worker::Analysis;
 use crate::figure::{self, FigureOptions, Format, Source, View};
 use crate::overlay::Look;
-
-/// Which view a figure shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub enum ExportWhat {
-    /// The map in the main view.
-    #[default]
-    Current,
-    /// Every head of the selected class and their mean.
-    Gallery,
-    /// The comparison grid.
-    Comparison,
-}
-
-/// Export settings, remembered between runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ExportSettings {
-    pub format: Format,
-    pub dpi: f32,
-    pub what: ExportWhat,
-    pub labels: bool,
-    pub letters: bool,
-    pub scale_bar: bool,
-    /// Size of one photo pixel in `scale_unit`.
-    pub scale_per_pixel: f64,
-    pub scale_unit: String,
-    pub title: String,
-    pub caption: String,
-}
-
-impl Default for ExportSettings {
-    fn default() -> Self {
-        Self {
-            format: Format::Svg,
-            dpi: 300.0,
-            what: ExportWhat::Gallery,
-            labels: true,
-            letters: true,
-            scale_bar: false,
-            scale_per_pixel: 0.05,
-            scale_unit: "mm".into(),
-            title: String::new(),
-            caption: String::new(),
-        }
-    }
-}
 
 /// Everything an export needs, copied out of the app so it can run on another thread.
 pub struct ExportJob {

@@ -1,6 +1,6 @@
 //! The desktop explorer (egui/eframe on wgpu), behind the default `gui` feature: the state and the
-//! commands that change it ([`app`]), panels as `*_ui` functions that read the state and emit
-//! commands ([`panels`]), file dialogs ([`dialogs`]), the inference worker over the session
+//! commands ([`state`]), the app that applies them ([`app`]), panels as `*_ui` functions that read
+//! the state and emit commands ([`panels`]), file dialogs ([`dialogs`]), the inference worker over the session
 //! ([`worker`]), figure export ([`export`]), blurred overlays rendered in the background
 //! ([`paper_cache`]) and the GPU pipeline ([`gpu`]: knows textures and colormaps, not classes).
 
@@ -10,16 +10,17 @@ pub mod export;
 pub mod gpu;
 mod panels;
 pub mod paper_cache;
+pub mod state;
 pub mod worker;
 
 use std::path::Path;
 
 use eframe::egui;
 
-pub use app::{Command, ExplorerApp, Start};
 pub use dialogs::{Dialogs, NativeDialogs, NoDialogs, Picked};
-pub use export::{ExportJob, ExportSettings, ExportWhat};
+pub use export::ExportJob;
 pub use paper_cache::{PaperCache, PaperJob, PaperKey};
+pub use state::{Command, ExplorerApp, ExportSettings, ExportWhat, Start};
 
 /// Whether a path names a checkpoint (by extension).
 #[must_use]

@@ -2,9 +2,9 @@
 
 use eframe::egui::{self, Color32, RichText, Sense, Vec2};
 
-use super::app::{Command, ExplorerApp};
 use super::gpu::callback::OverlayCallback;
 use super::gpu::pipeline::OverlayUniforms;
+use super::state::{Command, ExplorerApp};
 use super::worker::Analysis;
 use crate::overlay::Look;
 use crate::overlay::colormap::{Colormap, Interpolation, Normalization};

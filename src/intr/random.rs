@@ -50,7 +50,8 @@ pub fn state_dict(
     seed: u64,
     init: impl Fn(&str, &[usize], &mut Rng) -> Vec<f32> + 'static,
 ) -> Result<Vec<NamedTensor>> {
-    let fresh = FreshStore::new(seed, init);
+    let mut rng = Rng::new(seed);
+    let fresh = FreshStore::new(move |name, shape| init(name, shape, &mut rng));
     {
         let root = WeightsRoot::fresh(&fresh, &Device::Cpu);
         super::Intr::new(&root.weights(), cfg, stem)?;

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::{Device, Tensor, Var};
 
-use super::random::Rng;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 
@@ -142,26 +141,24 @@ impl<'a> WeightStore<'a> {
     }
 }
 
-/// Draws the initial values of one weight: `(name, shape, rng)` → row-major values.
-pub type Init = Box<dyn Fn(&str, &[usize], &mut Rng) -> Vec<f32>>;
+/// Draws the initial values of one weight: `(name, shape)` → row-major values.
+pub type Init = Box<dyn FnMut(&str, &[usize]) -> Vec<f32>>;
 
 /// Fresh weights for a model built from scratch (training, or random weights for benchmarks and
-/// tests): each value drawn by `init(name, shape, rng)` in the order the model asks for them, and
+/// tests): each value drawn by `init(name, shape)` in the order the model asks for them, and
 /// recorded as a trainable variable or, for batch-norm running statistics, a buffer.
 pub struct FreshStore {
-    init: Init,
-    rng: RefCell<Rng>,
+    init: RefCell<Init>,
     vars: RefCell<BTreeMap<String, Var>>,
     buffers: RefCell<BTreeMap<String, Tensor>>,
     order: RefCell<Vec<String>>,
 }
 
 impl FreshStore {
-    /// A store drawing every value with `init` from a generator seeded with `seed`.
-    pub fn new(seed: u64, init: impl Fn(&str, &[usize], &mut Rng) -> Vec<f32> + 'static) -> Self {
+    /// A store drawing every value with `init` (which owns its random generator).
+    pub fn new(init: impl FnMut(&str, &[usize]) -> Vec<f32> + 'static) -> Self {
         Self {
-            init: Box::new(init),
-            rng: RefCell::new(Rng::new(seed)),
+            init: RefCell::new(Box::new(init)),
             vars: RefCell::new(BTreeMap::new()),
             buffers: RefCell::new(BTreeMap::new()),
             order: RefCell::new(Vec::new()),
@@ -181,7 +178,7 @@ impl FreshStore {
     }
 
     fn make(&self, name: &str, shape: &[usize], dev: &Device, buffer: bool) -> Result<Tensor> {
-        let values = (self.init)(name, shape, &mut self.rng.borrow_mut());
+        let values = (self.init.borrow_mut())(name, shape);
         self.order.borrow_mut().push(name.to_string());
         let t = Tensor::from_vec(values, shape, dev)?;
         if buffer {

@@ -78,7 +78,8 @@ fn init_values(name: &str, shape: &[usize], rng: &mut Rng) -> Vec<f32> {
 impl TrainModel {
     /// A freshly initialised model of `cfg` with a stem of `stem` channels.
     pub fn new(cfg: &IntrConfig, stem: usize, seed: u64, device: &Device) -> Result<Self> {
-        let fresh = FreshStore::new(seed, init_values);
+        let mut rng = Rng::new(seed);
+        let fresh = FreshStore::new(move |name, shape| init_values(name, shape, &mut rng));
         let intr = {
             let root = WeightsRoot::fresh(&fresh, device);
             Intr::new(&root.weights(), cfg, stem)?
