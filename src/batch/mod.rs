@@ -41,9 +41,9 @@ pub fn run(
     mut progress: impl FnMut(usize, &str),
     mut failed: impl FnMut(&str),
 ) -> Result<Outcome> {
-    std::fs::create_dir_all(&plan.out)
-        .with_context(|| format!("{}: cannot create the output folder", plan.out.display()))?;
-    let records_dir = plan.out.join(".records");
+    std::fs::create_dir_all(&plan.output.out)
+        .with_context(|| format!("{}: cannot create the output folder", plan.output.out.display()))?;
+    let records_dir = plan.output.out.join(".records");
     std::fs::create_dir_all(&records_dir).with_context(|| format!("{}: cannot create", records_dir.display()))?;
     // The run's provenance entries that do not depend on the photo.
     let info = Source::of_model(Some(s.path()), s.class_names())?;
@@ -52,7 +52,7 @@ pub fn run(
         let (file, stem) = (&plan.files[i], &plan.stems[i]);
         progress(k, stem);
         let record_path = records_dir.join(format!("{stem}.json"));
-        if !plan.force && records::finished(&record_path, &plan.out) {
+        if !plan.output.force && records::finished(&record_path, &plan.output.out) {
             continue;
         }
         let record = match explain_one(plan, s, options, &info, file, stem) {
@@ -67,7 +67,7 @@ pub fn run(
         let json = serde_json::to_vec_pretty(&record)?;
         write_atomic(&record_path, |tmp| Ok(std::fs::write(tmp, &json)?))?;
     }
-    summary::write_summaries(&plan.out, &records_dir, &plan.stems)?;
+    summary::write_summaries(&plan.output.out, &records_dir, &plan.stems)?;
     Ok(Outcome { photos: plan.files.len(), in_shard: plan.mine.len(), failed: failures })
 }
 
@@ -99,14 +99,14 @@ fn explain_one(
         ClassPick::One(c) => vec![c],
     };
     let opts = FigureOptions {
-        look: plan.look,
+        look: plan.output.look,
         layer: plan.layer,
-        panel_width: Some(plan.panel_width.unwrap_or_else(|| (a.image.width as u32).min(480))),
+        panel_width: Some(plan.output.panel_width.unwrap_or_else(|| (a.image.width as u32).min(480))),
         letters: true,
         labels: true,
-        title: plan.title.clone(),
-        caption: plan.caption.clone(),
-        scale: plan.scale.as_ref().map(|sc| (sc.per_pixel, sc.unit.clone())),
+        title: plan.output.title.clone(),
+        caption: plan.output.caption.clone(),
+        scale: plan.output.scale.as_ref().map(|sc| (sc.per_pixel, sc.unit.clone())),
         shared_with: plan.compare.clone(),
     };
     let heads = &plan.heads;
@@ -122,14 +122,14 @@ fn explain_one(
     }
     let mut figures_out = Vec::new();
     for (view, name) in &views {
-        let mut prov = figure::look_provenance(&plan.look, plan.layer, view, names);
+        let mut prov = figure::look_provenance(&plan.output.look, plan.layer, view, names);
         source.add_to(&mut prov);
-        let args = remake::args(&plan.remake, file, view, names, plan.layer);
+        let args = remake::args(&plan.output.remake, file, view, names, plan.layer);
         prov.insert("remake".into(), remake::shell_join(&args));
         prov.insert("remake_args".into(), serde_json::to_string(&args)?);
         let fig = figure::compose(&a.image, out, names, view, &opts, prov);
-        let fname = format!("{stem}__{name}.{}", plan.format.extension());
-        figure::write(&fig, &plan.out.join(&fname), plan.format, plan.dpi)?;
+        let fname = format!("{stem}__{name}.{}", plan.output.format.extension());
+        figure::write(&fig, &plan.output.out.join(&fname), plan.output.format, plan.output.dpi)?;
         figures_out.push(fname);
     }
     Ok(PhotoRecord {

@@ -2,7 +2,7 @@
 //! layer and heads (against the model), how figures look and where they go. Every bad value is
 //! one error naming its flag, before any forward pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -10,7 +10,7 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 use crate::figure::Format;
 use crate::overlay::Look;
-use crate::session::{Session, inputs};
+use crate::session::Session;
 
 /// `--shard K/N`: photos K, K+N, K+2N… (1-based) of the sorted list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +122,26 @@ pub enum ClassPick {
     One(usize),
 }
 
+/// How the figures look and where they go: what needs no check against the model.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub look: Look,
+    pub format: Format,
+    /// PNG resolution.
+    pub dpi: f32,
+    /// Panel width in pixels (`None`: the photo's width, at most 480).
+    pub panel_width: Option<u32>,
+    pub scale: Option<Scale>,
+    pub title: Option<String>,
+    pub caption: Option<String>,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Redo photos whose outputs exist.
+    pub force: bool,
+    /// The command that re-makes a figure, around its view (see [`Remake`]).
+    pub remake: Remake,
+}
+
 /// What was asked for, typed but not yet checked against the model.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -132,18 +152,8 @@ pub struct Request {
     pub heads: Heads,
     /// Classes of a comparison figure, by name.
     pub compare: Vec<String>,
-    pub look: Look,
-    pub format: Format,
-    pub dpi: f32,
-    pub panel_width: Option<u32>,
-    pub scale: Option<Scale>,
-    pub title: Option<String>,
-    pub caption: Option<String>,
-    pub out: PathBuf,
     pub shard: Shard,
-    pub force: bool,
-    /// The command that re-makes a figure, around its view (see [`Remake`]).
-    pub remake: Remake,
+    pub output: Output,
 }
 
 /// The command recorded in each figure to re-make it: `head` (`explain --model M …`), then the
@@ -171,26 +181,12 @@ pub struct Plan {
     pub heads: Vec<usize>,
     /// 0-based classes of the comparison figure (none: no comparison).
     pub compare: Vec<usize>,
-    pub look: Look,
-    pub format: Format,
-    pub dpi: f32,
-    pub panel_width: Option<u32>,
-    pub scale: Option<Scale>,
-    pub title: Option<String>,
-    pub caption: Option<String>,
-    pub out: PathBuf,
-    pub force: bool,
-    pub remake: Remake,
-}
-
-/// Expands `inputs` into the run's photos: an error when there are none.
-pub fn photos(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    inputs::expand_nonempty(inputs)
+    pub output: Output,
 }
 
 impl Plan {
     /// Checks `r` against the session's model and class names. `files` are the run's photos
-    /// ([`photos`]). No photo is read.
+    /// ([`crate::session::inputs::expand_nonempty`]). No photo is read.
     pub fn new(r: Request, files: Vec<PathBuf>, s: &Session) -> Result<Self> {
         fn flag<'a>(f: &'a str, v: &'a dyn fmt::Display) -> impl Fn(Error) -> Error + 'a {
             move |e| Error::Request(format!("--{f} {v}: {e}"))
@@ -212,47 +208,44 @@ impl Plan {
             r.compare.iter().map(|c| s.class_index(c).map_err(flag("compare", c))).collect::<Result<Vec<_>>>()?;
         let stems = stems(&files);
         let mine = (0..files.len()).filter(|&i| r.shard.takes(i)).collect();
-        Ok(Self {
-            files,
-            stems,
-            mine,
-            classes,
-            layer,
-            heads,
-            compare,
-            look: r.look,
-            format: r.format,
-            dpi: r.dpi,
-            panel_width: r.panel_width,
-            scale: r.scale,
-            title: r.title,
-            caption: r.caption,
-            out: r.out,
-            force: r.force,
-            remake: r.remake,
-        })
+        Ok(Self { files, stems, mine, classes, layer, heads, compare, output: r.output })
     }
 }
 
-/// Output stems: the file stem, made unique over the whole (unsharded) list by a numeric suffix.
+/// Output stems: the file stem, made unique over the whole (unsharded) list by a numeric suffix
+/// (`x`, `x-2`, …, skipping any suffix another photo's own stem already takes).
 #[must_use]
 pub fn stems(files: &[PathBuf]) -> Vec<String> {
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    files
+    let plain: Vec<String> = files
         .iter()
         .map(|f| {
-            let stem: String = f
-                .file_stem()
+            f.file_stem()
                 .map(|s| {
                     s.to_string_lossy()
                         .chars()
                         .map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' })
                         .collect()
                 })
-                .unwrap_or_else(|| "image".into());
-            let n = seen.entry(stem.clone()).or_insert(0);
-            *n += 1;
-            if *n == 1 { stem } else { format!("{stem}-{n}") }
+                .unwrap_or_else(|| "image".into())
+        })
+        .collect();
+    let own: BTreeSet<&String> = plain.iter().collect();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut next: BTreeMap<&String, usize> = BTreeMap::new();
+    plain
+        .iter()
+        .map(|stem| {
+            if taken.insert(stem.clone()) {
+                return stem.clone();
+            }
+            let n = next.entry(stem).or_insert(1);
+            loop {
+                *n += 1;
+                let candidate = format!("{stem}-{n}");
+                if !own.contains(&candidate) && taken.insert(candidate.clone()) {
+                    return candidate;
+                }
+            }
         })
         .collect()
 }
@@ -279,5 +272,8 @@ mod tests {
     fn stems_are_unique_over_the_whole_list() {
         let files: Vec<PathBuf> = ["a/x.jpg", "b/x.png", "c/y z.jpg"].iter().map(PathBuf::from).collect();
         assert_eq!(stems(&files), ["x", "x-2", "y_z"]);
+        // A photo whose own stem is another's suffixed name keeps it; the duplicate moves on.
+        let files: Vec<PathBuf> = ["a/x.jpg", "b/x.jpg", "x-2.jpg"].iter().map(PathBuf::from).collect();
+        assert_eq!(stems(&files), ["x", "x-3", "x-2"]);
     }
 }

@@ -37,9 +37,9 @@ pub struct TrainArgs {
     /// Output `.safetensors` model; `<out>.train-state` holds the resumable state.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::count)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::count)]
     pub batch: usize,
     /// Peak learning rate (after warm-up; cosine decay).
     #[arg(long, default_value_t = 1e-3)]

@@ -7,12 +7,12 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{ModelArgs, count, pixels, positive, unit_interval};
-use crate::batch::plan::{self, Heads, Remake, Scale, Shard};
+use crate::batch::plan::{Heads, Output, Remake, Scale, Shard};
 use crate::batch::{self, Plan, Request};
 use crate::figure::Format;
 use crate::overlay::Look;
 use crate::overlay::colormap::{Colormap, Interpolation, Normalization};
-use crate::session::Session;
+use crate::session::{Session, inputs};
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -101,6 +101,20 @@ impl ExplainArgs {
         if let Some(c) = &self.model.classes {
             head.extend(["--classes".into(), c.display().to_string()]);
         }
+        // How the model and photos are read, so that a re-made figure reads them the same way.
+        let config = &self.model.config;
+        if let Some(n) = config.nheads {
+            head.extend(["--nheads".into(), n.to_string()]);
+        }
+        if let Some(d) = config.dilation {
+            head.extend(["--dilation".into(), d.to_string()]);
+        }
+        if let Some(f) = &config.config {
+            head.extend(["--config".into(), f.display().to_string()]);
+        }
+        if self.model.no_exif_orientation {
+            head.push("--no-exif-orientation".into());
+        }
         let mut tail: Vec<String> = Vec::new();
         let mut push = |k: &str, v: String| tail.extend([k.to_string(), v]);
         push("--heads", self.heads.to_string());
@@ -139,24 +153,26 @@ fn value_name(v: &impl clap::ValueEnum) -> String {
 
 /// Runs `explain`: exit code 1 if any photo failed.
 pub fn explain(a: &ExplainArgs) -> Result<i32> {
-    let files = plan::photos(&a.inputs)?;
+    let files = inputs::expand_nonempty(&a.inputs)?;
     let s = Session::open(&a.model.spec()?)?;
     let request = Request {
         class: a.class.clone(),
         layer: a.layer,
         heads: a.heads.clone(),
         compare: a.compare.clone(),
-        look: a.look(),
-        format: a.format,
-        dpi: a.dpi,
-        panel_width: a.panel_width,
-        scale: a.scale.clone(),
-        title: a.title.clone(),
-        caption: a.caption.clone(),
-        out: a.out.clone(),
         shard: a.shard.unwrap_or(Shard::ALL),
-        force: a.force,
-        remake: a.remake(s.path()),
+        output: Output {
+            look: a.look(),
+            format: a.format,
+            dpi: a.dpi,
+            panel_width: a.panel_width,
+            scale: a.scale.clone(),
+            title: a.title.clone(),
+            caption: a.caption.clone(),
+            out: a.out.clone(),
+            force: a.force,
+            remake: a.remake(s.path()),
+        },
     };
     let plan = Plan::new(request, files, &s)?;
     let pb = indicatif::ProgressBar::new(plan.mine.len() as u64);
@@ -182,7 +198,7 @@ pub fn explain(a: &ExplainArgs) -> Result<i32> {
         outcome.photos,
         outcome.in_shard,
         outcome.failed,
-        plan.out.join("summary.csv").display()
+        plan.output.out.join("summary.csv").display()
     );
     if a.report_peak_rss
         && let Some(b) = super::output::peak_rss_bytes()

@@ -61,6 +61,8 @@ pub struct WindowArgs {
     /// Show this decoder layer first (1-based), instead of the last.
     #[arg(long, value_parser = count, allow_negative_numbers = true)]
     pub layer: Option<usize>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,7 +159,7 @@ pub struct PredictArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// How many classes to show per image.
-    #[arg(long, short = 'k', default_value_t = 5, value_parser = count)]
+    #[arg(long, short = 'k', default_value_t = 5, value_parser = count, allow_negative_numbers = true)]
     pub top: usize,
     /// Print JSON instead of a table.
     #[arg(long)]

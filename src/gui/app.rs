@@ -61,7 +61,6 @@ impl ExplorerApp {
             picked_rx,
             model: None,
             model_loading: None,
-            focus: FocusRequest::default(),
             images: Vec::new(),
             selected: 0,
             view: ViewState::default(),
@@ -79,8 +78,7 @@ impl ExplorerApp {
             ctx,
         };
         if let Some(spec) = start.model {
-            app.focus = start.focus;
-            app.load(spec);
+            app.load(spec, start.focus);
         }
         if !start.images.is_empty() {
             app.apply(Command::OpenImages(start.images));
@@ -159,7 +157,9 @@ impl ExplorerApp {
         match cmd {
             Command::OpenImagesDialog => self.dialogs.pick_images(self.picked_tx.clone(), self.ctx.clone()),
             Command::OpenModelDialog => self.dialogs.pick_model(self.picked_tx.clone(), self.ctx.clone()),
-            Command::LoadModel(path) => self.load(ModelSpec { path: Some(path), ..Default::default() }),
+            Command::LoadModel(path) => {
+                self.load(ModelSpec { path: Some(path), ..Default::default() }, FocusRequest::default())
+            }
             Command::OpenImages(paths) => {
                 let first_new = self.images.len();
                 let files = match inputs::expand_nonempty(&paths) {
@@ -258,10 +258,9 @@ impl ExplorerApp {
         }
     }
 
-    /// Asks the worker to open `spec` (with the start focus, the first time only).
-    fn load(&mut self, spec: ModelSpec) {
+    /// Asks the worker to open `spec` and check `focus` (the start view) against it.
+    fn load(&mut self, spec: ModelSpec, focus: FocusRequest) {
         let shown = spec.model_path().unwrap_or_default();
-        let focus = std::mem::take(&mut self.focus);
         match self.worker.send(Request::LoadModel { spec, focus }) {
             Ok(()) => self.model_loading = Some(shown),
             Err(e) => self.errors.push(e),

@@ -128,8 +128,6 @@ pub struct ExplorerApp {
     pub(super) picked_rx: Receiver<Picked>,
     pub model: Option<ModelInfo>,
     pub model_loading: Option<PathBuf>,
-    /// Where to look first in each new result (from the command line), once the model has it.
-    pub(super) focus: FocusRequest,
     pub images: Vec<ImageEntry>,
     pub selected: usize,
     pub view: ViewState,

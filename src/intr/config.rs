@@ -117,6 +117,9 @@ impl IntrConfig {
         if self.backbone.blocks_per_stage.len() != 4 || self.backbone.blocks_per_stage.contains(&0) {
             return c(format!("the ResNet needs four non-empty stages, got {:?}", self.backbone.blocks_per_stage));
         }
+        if self.backbone.stage_channels.len() != 4 {
+            return c(format!("the ResNet needs four stage widths, got {:?}", self.backbone.stage_channels));
+        }
         Ok(())
     }
 }

@@ -151,7 +151,8 @@ pub fn official_args(cfg: &IntrConfig) -> Vec<(String, crate::checkpoint::pth_wr
     ]
 }
 
-/// Writes a checkpoint exactly as the official `main.py` saves one: `{'model': OrderedDict,
+/// Writes a checkpoint in the layout the official `main.py` saves (the model's keys in the order the
+/// structs are built, which differs from PyTorch's module order): `{'model': OrderedDict,
 /// 'optimizer': AdamW state (exp_avg, exp_avg_sq, step per parameter), 'lr_scheduler', 'epoch',
 /// 'args': argparse.Namespace}`, with `num_batches_tracked` buffers, random weights from
 /// [`random_weights`] and filler optimizer moments (two thirds of the file, as in official files).

@@ -183,8 +183,8 @@ impl Transformer {
 pub enum PositionEncoder {
     /// Sine with `npf = D/2` features per axis.
     Sine { npf: usize },
-    /// `row_embed` / `col_embed` (50, D/2).
-    Learned { row: Vec<f32>, col: Vec<f32>, half: usize },
+    /// `row_embed` / `col_embed` (rows, D/2), rows = 50 in the official code.
+    Learned { row: Vec<f32>, col: Vec<f32>, rows: usize, half: usize },
     /// The learned tables as trainable (50, D/2) tensors.
     LearnedTraining { row: Tensor, col: Tensor },
 }
@@ -212,7 +212,7 @@ impl PositionEncoder {
                 } else {
                     let row = w.pp("row_embed").values("weight", &row_shape)?;
                     let col = w.pp("col_embed").values("weight", &row_shape)?;
-                    Self::Learned { row, col, half }
+                    Self::Learned { row, col, rows: row_shape[0], half }
                 }
             }
         })
@@ -243,10 +243,11 @@ impl PositionEncoder {
                 }
                 Ok(Tensor::from_vec(out, (h * w, d), dev)?)
             }
-            Self::Learned { row, col, half } => {
-                if h > LEARNED_MAX || w > LEARNED_MAX {
+            Self::Learned { row, col, rows, half } => {
+                let rows = *rows;
+                if h > rows || w > rows {
                     return Err(Error::Config(format!(
-                        "the learned position embedding covers grids up to {LEARNED_MAX}×{LEARNED_MAX}; this image gives {h}×{w}"
+                        "the learned position embedding covers grids up to {rows}×{rows}; this image gives {h}×{w}"
                     )));
                 }
                 let half = *half;

@@ -76,18 +76,6 @@ impl<'a> WeightStore<'a> {
         Self { shapes: src.shapes(), src, used: RefCell::new(BTreeSet::new()) }
     }
 
-    /// Every tensor's shape, as listed by the source.
-    #[must_use]
-    pub fn shapes(&self) -> &BTreeMap<String, Vec<usize>> {
-        &self.shapes
-    }
-
-    /// Whether the source has `name`.
-    #[must_use]
-    pub fn has(&self, name: &str) -> bool {
-        self.shapes.contains_key(name)
-    }
-
     /// The values of `name`, which must have exactly `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let Some(actual) = self.shapes.get(name) else {

@@ -333,7 +333,7 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) ->
 }
 
 /// 2-D convolution (no bias) of a channels-first activation (C, B, H, W) with (O, C, k, k) →
-/// (O, B, Ho, Wo): the gathered matrix (see `ops::im2col`) times one matmul.
+/// (O, B, Ho, Wo): the gathered matrix (see [`im2col`]) times one matmul.
 /// `stride`, `padding`, `dilation` as PyTorch.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize) -> Result<Tensor> {
     let (o, c, k, _) = w.dims4()?;

@@ -56,36 +56,46 @@ pub fn clean_name(line: &str) -> String {
         return s.to_string();
     }
     // CUB writes compound adjectives with underscores too: Black_footed, Groove_billed. The second
-    // word of such a compound is a lower-case body part or suffix; join those with a hyphen.
-    let words: Vec<&str> = s.split('_').filter(|w| !w.is_empty()).collect();
+    // word of such a compound is a lower-case body part or suffix after a capitalised word; join
+    // those with a hyphen. Names written all in lower case (red_fox) keep their spaces.
     let mut out = String::new();
-    for (i, w) in words.iter().enumerate() {
+    // Whether the words so far end in a capitalised word or a compound begun by one.
+    let mut chain = false;
+    for (i, w) in s.split('_').filter(|w| !w.is_empty()).enumerate() {
+        let lower = w.chars().next().is_some_and(char::is_lowercase);
         if i > 0 {
-            let lower = w.chars().next().is_some_and(char::is_lowercase);
-            out.push(if lower { '-' } else { ' ' });
+            out.push(if lower && chain { '-' } else { ' ' });
         }
+        chain = !lower || chain;
         out.push_str(w);
     }
     out
 }
 
-/// Sorted sub-folder names of `dir` (hidden entries skipped), as `ImageFolder` orders classes.
-pub fn from_folder(dir: &Path) -> Result<Vec<String>> {
+/// The class folders of an ImageFolder-style `dir`, in class order: its sub-folders (links to
+/// folders included, hidden ones skipped), sorted by name, as torchvision's `ImageFolder` orders
+/// classes. Training labels and class names both come from this one listing.
+pub fn class_folders(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::file(dir, format!("cannot list folder: {e}")))?;
-    let mut names = Vec::new();
+    let mut folders = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::file(dir, format!("cannot list folder: {e}")))?;
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if is_dir && !name.starts_with('.') {
-            names.push(name);
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden && entry.path().is_dir() {
+            folders.push(entry.path());
         }
     }
-    names.sort();
-    if names.is_empty() {
+    folders.sort();
+    Ok(folders)
+}
+
+/// The class names of an ImageFolder-style `dir`: its [`class_folders`]' names, cleaned.
+pub fn from_folder(dir: &Path) -> Result<Vec<String>> {
+    let folders = class_folders(dir)?;
+    if folders.is_empty() {
         return Err(Error::file(dir, "folder has no class sub-folders"));
     }
-    Ok(names.iter().map(|n| clean_name(n)).collect())
+    Ok(folders.iter().filter_map(|f| f.file_name()).map(|n| clean_name(&n.to_string_lossy())).collect())
 }
 
 /// Checks that `names` fits a model with `classes` outputs.
@@ -151,6 +161,7 @@ mod tests {
         assert_eq!(clean_name("4 004.Groove_billed_Ani"), "Groove-billed Ani");
         assert_eq!(clean_name("Painted Bunting"), "Painted Bunting");
         assert_eq!(clean_name("200 200.Common_Yellowthroat"), "Common Yellowthroat");
+        assert_eq!(clean_name("182 182.Black_and_white_Warbler"), "Black-and-white Warbler");
     }
 
     #[test]
@@ -172,6 +183,25 @@ mod tests {
         assert!(e.contains("`Indigo Bunting`") && e.contains("`Painted Bunting`"), "{e}");
         let e = find(&names, "zebra").map_err(|e| e.to_string()).unwrap_err();
         assert!(e.contains("not one of the model's 3 classes"), "{e}");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn class_folders_skip_hidden_ones_and_follow_links_so_labels_and_names_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in [".ipynb_checkpoints", "01_red_fox", "00_Grey_Wolf", "elsewhere/02_Lynx"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("notes.txt"), "x").unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere/02_Lynx"), root.join("02_Lynx")).unwrap();
+        let folders: Vec<String> = class_folders(root)
+            .unwrap()
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(folders, ["00_Grey_Wolf", "01_red_fox", "02_Lynx", "elsewhere"]);
+        assert_eq!(from_folder(root).unwrap(), ["Grey Wolf", "red fox", "Lynx", "elsewhere"]);
     }
 
     #[test]

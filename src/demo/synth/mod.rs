@@ -208,11 +208,12 @@ pub fn read_info(dir: &Path) -> Result<DatasetInfo> {
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
 
-fn sorted_entries(dir: &Path, want_dirs: bool) -> Result<Vec<PathBuf>> {
+/// The files (not folders) of `dir`, sorted.
+fn sorted_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry.with_context(|| format!("listing {}", dir.display()))?.path();
-        if path.is_dir() == want_dirs {
+        if !path.is_dir() {
             paths.push(path);
         }
     }
@@ -220,15 +221,16 @@ fn sorted_entries(dir: &Path, want_dirs: bool) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Reads split `split` of an ImageFolder tree: class index = position of the class folder in
-/// sorted order; images are `.png`, `.jpg` or `.jpeg` files, sorted by name. The mask is the file
+/// Reads split `split` of an ImageFolder tree: class index = position of the class folder among
+/// [`crate::session::classes::class_folders`] (the listing the class names come from); images are
+/// `.png`, `.jpg` or `.jpeg` files, sorted by name. The mask is the file
 /// of the same name under `masks/<split>/<class>/` with a `.png` extension, when present.
 pub fn load_dataset(dir: &Path, split: &str) -> Result<Vec<DatasetItem>> {
     let mut items = Vec::new();
-    for (label, class_dir) in sorted_entries(&dir.join(split), true)?.into_iter().enumerate() {
+    for (label, class_dir) in crate::session::classes::class_folders(&dir.join(split))?.into_iter().enumerate() {
         let Some(class) = class_dir.file_name() else { continue };
         let mask_dir = dir.join(MASKS_DIR).join(split).join(class);
-        for image in sorted_entries(&class_dir, false)? {
+        for image in sorted_files(&class_dir)? {
             let ext = image.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
             if !matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
                 continue;

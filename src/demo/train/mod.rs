@@ -203,7 +203,7 @@ pub fn save_model(model: &TrainModel, classes: &[String], side: usize, opts: &Tr
     let mut meta = HashMap::new();
     meta.insert(META_INPUT_SIZE.to_string(), side.to_string());
     meta.insert(META_TRAINING.to_string(), serde_json::to_string(opts)?);
-    write_model(out, &tensors, &model.cfg, Some(classes), meta)
+    write_model(out, &tensors, model.intr.config(), Some(classes), meta)
 }
 
 fn save_state(model: &TrainModel, opt: &AdamW, p: &Progress, path: &Path) -> Result<()> {

@@ -21,7 +21,6 @@ pub type NamedValues = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 /// The trainable model: the network, its parameters (official names) and batch-norm running
 /// statistics.
 pub struct TrainModel {
-    pub cfg: IntrConfig,
     /// The network, holding the variables below.
     pub intr: Intr,
     /// Trainable parameters by official state-dict name.
@@ -85,16 +84,7 @@ impl TrainModel {
             Intr::new(&root.weights(), cfg, stem)?
         };
         let (params, buffers) = fresh.into_parts();
-        Ok(Self {
-            cfg: cfg.clone(),
-            intr,
-            params,
-            buffers,
-            device: device.clone(),
-            dropout: 0.0,
-            head_drop: 0.0,
-            mask_rng: Rng::new(0),
-        })
+        Ok(Self { intr, params, buffers, device: device.clone(), dropout: 0.0, head_drop: 0.0, mask_rng: Rng::new(0) })
     }
 
     /// Sets the dropout and head drop of the following training passes (0 switches either off);
