@@ -321,3 +321,18 @@ fn extreme_aspect_ratios_and_tiny_images_run_through_the_model() {
         assert!((s - 1.0).abs() < 1e-4, "{name}: attention sums to {s}");
     }
 }
+
+#[test]
+fn an_image_given_as_the_model_says_it_is_an_image() {
+    for (name, kind) in [("not_an_image.jpg", None), ("macaw.bmp", Some("BMP")), ("macaw_progressive.jpg", Some("JPG"))]
+    {
+        let p = edge(name);
+        let e = load_err(&p);
+        match kind {
+            Some(k) => {
+                assert!(e.contains(name) && e.contains(&format!("is an image ({k}), not a model checkpoint")), "{e}")
+            }
+            None => assert!(!e.contains("is an image"), "{e}"),
+        }
+    }
+}

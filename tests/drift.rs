@@ -135,7 +135,7 @@ fn app_images(paths: Vec<PathBuf>) -> (Vec<PathBuf>, Vec<String>) {
     h.state_mut().apply(AppCommand::OpenImages(paths));
     h.run();
     let app = h.state();
-    (app.images.iter().map(|e| e.path.clone()).collect(), app.errors.clone())
+    (app.images.iter().map(|e| e.path.clone()).collect(), app.banner_texts())
 }
 
 #[test]

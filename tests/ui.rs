@@ -239,3 +239,45 @@ fn ctrl_e_opens_the_export_window_and_exports_the_gallery_as_svg() {
     h.run();
     assert!(h.state().export_status.as_deref().is_some_and(|s| s.starts_with("exported")));
 }
+
+/// The real app with the real worker on the tiny official fixture, opened on `images`; steps frames
+/// until `done` holds (at most a minute).
+fn started(images: Vec<PathBuf>, done: impl Fn(&ExplorerApp) -> bool) -> Harness<'static, ExplorerApp> {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/intr-parity");
+    let model =
+        intr_explorer::session::ModelSpec { path: Some(fixtures.join("tiny_postnorm_sine.pth")), ..Default::default() };
+    let start = intr_explorer::gui::Start { model: Some(model), images, focus: Default::default() };
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1200.0, 800.0))
+        .wgpu()
+        .build_eframe(move |cc| ExplorerApp::with_start(cc, Box::new(NoDialogs), start.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done(h.state()) {
+        assert!(std::time::Instant::now() < deadline, "the window never got there");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    h.step();
+    h
+}
+
+#[test]
+fn one_photo_on_the_command_line_is_analysed_once_at_start_up() {
+    let bunting =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/intr-parity/Painted_Bunting_0004_16641.jpg");
+    let h = started(vec![bunting], |app| app.current().is_some());
+    // The request sent while the model loaded runs on that model: it is not sent again.
+    assert_eq!(h.state().analyses_requested(), 1);
+    assert!(h.state().banner_texts().is_empty(), "{:?}", h.state().banner_texts());
+}
+
+#[test]
+fn a_failed_photo_shows_its_error_in_place_not_analysing_and_its_banner_once() {
+    let bad = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/images/edge-cases/not_an_image.jpg");
+    let h = started(vec![bad], |app| app.images.first().is_some_and(|e| e.error.is_some()));
+    assert!(h.query_by_label_contains("Analysing").is_none(), "the centre still says Analysing…");
+    h.get_by_label_contains("not_an_image.jpg could not be analysed");
+    let banners = h.state().banner_texts();
+    assert_eq!(banners.len(), 1, "{banners:?}");
+    assert!(banners[0].contains("not an image"), "{banners:?}");
+}

@@ -143,15 +143,26 @@ impl Checkpoint {
     /// Opens `.pth` or `.safetensors` (decided by content, not by extension).
     pub fn open(path: &Path) -> Result<Self> {
         let mut file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
-        let mut magic = [0u8; 4];
-        let n = file.read(&mut magic).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let mut head = [0u8; 32];
+        let n = file.read(&mut head).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        if let Ok(kind) = image::guess_format(&head[..n]) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "is an image ({}), not a model checkpoint: give the model with --model and photos as arguments",
+                    kind.extensions_str().first().map_or("image", |e| e).to_uppercase()
+                ),
+            ));
+        }
+        file.seek(SeekFrom::Start(0)).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let magic = [head[0], head[1], head[2], head[3]];
         if n >= 2 && magic[0] == 0x80 && magic[1] <= 5 {
             return Err(Error::file(
                 path,
                 "legacy (pre-1.6) PyTorch serialisation is not supported; re-save it with a current torch.save",
             ));
         }
-        if n == 4 && &magic == b"PK\x03\x04" { open_pth(path, file) } else { open_safetensors(path, &file) }
+        if n >= 4 && &magic == b"PK\x03\x04" { open_pth(path, file) } else { open_safetensors(path, &file) }
     }
 
     /// The path the checkpoint was opened from.

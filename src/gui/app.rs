@@ -10,7 +10,9 @@ use super::dialogs::{Dialogs, Picked};
 use super::export::{self, ExportJob};
 use super::gpu::callback::OverlayResources;
 use super::paper_cache::{PaperCache, PaperJob};
-use super::state::{Command, ExplorerApp, GPU_SCENES, ImageEntry, Persisted, RECENT, STORAGE_KEY, Start, ViewState};
+use super::state::{
+    Banner, Cause, Command, ExplorerApp, GPU_SCENES, ImageEntry, Persisted, RECENT, STORAGE_KEY, Start, ViewState,
+};
 use super::worker::{Analysis, FocusRequest, Request, Response, Worker};
 use crate::image::preprocess::PreprocessOptions;
 use crate::session::{ModelSpec, inputs};
@@ -74,6 +76,7 @@ impl ExplorerApp {
             export_tx,
             export_rx,
             next_id: 1,
+            first_after_load: 1,
             gpu,
             ctx,
         };
@@ -165,7 +168,7 @@ impl ExplorerApp {
                 let files = match inputs::expand_nonempty(&paths) {
                     Ok(f) => f,
                     Err(e) => {
-                        self.errors.push(e.to_string());
+                        self.report(e.to_string(), Cause::Other);
                         return;
                     }
                 };
@@ -195,7 +198,8 @@ impl ExplorerApp {
             }
             Command::SelectImage(_) => {}
             Command::CloseImage(i) if i < self.images.len() => {
-                self.images.remove(i);
+                let closed = self.images.remove(i);
+                self.errors.retain(|b| b.cause != Cause::Image(closed.path.clone()));
                 self.selected = self.selected.min(self.images.len().saturating_sub(1));
             }
             Command::CloseImage(_) => {}
@@ -262,8 +266,18 @@ impl ExplorerApp {
     fn load(&mut self, spec: ModelSpec, focus: FocusRequest) {
         let shown = spec.model_path().unwrap_or_default();
         match self.worker.send(Request::LoadModel { spec, focus }) {
-            Ok(()) => self.model_loading = Some(shown),
-            Err(e) => self.errors.push(e),
+            Ok(()) => {
+                self.model_loading = Some(shown);
+                self.first_after_load = self.next_id;
+            }
+            Err(e) => self.report(e, Cause::Model),
+        }
+    }
+
+    /// Shows `text` over the view, once: a message already shown is not repeated.
+    fn report(&mut self, text: String, cause: Cause) {
+        if !self.errors.iter().any(|b| b.text == text) {
+            self.errors.push(Banner { text, cause });
         }
     }
 
@@ -277,9 +291,10 @@ impl ExplorerApp {
         match self.worker.send(Request::Analyze { id, image, options: PreprocessOptions::default() }) {
             Ok(()) => {
                 self.images[i].pending = Some(id);
+                self.images[i].error = None;
                 self.busy = Some((id, "queued"));
             }
-            Err(e) => self.errors.push(e),
+            Err(e) => self.report(e, Cause::Other),
         }
     }
 
@@ -290,17 +305,26 @@ impl ExplorerApp {
             match r {
                 Response::ModelLoaded(info) => {
                     self.model_loading = None;
-                    self.errors.extend(info.focus_errors.iter().cloned());
+                    self.errors.retain(|b| b.cause != Cause::Model);
+                    for e in &info.focus_errors {
+                        self.report(e.clone(), Cause::Other);
+                    }
                     self.recent_models.retain(|p| p != &info.path);
                     self.recent_models.insert(0, info.path.clone());
                     self.recent_models.truncate(RECENT);
                     self.model = Some(info);
-                    // A new model invalidates every result.
+                    // A new model invalidates every result, and every request sent before it; a
+                    // request sent after it runs on it already.
+                    let after = self.first_after_load;
                     for e in &mut self.images {
                         e.analysis = None;
-                        e.error = None;
+                        if e.pending.is_none_or(|p| p < after) {
+                            e.pending = None;
+                            e.error = None;
+                        }
                     }
-                    if !self.images.is_empty() {
+                    let selected = self.images.get(self.selected);
+                    if selected.is_some_and(|e| e.pending.is_none()) {
                         self.analyze(self.selected);
                     }
                 }
@@ -311,24 +335,28 @@ impl ExplorerApp {
                 }
                 Response::Done(a) => {
                     if let Some(i) = self.images.iter().position(|e| e.pending == Some(a.id)) {
+                        let path = self.images[i].path.clone();
+                        self.errors.retain(|b| b.cause != Cause::Image(path.clone()));
                         self.accept(i, *a);
                     }
                     self.busy = None;
                 }
                 Response::Failed { id, what } => {
-                    // Without a model, a photo's "no model is loaded" is the model's failure again,
-                    // already shown: it stays on the photo only.
-                    let banner = id == 0 || self.model.is_some();
+                    self.busy = None;
                     if id == 0 {
                         self.model_loading = None;
+                        self.report(what, Cause::Model);
                     } else if let Some(e) = self.images.iter_mut().find(|e| e.pending == Some(id)) {
+                        // The failure is shown in place, on the photo; the banner says it once.
+                        // Without a model, "no model is loaded" repeats the model's own failure.
                         e.pending = None;
                         e.error = Some(what.clone());
+                        let path = e.path.clone();
+                        if self.model.is_some() {
+                            self.report(what, Cause::Image(path));
+                        }
                     }
-                    self.busy = None;
-                    if banner {
-                        self.errors.push(what);
-                    }
+                    // A failure of a superseded request is no news.
                 }
             }
         }
@@ -343,7 +371,7 @@ impl ExplorerApp {
             self.export_status = Some(match r {
                 Ok(p) => format!("exported {}", p.display()),
                 Err(e) => {
-                    self.errors.push(e.clone());
+                    self.report(e.clone(), Cause::Other);
                     e
                 }
             });

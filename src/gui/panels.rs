@@ -371,24 +371,52 @@ fn fit(avail: egui::Rect, w: usize, h: usize) -> egui::Rect {
     egui::Rect::from_center_size(avail.center(), size)
 }
 
-fn central_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slot: &mut usize) {
-    for (i, e) in app.errors.iter().enumerate() {
-        ui.horizontal(|ui| {
-            ui.colored_label(ui.visuals().error_fg_color, format!("(!) {e}"));
-            if ui.small_button("x").clicked() {
-                cmds.push(Command::DismissError(i));
-            }
-        });
+/// The banners, floating over the top of the view so that they never push it down; each can be
+/// dismissed.
+fn banners_ui(ui: &egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    if app.errors.is_empty() {
+        return;
     }
+    let top = ui.max_rect();
+    egui::Area::new(ui.scope_id().with("banners")).order(egui::Order::Foreground).fixed_pos(top.min).show(
+        ui.ctx(),
+        |ui| {
+            ui.set_max_width(top.width());
+            egui::Frame::popup(ui.style()).show(ui, |ui| {
+                for (i, b) in app.errors.iter().enumerate() {
+                    ui.horizontal(|ui| {
+                        if ui.small_button("x").on_hover_text("dismiss").clicked() {
+                            cmds.push(Command::DismissError(i));
+                        }
+                        ui.add(
+                            egui::Label::new(
+                                RichText::new(format!("(!) {}", b.text)).color(ui.visuals().error_fg_color),
+                            )
+                            .wrap(),
+                        );
+                    });
+                }
+            });
+        },
+    );
+}
+
+fn central_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slot: &mut usize) {
+    banners_ui(ui, app, cmds);
     let Some(a) = app.current() else {
+        let entry = app.images.get(app.selected);
         ui.centered_and_justified(|ui| {
             let msg = if app.model.is_none() && app.model_loading.is_none() {
                 "No model loaded.\n\nOpen an INTR checkpoint (.pth from the official code, or .safetensors) with \"Open model…\", \
                  or drop it on the window; then open or drop photos."
+                    .to_string()
             } else if app.images.is_empty() {
-                "Open photos with \"Open images…\" (Ctrl+O) or drop images and folders on the window."
+                "Open photos with \"Open images…\" (Ctrl+O) or drop images and folders on the window.".to_string()
+            } else if let Some(err) = entry.and_then(|e| e.error.as_ref()) {
+                let name = entry.and_then(|e| e.path.file_name()).map(|n| n.to_string_lossy()).unwrap_or_default();
+                format!("(!) {name} could not be analysed:\n\n{err}")
             } else {
-                "Analysing…"
+                "Analysing…".to_string()
             };
             ui.label(RichText::new(msg).size(16.0));
         });

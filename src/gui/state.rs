@@ -112,6 +112,24 @@ pub enum Command {
     ExportTo(PathBuf),
 }
 
+/// What a banner is about, so that it goes when its cause does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// Opening a model: cleared when a model opens.
+    Model,
+    /// One photo: cleared when it is analysed or closed.
+    Image(PathBuf),
+    /// Anything else: stays until dismissed.
+    Other,
+}
+
+/// One message over the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Banner {
+    pub text: String,
+    pub cause: Cause,
+}
+
 /// What the window opens on: a model (and the focus asked for on the command line) and photos.
 #[derive(Debug, Clone, Default)]
 pub struct Start {
@@ -133,7 +151,8 @@ pub struct ExplorerApp {
     pub view: ViewState,
     pub display: Look,
     pub recent_models: Vec<PathBuf>,
-    pub errors: Vec<String>,
+    /// Messages shown over the view, newest last, each once.
+    pub errors: Vec<Banner>,
     /// (request id, stage) of the work in progress.
     pub busy: Option<(u64, &'static str)>,
     /// Blurred overlays (official look), rendered in the background.
@@ -144,6 +163,9 @@ pub struct ExplorerApp {
     pub(super) export_tx: Sender<Result<PathBuf, String>>,
     pub(super) export_rx: Receiver<Result<PathBuf, String>>,
     pub(super) next_id: u64,
+    /// Requests with an id from this on were sent after the last model request, so they run on
+    /// the model it opens.
+    pub(super) first_after_load: u64,
     pub(super) gpu: Option<eframe::egui_wgpu::RenderState>,
     pub(super) ctx: egui::Context,
 }
@@ -195,6 +217,17 @@ impl Default for ExportSettings {
 }
 
 impl ExplorerApp {
+    /// How many analyses the window has asked the worker for.
+    #[must_use]
+    pub fn analyses_requested(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// The texts of the banners shown, oldest first.
+    #[must_use]
+    pub fn banner_texts(&self) -> Vec<String> {
+        self.errors.iter().map(|b| b.text.clone()).collect()
+    }
     /// The analysis of the selected image, if finished.
     #[must_use]
     pub fn current(&self) -> Option<&Arc<Analysis>> {
