@@ -123,12 +123,55 @@ fn figures_carry_their_provenance_and_remake_rebuilds_them() {
         assert!(prov.contains_key(key), "provenance lacks {key}: {prov:?}");
     }
     let before = std::fs::read(&fig).unwrap();
-    // Remake from a copy (as one would from a figure found in a manuscript folder).
+    // Remake from a copy (as one would from a figure found in a manuscript folder): the figure is
+    // made again in its place, and nothing of its batch is touched.
     let copy = tmp.path().join("found.png");
     std::fs::rename(&fig, &copy).unwrap();
+    let batch = tree(&out);
     let o = run(&["remake", &copy.display().to_string()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&fig).unwrap(), before, "remake gives the same figure");
+    assert_eq!(std::fs::read(&copy).unwrap(), before, "remake gives the same figure");
+    same_tree(&tree(&out), &batch, "remake never touches its batch");
+    // Or into a folder of one's choice.
+    let elsewhere = tmp.path().join("manuscript");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let o = run(&["remake", &copy.display().to_string(), "--out", &elsewhere.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(elsewhere.join("found.png")).unwrap(), before);
+    same_tree(&tree(&out), &batch, "remake never touches its batch");
+}
+
+#[test]
+fn a_rerun_with_other_options_remakes_its_figures_and_says_what_it_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(parity_dir().join("Painted_Bunting_0004_16641.jpg"), photos.join("bunting.jpg")).unwrap();
+    let out = tmp.path().join("out");
+    let (m, p, o) = (model(), photos.display().to_string(), out.display().to_string());
+    let go = |extra: &[&str]| {
+        let mut args = vec!["explain", "--model", &m, "--out", &o];
+        args.extend_from_slice(extra);
+        args.push(&p);
+        let r = run(&args);
+        assert!(r.status.success(), "{}", stderr(&r));
+        stderr(&r)
+    };
+    let first = go(&[]);
+    let svgs: Vec<PathBuf> = tree(&out).keys().filter(|k| k.ends_with(".svg")).map(|k| out.join(k)).collect();
+    assert_eq!(svgs.len(), 1, "{svgs:?}");
+    let svg = &svgs[0];
+    assert!(first.contains("1 made, 0 reused"), "{first}");
+    let viridis = std::fs::read(svg).unwrap();
+    assert!(go(&[]).contains("0 made, 1 reused"), "the same plan reuses the figure");
+    let magma = go(&["--colormap", "magma"]);
+    assert!(magma.contains("1 made, 0 reused"), "{magma}");
+    assert_ne!(std::fs::read(svg).unwrap(), viridis, "the figure was made again with the new colormap");
+    let prov = intr_explorer::figure::read_provenance(svg).unwrap();
+    assert_eq!(prov["colormap"], "magma");
+    // A bad value is refused even when everything would be reused.
+    let r = run(&["explain", "--model", &m, "--out", &o, "--colormap", "magma", "--opacity", "2", &p]);
+    assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
 }
 
 #[test]

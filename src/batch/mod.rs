@@ -17,10 +17,10 @@ use plan::ClassPick;
 pub use plan::{Plan, Request};
 use records::{PhotoRecord, head_records};
 
-use crate::figure::{self, FigureOptions, Source, View};
+use crate::figure::{self, Figure, FigureOptions, Source, View};
 use crate::files::write_atomic;
 use crate::image::preprocess::PreprocessOptions;
-use crate::session::{Probes, Session};
+use crate::session::{Analysis, Probes, Session};
 
 /// What a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,10 @@ pub struct Outcome {
     /// Photos of the whole run and of this shard.
     pub photos: usize,
     pub in_shard: usize,
-    /// Photos of this shard that could not be explained.
+    /// Photos of this shard whose figures were made, reused from an earlier run of the same plan,
+    /// or that could not be explained.
+    pub made: usize,
+    pub reused: usize,
     pub failed: usize,
 }
 
@@ -47,16 +50,25 @@ pub fn run(
     std::fs::create_dir_all(&records_dir).with_context(|| format!("{}: cannot create", records_dir.display()))?;
     // The run's provenance entries that do not depend on the photo.
     let info = Source::of_model(Some(s.path()), s.class_names())?;
-    let mut failures = 0;
+    let (mut made, mut reused, mut failures) = (0, 0, 0);
     for (k, &i) in plan.mine.iter().enumerate() {
         let (file, stem) = (&plan.files[i], &plan.stems[i]);
         progress(k, stem);
         let record_path = records_dir.join(format!("{stem}.json"));
-        if !plan.output.force && records::finished(&record_path, &plan.output.out) {
+        // A finished photo is reused only if it was made from the same photo by the same plan.
+        let source = info.with_image(file);
+        if let Ok(source) = &source
+            && !plan.output.force
+            && records::finished(&record_path, &plan.output.out, &plan.fingerprint(source))
+        {
+            reused += 1;
             continue;
         }
-        let record = match explain_one(plan, s, options, &info, file, stem) {
-            Ok(r) => r,
+        let record = match source.and_then(|source| explain_one(plan, s, options, &source, file, stem)) {
+            Ok(r) => {
+                made += 1;
+                r
+            }
             Err(e) => {
                 failures += 1;
                 let msg = format!("{e:#}");
@@ -68,7 +80,7 @@ pub fn run(
         write_atomic(&record_path, |tmp| Ok(std::fs::write(tmp, &json)?))?;
     }
     summary::write_summaries(&plan.output.out, &records_dir, &plan.stems)?;
-    Ok(Outcome { photos: plan.files.len(), in_shard: plan.mine.len(), failed: failures })
+    Ok(Outcome { photos: plan.files.len(), in_shard: plan.mine.len(), made, reused, failed: failures })
 }
 
 fn slug(s: &str) -> String {
@@ -79,17 +91,53 @@ fn slug(s: &str) -> String {
         .to_string()
 }
 
+/// The options a figure is drawn with, for a photo `width` pixels wide.
+fn figure_options(plan: &Plan, width: usize) -> FigureOptions {
+    let o = &plan.output;
+    FigureOptions {
+        look: o.look,
+        layer: plan.layer,
+        panel_width: Some(o.panel_width.unwrap_or_else(|| (width as u32).min(480))),
+        letters: true,
+        labels: true,
+        title: o.title.clone(),
+        caption: o.caption.clone(),
+        scale: o.scale.as_ref().map(|sc| (sc.per_pixel, sc.unit.clone())),
+        shared_with: plan.compare.clone(),
+    }
+}
+
+/// The figure of `view` of an analysed photo, with its provenance (how it was made, from what,
+/// and the command that re-makes it).
+fn figure_of(plan: &Plan, a: &Analysis, names: &[String], source: &Source, view: &View) -> Result<Figure> {
+    let mut prov = figure::look_provenance(&plan.output.look, plan.layer, view, names);
+    source.add_to(&mut prov);
+    let args = remake::args(&plan.output.remake, &a.image_path, view, names, plan.layer);
+    prov.insert("remake".into(), remake::shell_join(&args));
+    prov.insert("remake_args".into(), serde_json::to_string(&args)?);
+    Ok(figure::compose(&a.image, &a.output, names, view, &figure_options(plan, a.image.width), prov))
+}
+
+/// Makes one figure again: `view` of the plan's only photo, written to `dest` (and nothing else:
+/// no record, no summary). Returns the path written.
+pub fn remake_figure(plan: &Plan, s: &Session, options: PreprocessOptions, view: &View, dest: &Path) -> Result<()> {
+    let file = plan.files.first().context("the recorded command names no photo")?;
+    let source = Source::of_model(Some(s.path()), s.class_names())?.with_image(file)?;
+    let a = s.analyse(file, options, Probes::default())?;
+    let fig = figure_of(plan, &a, s.class_names(), &source, view)?;
+    figure::write(&fig, dest, plan.output.format, plan.output.dpi)
+}
+
 /// Analyses one photo (with each last-layer head's evening, for the summary's
 /// `probability_if_evened`), writes its figures and returns its record.
 fn explain_one(
     plan: &Plan,
     s: &Session,
     options: PreprocessOptions,
-    info: &Source,
+    source: &Source,
     file: &Path,
     stem: &str,
 ) -> Result<PhotoRecord> {
-    let source = info.with_image(file)?;
     let a = s.analyse(file, options, Probes { evening: true })?;
     let (out, names) = (&a.output, s.class_names());
     let ranking = out.ranking();
@@ -97,17 +145,6 @@ fn explain_one(
     let classes: Vec<usize> = match plan.classes {
         ClassPick::Top(n) => ranking.iter().copied().take(n).collect(),
         ClassPick::One(c) => vec![c],
-    };
-    let opts = FigureOptions {
-        look: plan.output.look,
-        layer: plan.layer,
-        panel_width: Some(plan.output.panel_width.unwrap_or_else(|| (a.image.width as u32).min(480))),
-        letters: true,
-        labels: true,
-        title: plan.output.title.clone(),
-        caption: plan.output.caption.clone(),
-        scale: plan.output.scale.as_ref().map(|sc| (sc.per_pixel, sc.unit.clone())),
-        shared_with: plan.compare.clone(),
     };
     let heads = &plan.heads;
     let mut views: Vec<(View, String)> = classes
@@ -122,12 +159,7 @@ fn explain_one(
     }
     let mut figures_out = Vec::new();
     for (view, name) in &views {
-        let mut prov = figure::look_provenance(&plan.output.look, plan.layer, view, names);
-        source.add_to(&mut prov);
-        let args = remake::args(&plan.output.remake, file, view, names, plan.layer);
-        prov.insert("remake".into(), remake::shell_join(&args));
-        prov.insert("remake_args".into(), serde_json::to_string(&args)?);
-        let fig = figure::compose(&a.image, out, names, view, &opts, prov);
+        let fig = figure_of(plan, &a, names, source, view)?;
         let fname = format!("{stem}__{name}.{}", plan.output.format.extension());
         figure::write(&fig, &plan.output.out.join(&fname), plan.output.format, plan.output.dpi)?;
         figures_out.push(fname);
@@ -139,5 +171,6 @@ fn explain_one(
         heads: head_records(out, &probs, &a.evened, plan.layer, &classes, heads, names),
         figures: figures_out,
         error: None,
+        plan: Some(plan.fingerprint(source)),
     })
 }

@@ -212,6 +212,33 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Everything that decides a photo's figures and record, as one comparable string: the model,
+    /// class list and photo (their SHA-256, from `source`) and every option that shows (class pick,
+    /// layer, heads, comparison, look, format, resolution, panel width, scale, title, caption).
+    #[must_use]
+    pub fn fingerprint(&self, source: &crate::figure::Source) -> String {
+        let o = &self.output;
+        serde_json::json!({
+            "model": source.model.as_ref().map(|(_, sha)| sha),
+            "classes": source.classes_sha256,
+            "image": source.image_sha256,
+            "class": format!("{:?}", self.classes),
+            "layer": self.layer,
+            "heads": self.heads,
+            "compare": self.compare,
+            "look": o.look,
+            "format": o.format,
+            "dpi": o.dpi,
+            "panel_width": o.panel_width,
+            "scale": o.scale.as_ref().map(ToString::to_string),
+            "title": o.title,
+            "caption": o.caption,
+        })
+        .to_string()
+    }
+}
+
 /// Output stems: the file stem, made unique over the whole (unsharded) list by a numeric suffix
 /// (`x`, `x-2`, …, skipping any suffix another photo's own stem already takes).
 #[must_use]

@@ -20,6 +20,11 @@ pub struct PhotoRecord {
     pub heads: Vec<HeadRecord>,
     pub figures: Vec<String>,
     pub error: Option<String>,
+    /// What made the figures: the model, class list, photo and every option that shows in them
+    /// ([`super::Plan::fingerprint`]). A rerun reuses the figures only when it is the same.
+    /// `None` in records written before it was recorded (those photos are made again).
+    #[serde(default)]
+    pub plan: Option<String>,
 }
 
 /// One head (or the mean) of one explained class.
@@ -54,16 +59,18 @@ impl PhotoRecord {
             heads: Vec::new(),
             figures: Vec::new(),
             error: Some(error),
+            plan: None,
         }
     }
 }
 
-/// A photo is finished when its record exists without an error and all its figures exist.
+/// A photo is finished for `plan` (a [`super::Plan::fingerprint`]) when its record exists without an
+/// error, was made by that plan, and all its figures exist.
 #[must_use]
-pub fn finished(record_path: &Path, out: &Path) -> bool {
+pub fn finished(record_path: &Path, out: &Path, plan: &str) -> bool {
     let Ok(bytes) = std::fs::read(record_path) else { return false };
     let Ok(r) = serde_json::from_slice::<PhotoRecord>(&bytes) else { return false };
-    r.error.is_none() && r.figures.iter().all(|f| out.join(f).is_file())
+    r.error.is_none() && r.plan.as_deref() == Some(plan) && r.figures.iter().all(|f| out.join(f).is_file())
 }
 
 /// The records of `heads` (and their mean) for each of `classes`; `probs` are the class

@@ -1,7 +1,7 @@
 //! `explain` on the command line: its flags, checked by their parsers; then the plan is checked
 //! against the model ([`crate::batch::Plan`]) before any photo is read, and run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -9,7 +9,7 @@ use clap::Args;
 use super::{ModelArgs, count, pixels, positive, unit_interval};
 use crate::batch::plan::{Heads, Output, Remake, Scale, Shard};
 use crate::batch::{self, Plan, Request};
-use crate::figure::Format;
+use crate::figure::{Format, View};
 use crate::overlay::Look;
 use crate::overlay::colormap::{Colormap, Interpolation, Normalization};
 use crate::session::{Session, inputs};
@@ -151,8 +151,8 @@ fn value_name(v: &impl clap::ValueEnum) -> String {
     v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
-/// Runs `explain`: exit code 1 if any photo failed.
-pub fn explain(a: &ExplainArgs) -> Result<i32> {
+/// The session and the checked plan of `a`, before any photo is read.
+fn plan_of(a: &ExplainArgs) -> Result<(Session, Plan)> {
     let files = inputs::expand_nonempty(&a.inputs)?;
     let s = Session::open(&a.model.spec()?)?;
     let request = Request {
@@ -175,6 +175,20 @@ pub fn explain(a: &ExplainArgs) -> Result<i32> {
         },
     };
     let plan = Plan::new(request, files, &s)?;
+    Ok((s, plan))
+}
+
+/// Makes the figure of `view` that the recorded command `a` made, and writes only it, to `dest`.
+pub fn remake(a: &ExplainArgs, view: &View, dest: &Path) -> Result<i32> {
+    let (s, plan) = plan_of(a)?;
+    batch::remake_figure(&plan, &s, a.model.preprocess_options(), view, dest)?;
+    eprintln!("wrote {}", dest.display());
+    Ok(0)
+}
+
+/// Runs `explain`: exit code 1 if any photo failed.
+pub fn explain(a: &ExplainArgs) -> Result<i32> {
+    let (s, plan) = plan_of(a)?;
     let pb = indicatif::ProgressBar::new(plan.mine.len() as u64);
     pb.set_style(
         indicatif::ProgressStyle::with_template(
@@ -194,9 +208,11 @@ pub fn explain(a: &ExplainArgs) -> Result<i32> {
     )?;
     pb.finish_and_clear();
     eprintln!(
-        "{} photos ({} in this shard), {} failed; summary in {}",
+        "{} photos ({} in this shard): {} made, {} reused (same photo and options), {} failed; summary in {}",
         outcome.photos,
         outcome.in_shard,
+        outcome.made,
+        outcome.reused,
         outcome.failed,
         plan.output.out.join("summary.csv").display()
     );

@@ -95,6 +95,10 @@ pub enum Command {
 pub struct RemakeArgs {
     /// A figure written by `explain`.
     pub figure: PathBuf,
+    /// Where to write the figure: a file, or a folder to write it into under its own name (default:
+    /// the figure itself, replaced). Nothing else of its batch is touched.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
 }
 
 /// Which model to use and how to read it.
@@ -261,20 +265,37 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     if usage { 2 } else { 1 }
 }
 
-/// Runs the command recorded in a figure's provenance again (its outputs are redone).
+/// Makes a figure again from the command and view recorded in its provenance, and writes only
+/// that figure (see [`RemakeArgs::out`]).
 fn remake(a: &RemakeArgs) -> anyhow::Result<i32> {
+    let fig = a.figure.display();
     let prov = crate::figure::read_provenance(&a.figure)?;
-    let json = prov.get("remake_args").ok_or_else(|| {
-        anyhow::anyhow!("{}: the figure's provenance has no command to re-make it", a.figure.display())
-    })?;
-    let mut args: Vec<String> = serde_json::from_str(json)
-        .map_err(|e| anyhow::anyhow!("{}: the recorded command is damaged: {e}", a.figure.display()))?;
+    let json = prov
+        .get("remake_args")
+        .ok_or_else(|| anyhow::anyhow!("{fig}: the figure's provenance has no command to re-make it"))?;
+    let mut args: Vec<String> =
+        serde_json::from_str(json).map_err(|e| anyhow::anyhow!("{fig}: the recorded command is damaged: {e}"))?;
+    let view: crate::figure::View = prov
+        .get("view")
+        .and_then(|v| serde_json::from_str(v).ok())
+        .ok_or_else(|| anyhow::anyhow!("{fig}: the figure's provenance does not say which view it shows"))?;
     args.insert(0, "intr-explorer".into());
-    args.push("--force".into());
-    match Cli::try_parse_from(&args)?.command {
-        Some(Command::Explain(e)) => explain::explain(&e),
-        _ => anyhow::bail!("{}: the recorded command is not an `explain` run", a.figure.display()),
+    let Some(Command::Explain(e)) = Cli::try_parse_from(&args)?.command else {
+        anyhow::bail!("{fig}: the recorded command is not an `explain` run");
+    };
+    if let Some(photo) = e.inputs.iter().find(|p| !p.exists()) {
+        anyhow::bail!(
+            "{fig}: the photo it was made from, {}, is not there (a relative path is read from the folder \
+             `explain` ran in: run `remake` from there)",
+            photo.display()
+        );
     }
+    let dest = match &a.out {
+        Some(o) if o.is_dir() => o.join(a.figure.file_name().unwrap_or_default()),
+        Some(o) => o.clone(),
+        None => a.figure.clone(),
+    };
+    explain::remake(&e, &view, &dest)
 }
 
 /// A first word that names no file and looks like a command (no dot, no slash) is a mistyped
