@@ -281,3 +281,28 @@ fn a_failed_photo_shows_its_error_in_place_not_analysing_and_its_banner_once() {
     assert_eq!(banners.len(), 1, "{banners:?}");
     assert!(banners[0].contains("not an image"), "{banners:?}");
 }
+
+#[test]
+fn the_compare_window_keeps_its_size_and_a_click_on_a_cell_shows_that_class_and_head() {
+    let mut h = harness();
+    h.state_mut().apply(intr_explorer::gui::Command::ToggleCompare(0));
+    h.state_mut().apply(intr_explorer::gui::Command::ToggleCompare(2));
+    h.run();
+    let id = egui::Id::new(intr_explorer::gui::panels::COMPARE_WINDOW);
+    let rect = |h: &Harness<'_, ExplorerApp>| h.ctx.memory(|m| m.area_rect(id)).expect("the comparison is open");
+    let first = rect(&h);
+    // Many frames with the pointer moving over it: it used to grow on every repaint.
+    for i in 0..60 {
+        let p = first.min + egui::vec2(40.0 + (i * 13 % 400) as f32, 60.0 + (i * 7 % 150) as f32);
+        h.event(egui::Event::PointerMoved(p));
+        h.step();
+    }
+    assert_eq!(rect(&h), first, "the comparison window changed size");
+    assert!(first.width() <= 1400.0 * 0.9 + 1.0 && first.height() <= 900.0 * 0.75 + 1.0, "{first:?}");
+    h.get_by_label("Lazuli Bunting · head 2").click();
+    h.run();
+    assert_eq!((h.state().view.class, h.state().view.head), (2, Some(1)));
+    h.get_by_label("Indigo Bunting · mean").click();
+    h.run();
+    assert_eq!((h.state().view.class, h.state().view.head), (0, None));
+}

@@ -8,7 +8,7 @@ pub mod app;
 pub mod dialogs;
 pub mod export;
 pub mod gpu;
-mod panels;
+pub mod panels;
 pub mod paper_cache;
 pub mod state;
 pub mod worker;

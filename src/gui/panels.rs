@@ -641,31 +641,55 @@ fn evened_effect(a: &Analysis, head: usize, class: usize, now: Option<f32>) -> O
     Some(Evened { now, evened, points: (evened - now) * 100.0, logit })
 }
 
+/// The comparison window's id (its size and place are remembered under it).
+pub const COMPARE_WINDOW: &str = "compare-window";
+
+/// The comparison: classes × heads on one colour scale. Its size is set once to fit the screen and
+/// never follows what it drew last frame (it used to grow on every repaint); rows scroll. A click
+/// on a cell shows that class and head in the main view.
 fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>, slot: &mut usize) {
     let mut open = true;
-    egui::Window::new("Compare classes").open(&mut open).default_size([900.0, 500.0]).show(ctx, |ui| {
-        let Some(a) = app.current() else {
-            ui.label("No result yet.");
-            return;
-        };
-        if app.view.compare.len() < 2 {
-            ui.label("Add two or more classes with + (or Ctrl+click) in the ranking.");
-        }
-        let o = &a.output;
-        let probs = o.probabilities();
-        let cols = o.heads + 1;
-        let cell_w = ((ui.available_width() - 180.0) / cols as f32 - 4.0).max(24.0);
-        let cell_h = cell_w * a.image.height as f32 / a.image.width as f32;
-        // One colour scale shared by every row and column of the comparison.
-        let shared = app.compare_style(a);
-        ui.label(format!(
-            "shared scale {} – {} ({})",
-            scale_value(shared.lo),
-            scale_value(shared.hi),
-            shared.colormap.name()
-        ));
+    let max = ctx.content_rect().size() * Vec2::new(0.9, 0.75);
+    let size = Vec2::new(900.0f32.min(max.x), 440.0f32.min(max.y));
+    egui::Window::new("Compare classes")
+        .id(egui::Id::new(COMPARE_WINDOW))
+        .open(&mut open)
+        .default_size(size)
+        .max_size(max)
+        .constrain(true)
+        .show(ctx, |ui| compare_ui(ui, app, cmds, slot));
+    if !open {
+        cmds.push(Command::ShowCompare(false));
+    }
+}
+
+fn compare_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slot: &mut usize) {
+    let Some(a) = app.current() else {
+        ui.label("No result yet.");
+        return;
+    };
+    if app.view.compare.len() < 2 {
+        ui.label("Add two or more classes with + (or Ctrl+click) in the ranking.");
+    }
+    let o = &a.output;
+    let probs = o.probabilities();
+    let cols = o.heads + 1;
+    // One colour scale shared by every row and column of the comparison.
+    let shared = app.compare_style(a);
+    ui.label(format!(
+        "shared scale {} – {} ({}) · click a cell to show it",
+        scale_value(shared.lo),
+        scale_value(shared.hi),
+        shared.colormap.name()
+    ));
+    const LABEL_W: f32 = 170.0;
+    egui::ScrollArea::both().auto_shrink([false, false]).show(ui, |ui| {
+        // Cells share the scroll area's width: what is drawn never widens the window.
+        let gap = ui.spacing().item_spacing.x;
+        let cell_w = ((ui.available_width() - LABEL_W - gap) / cols as f32 - gap).floor().clamp(24.0, 200.0);
+        let cell_h = cell_w * a.image.height as f32 / a.image.width.max(1) as f32;
         ui.horizontal(|ui| {
-            ui.add_space(174.0);
+            ui.add_space(LABEL_W);
             for k in 0..cols {
                 let label = if k < o.heads { format!("head {}", k + 1) } else { "mean".to_string() };
                 ui.add_sized([cell_w, 14.0], egui::Label::new(RichText::new(label).small()));
@@ -674,8 +698,8 @@ fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command
         for &c in &app.view.compare {
             ui.horizontal(|ui| {
                 ui.vertical(|ui| {
-                    ui.set_width(170.0);
-                    ui.label(RichText::new(&a.class_names[c]).strong());
+                    ui.set_width(LABEL_W - gap);
+                    ui.add(egui::Label::new(RichText::new(&a.class_names[c]).strong()).wrap());
                     ui.label(format!("{:.1} %", probs[c] * 100.0));
                     if ui.small_button("remove").clicked() {
                         cmds.push(Command::ToggleCompare(c));
@@ -683,16 +707,23 @@ fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command
                 });
                 for k in 0..cols {
                     let head = (k < o.heads).then_some(k);
-                    let (r, _) = ui.allocate_exact_size(Vec2::new(cell_w, cell_h), Sense::hover());
+                    let (r, resp) = ui.allocate_exact_size(Vec2::new(cell_w, cell_h), Sense::click());
+                    let what = format!(
+                        "{} · {}",
+                        a.class_names[c],
+                        head.map_or("mean".to_string(), |h| format!("head {}", h + 1))
+                    );
+                    resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &what));
                     // Zoom and pan follow the main view, so every cell shows the same region.
                     overlay_in(ui, app, a, r, (c, head), &shared, view_uv(app), slot, cmds);
+                    if resp.on_hover_text(format!("show {what} in the main view")).clicked() {
+                        cmds.push(Command::SelectClass(c));
+                        cmds.push(Command::SelectHead(head));
+                    }
                 }
             });
         }
     });
-    if !open {
-        cmds.push(Command::ShowCompare(false));
-    }
 }
 
 fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
