@@ -288,7 +288,7 @@ fn the_compare_window_keeps_its_size_and_a_click_on_a_cell_shows_that_class_and_
     h.state_mut().apply(intr_explorer::gui::Command::ToggleCompare(0));
     h.state_mut().apply(intr_explorer::gui::Command::ToggleCompare(2));
     h.run();
-    let id = egui::Id::new(intr_explorer::gui::panels::COMPARE_WINDOW);
+    let id = egui::Id::unique(intr_explorer::gui::panels::COMPARE_WINDOW);
     let rect = |h: &Harness<'_, ExplorerApp>| h.ctx.memory(|m| m.area_rect(id)).expect("the comparison is open");
     let first = rect(&h);
     // Many frames with the pointer moving over it: it used to grow on every repaint.

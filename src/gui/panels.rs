@@ -652,7 +652,7 @@ fn compare_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command
     let max = ctx.content_rect().size() * Vec2::new(0.9, 0.75);
     let size = Vec2::new(900.0f32.min(max.x), 440.0f32.min(max.y));
     egui::Window::new("Compare classes")
-        .id(egui::Id::new(COMPARE_WINDOW))
+        .id(egui::Id::unique(COMPARE_WINDOW))
         .open(&mut open)
         .default_size(size)
         .max_size(max)
