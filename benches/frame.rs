@@ -31,6 +31,7 @@ fn official_sized() -> Analysis {
     let data = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
     let logits: Vec<f32> = (0..classes).map(|_| rng.uniform(3.0)).collect();
     let evened = (0..heads).map(|_| logits.iter().map(|&l| l + rng.uniform(0.5)).collect()).collect();
+    let ood = intr_explorer::probe::out_of_domain(&logits);
     Analysis {
         id: 1,
         result: session::Analysis {
@@ -52,6 +53,7 @@ fn official_sized() -> Analysis {
             class_names: Arc::new((0..classes).map(|i| format!("Species number {i}")).collect()),
             took: Duration::ZERO,
             oriented: false,
+            ood,
             input_size: (1028, 800),
         },
     }

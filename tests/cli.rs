@@ -228,3 +228,25 @@ fn without_a_display_the_window_says_so_in_one_line() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("no display") && e.contains("explain"), "{e}");
 }
+
+#[test]
+fn the_demo_model_says_so_and_a_photo_it_does_not_know_is_flagged() {
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let bird = demo.join("samples/05-azure-capped-plainwing-plaintail.png").display().to_string();
+    let duck = demo.join("photos/duck.webp").display().to_string();
+    let o = run(&["predict", &bird, &duck]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with("model: demo model (16 invented bird species)"), "{text}");
+    assert_eq!(text.matches("(!) out of domain?").count(), 1, "only the duck is flagged: {text}");
+    let o = run(&["predict", "--json", &bird, &duck]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[0]["model"], "demo model (16 invented bird species)");
+    assert_eq!(v[0]["out_of_domain"]["flagged"], false);
+    assert_eq!(v[1]["out_of_domain"]["flagged"], true);
+    assert!(v[1]["out_of_domain"]["score"].as_f64().unwrap() >= 0.1);
+    // Another model is named by its file.
+    let o = run(&["predict", "--json", "--model", &fixture("tiny_postnorm_sine.pth"), &bunting()]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[0]["model"], "tiny_postnorm_sine.pth");
+}

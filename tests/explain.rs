@@ -234,6 +234,13 @@ fn the_summary_says_what_each_last_layer_head_is_worth_to_the_class() {
         }
     }
     assert!(moved > 0, "no head's evening changed any class's probability: {rows:?}");
+    // Every row names the model and says whether the photo looked like something it knows.
+    for r in &rows {
+        assert_eq!(r["model"], "tiny_postnorm_sine.pth", "{r:?}");
+        let score = num(r, "out_of_domain_score");
+        assert!((0.0..=1.0).contains(&score), "{r:?}");
+        assert_eq!(r["out_of_domain"], (score >= 0.1).to_string(), "{r:?}");
+    }
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(last.join("summary.json")).unwrap()).unwrap();
     let heads = json[0]["heads"].as_array().unwrap();
     assert!(heads[0]["probability_if_evened"].is_number() && heads[4]["probability_if_evened"].is_null());

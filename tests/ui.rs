@@ -38,13 +38,15 @@ fn analysis() -> Analysis {
     }
     let (w, h) = (240, 160);
     let data = (0..w * h).flat_map(|i| [((i % w) * 255 / w) as u8, ((i / w) * 255 / h) as u8, 128]).collect();
+    let logits = vec![2.0, 3.0, 1.0, 0.5, -1.0];
+    let ood = intr_explorer::probe::out_of_domain(&logits);
     Analysis {
         id: 1,
         result: session::Analysis {
             image_path: PathBuf::from("synthetic bird.png"),
             image: RgbImage { width: w, height: h, data },
             output: IntrOutput {
-                logits: vec![2.0, 3.0, 1.0, 0.5, -1.0],
+                logits,
                 attention,
                 layers,
                 heads,
@@ -66,6 +68,7 @@ fn analysis() -> Analysis {
             class_names: Arc::new(NAMES.iter().map(|s| s.to_string()).collect()),
             took: std::time::Duration::ZERO,
             oriented: false,
+            ood,
             input_size: (w * 4, h * 4),
         },
     }

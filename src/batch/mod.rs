@@ -104,6 +104,7 @@ fn figure_options(plan: &Plan, width: usize) -> FigureOptions {
         caption: o.caption.clone(),
         scale: o.scale.as_ref().map(|sc| (sc.per_pixel, sc.unit.clone())),
         shared_with: plan.compare.clone(),
+        model: Some(plan.model.clone()),
     }
 }
 
@@ -172,5 +173,7 @@ fn explain_one(
         figures: figures_out,
         error: None,
         plan: Some(plan.fingerprint(source)),
+        model: Some(plan.model.clone()),
+        out_of_domain: Some(a.ood),
     })
 }

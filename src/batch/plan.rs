@@ -182,6 +182,8 @@ pub struct Plan {
     /// 0-based classes of the comparison figure (none: no comparison).
     pub compare: Vec<usize>,
     pub output: Output,
+    /// The model's name, as the figures and summaries give it.
+    pub model: String,
 }
 
 impl Plan {
@@ -208,7 +210,7 @@ impl Plan {
             r.compare.iter().map(|c| s.class_index(c).map_err(flag("compare", c))).collect::<Result<Vec<_>>>()?;
         let stems = stems(&files);
         let mine = (0..files.len()).filter(|&i| r.shard.takes(i)).collect();
-        Ok(Self { files, stems, mine, classes, layer, heads, compare, output: r.output })
+        Ok(Self { files, stems, mine, classes, layer, heads, compare, output: r.output, model: s.model_name() })
     }
 }
 

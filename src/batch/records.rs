@@ -25,6 +25,12 @@ pub struct PhotoRecord {
     /// `None` in records written before it was recorded (those photos are made again).
     #[serde(default)]
     pub plan: Option<String>,
+    /// The model's name (the demo model says so).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Whether the photo looks like something the model knows ([`crate::probe::ood`]).
+    #[serde(default)]
+    pub out_of_domain: Option<crate::probe::OutOfDomain>,
 }
 
 /// One head (or the mean) of one explained class.
@@ -60,6 +66,8 @@ impl PhotoRecord {
             figures: Vec::new(),
             error: Some(error),
             plan: None,
+            model: None,
+            out_of_domain: None,
         }
     }
 }

@@ -22,7 +22,7 @@ pub fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Resu
     let json = serde_json::to_vec_pretty(&records)?;
     write_atomic(&out.join("summary.json"), |tmp| Ok(std::fs::write(tmp, &json)?))?;
     let mut csv = String::from(
-        "image,image_sha256,top1,top1_probability,top2,top2_probability,top3,top3_probability,class,head,peak_row,peak_col,peak_value,entropy,class_probability,probability_if_evened,error\n",
+        "image,image_sha256,top1,top1_probability,top2,top2_probability,top3,top3_probability,class,head,peak_row,peak_col,peak_value,entropy,class_probability,probability_if_evened,model,out_of_domain_score,out_of_domain,error\n",
     );
     let field =
         |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
@@ -34,13 +34,17 @@ pub fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Resu
                 None => top.push_str(",,"),
             }
         }
+        // What made the row and whether the photo looked like something the model knows.
+        let model = field(r.model.as_deref().unwrap_or(""));
+        let ood = r.out_of_domain.map(|o| format!("{:.4},{}", o.score, o.flagged)).unwrap_or_else(|| ",".into());
         let err = field(r.error.as_deref().unwrap_or(""));
+        let tail = format!("{model},{ood},{err}");
         if r.heads.is_empty() {
-            csv.push_str(&format!("{},{},{top},,,,,,,,,{err}\n", field(&r.image), r.image_sha256));
+            csv.push_str(&format!("{},{},{top},,,,,,,,,{tail}\n", field(&r.image), r.image_sha256));
         }
         for h in &r.heads {
             csv.push_str(&format!(
-                "{},{},{top}{},{},{},{},{:.6e},{:.4},{},{},{err}\n",
+                "{},{},{top}{},{},{},{},{:.6e},{:.4},{},{},{tail}\n",
                 field(&r.image),
                 r.image_sha256,
                 field(&h.class),

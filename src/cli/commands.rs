@@ -18,6 +18,15 @@ pub fn predict(a: &PredictArgs) -> Result<i32> {
     let s = Session::open(&a.model.spec()?)?;
     let names = s.class_names();
     let options = a.model.preprocess_options();
+    let model = s.model_name();
+    if !a.json {
+        outln!("model: {model}");
+        if s.is_demo() {
+            outln!(
+                "  (it knows only its invented species and puts any real photo into one of them; give --model for real birds)"
+            );
+        }
+    }
     let mut failures = 0;
     let mut results = Vec::new();
     for path in &images {
@@ -41,10 +50,19 @@ pub fn predict(a: &PredictArgs) -> Result<i32> {
                         "input_size": [an.input_size.0, an.input_size.1],
                         "grid": [out.grid.0, out.grid.1],
                         "exif_orientation_applied": an.oriented,
+                        "model": model,
+                        "out_of_domain": {"score": an.ood.score, "flagged": an.ood.flagged},
                         "top": top,
                     }));
                 } else {
                     print_table(path, &an, &top)?;
+                    if an.ood.flagged {
+                        outln!(
+                            "  (!) out of domain? the model cannot decide between its best classes (score {:.2} ≥ {:.2}): this photo may be outside what it knows",
+                            an.ood.score,
+                            crate::probe::ood::THRESHOLD
+                        );
+                    }
                 }
             }
             Err(e) => {

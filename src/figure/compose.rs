@@ -44,6 +44,8 @@ pub struct FigureOptions {
     /// Classes that share one scale under [`Normalization::SharedClasses`] (the window's comparison
     /// set), besides the classes the figure shows.
     pub shared_with: Vec<usize>,
+    /// The model's name, written under the figure.
+    pub model: Option<String>,
 }
 
 /// The photo resized to `width` pixels wide (aspect kept), or as it is.
@@ -172,6 +174,7 @@ pub fn compose(
     Figure {
         title,
         caption: opts.caption.clone(),
+        footer: opts.model.as_ref().map(|m| format!("Model: {m}")),
         panels,
         columns,
         row_labels,

@@ -67,6 +67,8 @@ pub struct Layout {
     pub scale_bar: Option<ScaleBarLayout>,
     /// The caption's lines, each starting at `x`.
     pub caption: Vec<TextLine>,
+    /// The footer's lines (the model), each starting at `x`.
+    pub footer: Vec<TextLine>,
 }
 
 pub(crate) const MARGIN: f32 = 16.0;
@@ -91,6 +93,9 @@ const BAR_WIDTH: f32 = 14.0;
 /// Tick mark length plus the space before the tick label.
 const TICK_SPACE: f32 = 7.0;
 const CAPTION_GAP: f32 = 12.0;
+/// Font size and gap above of the footer line (the model).
+pub(crate) const FOOTER_SIZE: f32 = 10.0;
+const FOOTER_GAP: f32 = 6.0;
 /// Captions wrap to at least this width, widening a narrow figure.
 const CAPTION_MIN_WRAP: f32 = 480.0;
 
@@ -200,18 +205,23 @@ pub fn layout(fig: &Figure) -> Layout {
     let scale_bar = fig.scale_bar.as_ref().and_then(|sb| panel_rects.first().and_then(|r| scale_bar_layout(sb, *r)));
 
     let mut width = (right + MARGIN).max(min_width).ceil();
-    let mut caption = Vec::new();
-    if let Some(text) = fig.caption.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        let natural = text_width(text, CAPTION_SIZE, false).ceil();
-        let wrap_w = (width - 2.0 * MARGIN).max(natural.min(CAPTION_MIN_WRAP));
-        width = width.max(wrap_w + 2.0 * MARGIN);
-        let top = bottom + CAPTION_GAP;
-        let lh = line_height(CAPTION_SIZE);
-        for (k, line) in wrap(text, CAPTION_SIZE, wrap_w).into_iter().enumerate() {
-            caption.push(TextLine { text: line, x: MARGIN, y: top + k as f32 * lh + ascent(CAPTION_SIZE) });
+    let mut paragraph = |text: Option<&str>, size: f32, gap: f32| {
+        let mut lines = Vec::new();
+        if let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) {
+            let natural = text_width(text, size, false).ceil();
+            let wrap_w = (width - 2.0 * MARGIN).max(natural.min(CAPTION_MIN_WRAP));
+            width = width.max(wrap_w + 2.0 * MARGIN);
+            let top = bottom + gap;
+            let lh = line_height(size);
+            for (k, line) in wrap(text, size, wrap_w).into_iter().enumerate() {
+                lines.push(TextLine { text: line, x: MARGIN, y: top + k as f32 * lh + ascent(size) });
+            }
+            bottom = top + lines.len() as f32 * lh;
         }
-        bottom = top + caption.len() as f32 * lh;
-    }
+        lines
+    };
+    let caption = paragraph(fig.caption.as_deref(), CAPTION_SIZE, CAPTION_GAP);
+    let footer = paragraph(fig.footer.as_deref(), FOOTER_SIZE, FOOTER_GAP);
 
     Layout {
         size: (width, (bottom + MARGIN).ceil()),
@@ -224,6 +234,7 @@ pub fn layout(fig: &Figure) -> Layout {
         colour_bar,
         scale_bar,
         caption,
+        footer,
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Figure {
     pub title: Option<String>,
     /// Text at the bottom, wrapped to the figure width.
     pub caption: Option<String>,
+    /// A small grey line under the caption saying what made the figure (the model).
+    pub footer: Option<String>,
     /// The panels, laid out row-major.
     pub panels: Vec<Panel>,
     /// Panels per row (at least 1).

@@ -119,6 +119,9 @@ pub fn to_svg(fig: &Figure) -> String {
     for line in &l.caption {
         d.text(line, layout::CAPTION_SIZE, &format!("class=\"caption\" fill=\"{INK}\""));
     }
+    for line in &l.footer {
+        d.text(line, layout::FOOTER_SIZE, "class=\"footer\" fill=\"#666666\"");
+    }
     d.put(format_args!("</svg>"));
     d.0
 }

@@ -42,6 +42,7 @@ fn figure() -> Figure {
     Figure {
         title: Some("Attention of <INTR> & friends".to_owned()),
         caption: Some("Each panel shows one head's cross-attention over the photo.".to_owned()),
+        footer: Some("Model: tiny_postnorm_sine.pth".to_owned()),
         panels: vec![panel(10, "a&<b", "layer 6 · head 3"), panel(200, "Indigo Bunting · 20.1 %", "layer 6 · head 4")],
         columns: 2,
         row_labels: vec!["Class \"A\" & <B>".to_owned()],
@@ -113,6 +114,10 @@ fn svg_has_escaped_text_colour_bar_and_provenance() {
     assert!(svg.contains(&format!(">{cut}</text>")));
     assert!(svg.contains("Class &quot;A&quot; &amp; &lt;B&gt;"), "row label escaped");
     assert!(svg.contains("Attention of &lt;INTR&gt; &amp; friends"), "figure title escaped");
+    assert!(
+        svg.contains("class=\"footer\"") && svg.contains(">Model: tiny_postnorm_sine.pth</text>"),
+        "the model is named"
+    );
     assert!(svg.contains("id=\"colour-bar\""));
     assert!(svg.contains("id=\"scale-bar\""));
     // The 40 px panel shows a 400 px photo at 0.05 mm per pixel: 20 mm wide, so a 20 % bar is 5 mm.

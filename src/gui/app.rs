@@ -312,7 +312,7 @@ impl ExplorerApp {
                     self.recent_models.retain(|p| p != &info.path);
                     self.recent_models.insert(0, info.path.clone());
                     self.recent_models.truncate(RECENT);
-                    self.model = Some(info);
+                    self.model = Some(*info);
                     // A new model invalidates every result, and every request sent before it; a
                     // request sent after it runs on it already.
                     let after = self.first_after_load;

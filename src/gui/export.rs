@@ -17,6 +17,8 @@ use crate::overlay::Look;
 pub struct ExportJob {
     pub analysis: Arc<Analysis>,
     pub model_path: Option<PathBuf>,
+    /// The model's name, written under the figure.
+    pub model_name: Option<String>,
     pub view: View,
     pub look: Look,
     pub layer: usize,
@@ -44,6 +46,7 @@ impl ExportJob {
         Ok(Self {
             analysis: a,
             model_path: app.model.as_ref().map(|m| m.path.clone()),
+            model_name: app.model.as_ref().map(|m| m.name.clone()),
             view,
             look: app.display,
             layer,
@@ -70,6 +73,7 @@ impl ExportJob {
             caption: Some(s.caption.clone()).filter(|t| !t.trim().is_empty()),
             scale: s.scale_bar.then(|| (s.scale_per_pixel, s.scale_unit.clone())),
             shared_with: self.compare.clone(),
+            model: self.model_name.clone(),
         };
         let fig = figure::compose(&a.image, &a.output, names, &self.view, &opts, prov);
         let format = Format::from_path(&self.out).unwrap_or(s.format);

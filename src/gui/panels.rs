@@ -120,11 +120,17 @@ fn toolbar_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
                 ui.label(format!("loading {}", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
             }
             (Some(m), None) => {
-                let name = m.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                ui.label(format!(
-                    "model: {name} · {} classes · {} heads · {} layers",
-                    m.config.num_queries, m.config.nheads, m.config.dec_layers
+                let label = ui.label(format!(
+                    "model: {} · {} classes · {} heads · {} layers",
+                    m.name, m.config.num_queries, m.config.nheads, m.config.dec_layers
                 ));
+                label.on_hover_text(m.path.display().to_string());
+                if m.demo {
+                    ui.colored_label(ui.visuals().warn_fg_color, "(!) knows only its invented species").on_hover_text(
+                        "The bundled demo model was trained on generated look-alike birds: it puts any real \
+                             photo into one of its 16 species. Open an official checkpoint for real birds.",
+                    );
+                }
             }
             (None, None) => {
                 ui.label(RichText::new("no model").weak());
@@ -194,7 +200,15 @@ fn ranking_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
     }
     let probs = a.output.probabilities();
     let ranking = a.output.ranking();
-    if ranking.len() >= 2 && probs[ranking[0]] - probs[ranking[1]] < CLOSE_CALL {
+    if a.ood.flagged {
+        ui.colored_label(ui.visuals().warn_fg_color, "(!) this photo may be outside what the model knows")
+            .on_hover_text(format!(
+                "The model cannot decide between its best classes (out-of-domain score {:.2}; photos it was trained \
+                 on score below {:.2}). It still ranks its own classes, but the answer may mean little.",
+                a.ood.score,
+                crate::probe::ood::THRESHOLD
+            ));
+    } else if ranking.len() >= 2 && probs[ranking[0]] - probs[ranking[1]] < CLOSE_CALL {
         let top = probs[ranking[0]];
         let msg = if top < 2.0 / ranking.len() as f32 {
             "(!) flat ranking: the model is unsure"

@@ -59,6 +59,10 @@ impl Deref for Analysis {
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub path: PathBuf,
+    /// The model's name wherever a result appears (the demo model says so).
+    pub name: String,
+    /// Whether it is the bundled demo model, which knows only its invented species.
+    pub demo: bool,
     pub config: IntrConfig,
     pub class_names: Arc<Vec<String>>,
     /// The start focus, where the model has it.
@@ -71,7 +75,7 @@ pub struct ModelInfo {
 /// What the worker reports.
 #[derive(Debug)]
 pub enum Response {
-    ModelLoaded(ModelInfo),
+    ModelLoaded(Box<ModelInfo>),
     /// A stage of request `id` has started ("loading model", "decoding", "running model").
     Progress {
         id: u64,
@@ -116,7 +120,7 @@ impl Worker {
                         match open(&spec, &focus) {
                             Ok((s, info)) => {
                                 state = Some(s);
-                                send(Response::ModelLoaded(info));
+                                send(Response::ModelLoaded(Box::new(info)));
                             }
                             Err(what) => send(Response::Failed { id: 0, what }),
                         }
@@ -183,6 +187,8 @@ fn open(spec: &ModelSpec, focus: &FocusRequest) -> Result<(Session, ModelInfo), 
     let layer = focus.layer.and_then(|l| keep(s.layer_index(Some(l)), format!("--layer {l}")));
     let info = ModelInfo {
         path: s.path().to_path_buf(),
+        name: s.model_name(),
+        demo: s.is_demo(),
         config: s.config().clone(),
         class_names: Arc::clone(s.class_names()),
         focus: Focus { class, head, layer },

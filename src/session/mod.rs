@@ -56,7 +56,11 @@ pub struct Session {
     model: Intr,
     path: PathBuf,
     names: Arc<Vec<String>>,
+    demo: bool,
 }
+
+/// What the bundled demo model is called wherever a result appears.
+pub const DEMO_NAME: &str = "demo model (16 invented bird species)";
 
 /// One analysed photo: everything the views, figures and summaries need, as plain data.
 #[derive(Debug, Clone)]
@@ -75,6 +79,8 @@ pub struct Analysis {
     pub evened: Vec<Vec<f32>>,
     pub mapping: GridMapping,
     pub class_names: Arc<Vec<String>>,
+    /// Whether the photo looks like something the model knows ([`probe::ood`]).
+    pub ood: probe::OutOfDomain,
     /// Wall time of decoding + preprocessing + forward pass (+ probes).
     pub took: Duration,
 }
@@ -91,7 +97,8 @@ impl Session {
         let path = spec.model_path()?;
         let (model, ckpt) = crate::intr::load_model(&path, &spec.overrides, device)?;
         let names = class_names(spec, &path, &ckpt, model.config().num_queries)?;
-        Ok(Self { model, path, names: Arc::new(names) })
+        let demo = assets::demo_model().ok().is_some_and(|d| same_file(&d, &path));
+        Ok(Self { model, path, names: Arc::new(names), demo })
     }
 
     /// The network.
@@ -110,6 +117,22 @@ impl Session {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether this is the bundled demo model, which knows only its invented species.
+    #[must_use]
+    pub fn is_demo(&self) -> bool {
+        self.demo
+    }
+
+    /// The model's name wherever a result appears: [`DEMO_NAME`] for the bundled demo, else the
+    /// file name.
+    #[must_use]
+    pub fn model_name(&self) -> String {
+        if self.demo {
+            return DEMO_NAME.to_string();
+        }
+        self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
     }
 
     /// One name per class, in the model's order.
@@ -137,7 +160,9 @@ impl Session {
             (self.model.forward(&prepared.chw, h, w).map_err(failed)?, Vec::new())
         };
         let mapping = prepared.mapping(output.grid, self.model.config().stride());
+        let ood = probe::out_of_domain(&output.logits);
         Ok(Analysis {
+            ood,
             image_path: image.to_path_buf(),
             image: prepared.original,
             oriented: prepared.oriented,
@@ -186,6 +211,14 @@ impl Session {
                 }
             })
             .collect()
+    }
+}
+
+/// Whether `a` and `b` name the same file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
     }
 }
 
