@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-use super::dialogs::{Dialogs, Picked};
+use super::dialogs::{BuiltIn, Dialogs, Picked};
 use super::export::{self, ExportJob};
 use super::gpu::callback::OverlayResources;
 use super::paper_cache::{PaperCache, PaperJob};
@@ -77,6 +77,7 @@ impl ExplorerApp {
             export_rx,
             next_id: 1,
             first_after_load: 1,
+            built_in: None,
             gpu,
             ctx,
         };
@@ -274,6 +275,38 @@ impl ExplorerApp {
         }
     }
 
+    /// Acts on a dialog's answer; where the system's dialog could not open, opens the built-in one
+    /// (in the current photo's folder, else the working folder) and says why, once.
+    fn picked(&mut self, p: Picked) {
+        match p {
+            Picked::Images(v) => self.apply(Command::OpenImages(v)),
+            Picked::Model(m) => self.apply(Command::LoadModel(m)),
+            Picked::ExportTo(p) => self.apply(Command::ExportTo(p)),
+            Picked::Unavailable { purpose, why } => {
+                self.report(format!("no system file dialog here ({why}): using the built-in one"), Cause::Other);
+                let folder = self
+                    .images
+                    .get(self.selected)
+                    .and_then(|e| e.path.parent().map(std::path::Path::to_path_buf))
+                    .filter(|d| d.is_dir())
+                    .or_else(|| std::env::current_dir().ok())
+                    .unwrap_or_default();
+                self.built_in = Some(BuiltIn::new(purpose, &folder));
+            }
+        }
+    }
+
+    /// Shows the built-in file dialog while it is open and acts on its answer.
+    fn built_in_ui(&mut self, ctx: &egui::Context) {
+        let Some(dialog) = self.built_in.as_mut() else { return };
+        if let Some(answer) = dialog.show(ctx) {
+            self.built_in = None;
+            if let Some(p) = answer {
+                self.picked(p);
+            }
+        }
+    }
+
     /// Shows `text` over the view, once: a message already shown is not repeated.
     fn report(&mut self, text: String, cause: Cause) {
         if !self.errors.iter().any(|b| b.text == text) {
@@ -361,11 +394,7 @@ impl ExplorerApp {
             }
         }
         while let Ok(p) = self.picked_rx.try_recv() {
-            match p {
-                Picked::Images(v) => self.apply(Command::OpenImages(v)),
-                Picked::Model(m) => self.apply(Command::LoadModel(m)),
-                Picked::ExportTo(p) => self.apply(Command::ExportTo(p)),
-            }
+            self.picked(p);
         }
         while let Ok(r) = self.export_rx.try_recv() {
             self.export_status = Some(match r {
@@ -424,6 +453,7 @@ impl eframe::App for ExplorerApp {
         for c in commands {
             self.apply(c);
         }
+        self.built_in_ui(ui.ctx());
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

@@ -17,7 +17,7 @@ use std::path::Path;
 
 use eframe::egui;
 
-pub use dialogs::{Dialogs, NativeDialogs, NoDialogs, Picked};
+pub use dialogs::{Dialogs, NativeDialogs, NoDialogs, Picked, UnavailableDialogs};
 pub use export::ExportJob;
 pub use paper_cache::{PaperCache, PaperJob, PaperKey};
 pub use state::{Command, ExplorerApp, ExportSettings, ExportWhat, Start};

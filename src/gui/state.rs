@@ -166,6 +166,8 @@ pub struct ExplorerApp {
     /// Requests with an id from this on were sent after the last model request, so they run on
     /// the model it opens.
     pub(super) first_after_load: u64,
+    /// The built-in file dialog, open where the system's could not.
+    pub(super) built_in: Option<super::dialogs::BuiltIn>,
     pub(super) gpu: Option<eframe::egui_wgpu::RenderState>,
     pub(super) ctx: egui::Context,
 }
