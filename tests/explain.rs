@@ -84,7 +84,21 @@ fn shards_together_give_one_runs_outputs_and_reruns_skip_finished_photos() {
     assert_eq!(full.keys().filter(|k| k.ends_with(".svg")).count(), 8, "{:?}", full.keys());
     let summary = String::from_utf8(full["summary.csv"].clone()).unwrap();
     assert!(summary.lines().any(|l| l.contains("broken.jpg") && l.contains("not an image")), "{summary}");
+    // A failed photo's row has every column, its message in `error` (it used to be one column off).
+    let rows = summary_rows(&one);
+    let broken = rows.iter().find(|r| r["image"].ends_with("broken.jpg")).unwrap();
+    assert!(broken["error"].contains("not an image") && broken["class"].is_empty(), "{broken:?}");
     assert_eq!(summary.lines().filter(|l| l.contains("macaw.webp")).count(), 5, "4 heads + mean of the top class");
+    // Cells, heads and layers counted from 1; the peak in photo pixels; the figure it is in.
+    let macaw: Vec<_> = rows.iter().filter(|r| r["image"].ends_with("macaw.webp")).collect();
+    for r in &macaw {
+        assert_eq!(r["layer"], "2", "{r:?}");
+        let (row, col): (usize, usize) = (r["peak_row"].parse().unwrap(), r["peak_col"].parse().unwrap());
+        assert!(row >= 1 && col >= 1, "{r:?}");
+        let (x, y): (f64, f64) = (r["peak_x"].parse().unwrap(), r["peak_y"].parse().unwrap());
+        assert!(x >= 0.0 && y >= 0.0, "{r:?}");
+        assert!(r["figure"].starts_with("macaw__") && one.join(&r["figure"]).is_file(), "{r:?}");
+    }
 
     // The shards write into the same folder (their figures record it), after the first run's
     // outputs are moved away.
@@ -187,16 +201,34 @@ fn an_unwritable_output_names_the_path_and_leaves_nothing() {
     assert_eq!(std::fs::read(&blocker).unwrap(), b"x");
 }
 
-/// Reads `summary.csv` into rows of header → value (the test inputs have no quoted commas).
+/// The cells of one CSV line (fields with commas or quotes are quoted, quotes doubled).
+fn csv_cells(line: &str) -> Vec<String> {
+    let (mut cells, mut cell, mut quoted, mut chars) = (Vec::new(), String::new(), false, line.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cell.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => cells.push(std::mem::take(&mut cell)),
+            (c, _) => cell.push(c),
+        }
+    }
+    cells.push(cell);
+    cells
+}
+
+/// Reads `summary.csv` into rows of header → value; every row must have every column.
 fn summary_rows(out: &Path) -> Vec<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(out.join("summary.csv")).unwrap();
     let mut lines = text.lines();
-    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    let header = csv_cells(lines.next().unwrap());
     lines
         .map(|l| {
-            let cells: Vec<&str> = l.split(',').collect();
+            let cells = csv_cells(l);
             assert_eq!(cells.len(), header.len(), "{l}");
-            header.iter().cloned().zip(cells.iter().map(|c| c.to_string())).collect()
+            header.iter().cloned().zip(cells).collect()
         })
         .collect()
 }

@@ -108,19 +108,19 @@ fn each_head_says_what_the_class_score_owes_to_where_it_looks() {
     let mut h = harness();
     // Painted Bunting: 62.4 % now; 7.6 % with head 2 evened, 66.9 % with head 3 evened.
     h.get_by_label("head 1");
-    h.get_by_label("head 2 · -55 %");
-    h.get_by_label("head 3 · +5 %");
+    h.get_by_label("head 2 · 62 to 8 %");
+    h.get_by_label("head 3 · 62 to 67 %");
     // Another class owes its heads something else: Lazuli Bunting gains from head 2's evening
     // (8.4 % → 20.7 %) and loses a little from head 3's (8.4 % → 7.4 %).
     h.get_by_label_contains("Lazuli Bunting").click();
     h.run();
-    h.get_by_label("head 2 · +12 %");
-    h.get_by_label("head 3 · -1 %");
+    h.get_by_label("head 2 · 8 to 21 %");
+    h.get_by_label("head 3 · 8 to 7 %");
     // The figures are about the last layer's heads: under the first layer's maps they are not shown.
     h.get_by_label("1").click();
     h.run();
     assert_eq!(h.state().view.layer, 0);
-    assert!(h.query_by_label("head 2 · +12 %").is_none() && h.query_by_label("head 3 · -1 %").is_none());
+    assert!(h.query_by_label("head 2 · 8 to 21 %").is_none() && h.query_by_label("head 3 · 8 to 7 %").is_none());
     assert!(h.query_all_by_label("head 2").count() >= 1 && h.query_all_by_label("head 3").count() >= 1);
 }
 
@@ -350,4 +350,22 @@ fn save_figure_without_a_system_dialog_writes_the_file_through_the_built_in_one(
     let prov =
         intr_explorer::figure::read_provenance(&out).expect("the figure was written through the built-in dialog");
     assert_eq!(prov["image"], "synthetic bird.png");
+}
+
+#[test]
+fn v_hides_the_overlay_and_f1_explains_the_terms_in_plain_words() {
+    let mut h = harness();
+    assert!(h.state().view.overlay);
+    h.key_press(egui::Key::V);
+    h.run();
+    assert!(!h.state().view.overlay, "V shows the photo alone");
+    h.key_press(egui::Key::V);
+    h.run();
+    assert!(h.state().view.overlay);
+    h.key_press(egui::Key::F1);
+    h.run();
+    for term in ["Head", "Layer", "Normalisation", "Colour bar", "Out of domain"] {
+        h.get_by_label(term);
+    }
+    h.get_by_label_contains("if that head looked evenly over the whole image");
 }

@@ -165,11 +165,13 @@ fn explain_one(
         figure::write(&fig, &plan.output.out.join(&fname), plan.output.format, plan.output.dpi)?;
         figures_out.push(fname);
     }
+    // The gallery figure of each class (the comparison, if any, comes last).
+    let gallery = |c: usize| classes.iter().position(|&k| k == c).and_then(|i| figures_out.get(i).cloned());
     Ok(PhotoRecord {
         image: file.display().to_string(),
         image_sha256: source.image_sha256.clone(),
         top: ranking.iter().take(5).map(|&c| (names[c].clone(), probs[c])).collect(),
-        heads: head_records(out, &probs, &a.evened, plan.layer, &classes, heads, names),
+        heads: head_records(&a, &probs, plan.layer, &classes, heads, gallery),
         figures: figures_out,
         error: None,
         plan: Some(plan.fingerprint(source)),

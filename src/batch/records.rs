@@ -6,9 +6,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::intr::IntrOutput;
 use crate::intr::model::softmax;
 use crate::probe::stats;
+use crate::session::Analysis;
 
 /// What is recorded per photo (and assembled into the summaries).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,14 +33,25 @@ pub struct PhotoRecord {
     pub out_of_domain: Option<crate::probe::OutOfDomain>,
 }
 
-/// One head (or the mean) of one explained class.
+/// One head (or the mean) of one explained class. Heads, layers and grid cells are counted from 1,
+/// as the window counts them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeadRecord {
     pub class: String,
     /// 1-based head, or "mean".
     pub head: String,
+    /// 1-based decoder layer (`None` in records written before it was recorded).
+    #[serde(default)]
+    pub layer: Option<usize>,
+    /// The peak cell's row and column of the attention grid, counted from 1.
     pub peak_row: usize,
     pub peak_col: usize,
+    /// The centre of the pixels the peak cell covers, in photo pixels from the top-left corner
+    /// (after EXIF orientation).
+    #[serde(default)]
+    pub peak_x: Option<f64>,
+    #[serde(default)]
+    pub peak_y: Option<f64>,
     pub peak_value: f32,
     /// Shannon entropy of the map (nats; ln(cells) = uniform).
     pub entropy: f32,
@@ -52,6 +63,9 @@ pub struct HeadRecord {
     /// the last decoder layer; `None` for the mean and for earlier layers.
     #[serde(default)]
     pub probability_if_evened: Option<f32>,
+    /// The figure file that shows this class's heads.
+    #[serde(default)]
+    pub figure: Option<String>,
 }
 
 impl PhotoRecord {
@@ -81,18 +95,19 @@ pub fn finished(record_path: &Path, out: &Path, plan: &str) -> bool {
     r.error.is_none() && r.plan.as_deref() == Some(plan) && r.figures.iter().all(|f| out.join(f).is_file())
 }
 
-/// The records of `heads` (and their mean) for each of `classes`; `probs` are the class
-/// probabilities and `evened[head]` the logits with that head of the last layer attending evenly.
+/// The records of `heads` (and their mean) for each of `classes` of an analysed photo (its class
+/// probabilities, and `evened[head]`: the logits with that head of the last layer attending evenly);
+/// `figure(class)` is the figure file showing the class.
 #[must_use]
 pub fn head_records(
-    o: &IntrOutput,
+    a: &Analysis,
     probs: &[f32],
-    evened: &[Vec<f32>],
     layer: usize,
     classes: &[usize],
     heads: &[usize],
-    names: &[String],
+    figure: impl Fn(usize) -> Option<String>,
 ) -> Vec<HeadRecord> {
+    let (o, evened, names) = (&a.output, &a.evened, &a.class_names);
     let (_, gw) = o.grid;
     let evened_probs: Vec<Vec<f32>> =
         if layer + 1 == o.layers { evened.iter().map(|l| softmax(l)).collect() } else { Vec::new() };
@@ -101,15 +116,21 @@ pub fn head_records(
         for h in heads.iter().map(|&h| Some(h)).chain([None]) {
             let map = o.map_values(layer, c, h);
             let (peak, value) = stats::peak(&map);
+            let (row, col) = (peak / gw.max(1), peak % gw.max(1));
+            let (x0, y0, x1, y1) = a.mapping.cell_rect(row, col);
             out.push(HeadRecord {
                 class: names[c].clone(),
                 head: h.map_or("mean".into(), |h| (h + 1).to_string()),
-                peak_row: peak / gw,
-                peak_col: peak % gw,
+                layer: Some(layer + 1),
+                peak_row: row + 1,
+                peak_col: col + 1,
+                peak_x: Some((x0 + x1) / 2.0),
+                peak_y: Some((y0 + y1) / 2.0),
                 peak_value: value,
                 entropy: stats::entropy(&map),
                 class_probability: Some(probs[c]),
                 probability_if_evened: h.and_then(|h| evened_probs.get(h)).map(|p| p[c]),
+                figure: figure(c),
             });
         }
     }

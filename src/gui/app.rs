@@ -217,6 +217,7 @@ impl ExplorerApp {
             Command::SelectLayer(l) => self.view.layer = l,
             Command::Display(d) => self.display = d,
             Command::ShowCompare(b) => self.view.show_compare = b,
+            Command::ShowOverlay(b) => self.view.overlay = b,
             Command::ShowHelp(b) => self.view.show_help = b,
             Command::Search(s) => self.view.search = s,
             Command::ViewTransform { zoom, pan } => {

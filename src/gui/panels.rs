@@ -73,6 +73,7 @@ fn keyboard(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>) {
                 cmds.push(Command::SelectHead((next < h).then_some(next)));
             }
             (egui::Key::L, Some(a)) => cmds.push(Command::SelectLayer((app.view.layer + 1) % a.output.layers)),
+            (egui::Key::V, _) => cmds.push(Command::ShowOverlay(!app.view.overlay)),
             (egui::Key::Num0, Some(_)) => cmds.push(Command::SelectHead(None)),
             (k, Some(a)) => {
                 if let Some(d) = digit(k)
@@ -287,6 +288,10 @@ fn display_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
                 ui.selectable_value(&mut d.interpolation, i, format!("{i:?}"));
             }
         });
+        let mut overlay = app.view.overlay;
+        if ui.checkbox(&mut overlay, "overlay").on_hover_text("V: the photo alone, or with the attention").changed() {
+            cmds.push(Command::ShowOverlay(overlay));
+        }
         ui.checkbox(&mut d.official_blur, "official blur")
             .on_hover_text("median + Gaussian blur, 15 px each, as the official renderer (threshold off)");
         if ui
@@ -338,7 +343,7 @@ fn overlay_in(
         None
     };
     let mut shown = *style;
-    if blurred.is_some() {
+    if blurred.is_some() || !app.view.overlay {
         shown.opacity = 0.0;
     }
     let uniforms = OverlayUniforms::new(&atlas, index, a.mapping.placement(), &shown, uv, true);
@@ -506,7 +511,14 @@ fn view_interaction(
             if let Some((row, col)) = a.mapping.cell_at(f64::from(u) * w as f64, f64::from(v) * h as f64) {
                 let layer = app.view.layer.min(o.layers - 1);
                 let map = a.output.map_values(layer, app.view.class, app.view.head);
-                resp.clone().on_hover_text(format!("cell ({row}, {col}) · attention {:.5}", map[row * gw + col]));
+                // Next to the pointer, so it never covers the head gallery; cells counted from 1, as in
+                // the summaries.
+                resp.clone().on_hover_text_at_pointer(format!(
+                    "grid row {}, column {} (from 1) · attention {:.5}",
+                    row + 1,
+                    col + 1,
+                    map[row * gw + col]
+                ));
             }
         }
     }
@@ -517,6 +529,8 @@ fn view_interaction(
 
 /// The colour bar of the main view's `style`, with its value range and normalisation.
 fn colour_bar(ui: &egui::Ui, app: &ExplorerApp, style: &crate::overlay::colormap::OverlayStyle, rect: egui::Rect) {
+    ui.interact(rect, ui.scope_id().with("colour-bar"), Sense::hover())
+        .on_hover_text(format!("colours from {:e} (bottom) to {:e} (top)", style.lo, style.hi));
     let lut = style.colormap.lut();
     let painter = ui.painter_at(rect);
     let bar = egui::Rect::from_min_size(rect.min + Vec2::new(0.0, 18.0), Vec2::new(18.0, rect.height() - 40.0));
@@ -569,9 +583,10 @@ fn colour_bar(ui: &egui::Ui, app: &ExplorerApp, style: &crate::overlay::colormap
     }
 }
 
-/// Attention values span 1e-5 … 1: four significant digits whatever the magnitude.
+/// A colour-bar end as a person reads it: attention values below 0.0001 are "0" for any purpose
+/// (the exact value is in the hover), others with four decimals.
 fn scale_value(v: f32) -> String {
-    if v != 0.0 && v.abs() < 0.01 { format!("{v:.3e}") } else { format!("{v:.4}") }
+    if v.abs() < 1e-4 { "0".to_string() } else { format!("{v:.4}") }
 }
 
 fn gallery(
@@ -610,7 +625,10 @@ fn gallery(
         let reliance = head.filter(|_| last_layer).and_then(|h| evened_effect(a, h, app.view.class, now));
         let label = match (head, reliance) {
             (None, _) => "mean".to_string(),
-            (Some(h), Some(e)) if e.points.abs() >= 0.5 => format!("head {} · {:+.0} %", h + 1, e.points),
+            // From and to, in percent: "+53 %" read as a relative change.
+            (Some(h), Some(e)) if e.points.abs() >= 0.5 => {
+                format!("head {} · {:.0} to {:.0} %", h + 1, e.now * 100.0, e.evened * 100.0)
+            }
             (Some(h), _) => format!("head {}", h + 1),
         };
         let hover = match (head, reliance) {
@@ -742,26 +760,87 @@ fn compare_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
 
 fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
     let mut open = true;
-    egui::Window::new("Keyboard").open(&mut open).show(ctx, |ui| {
-        egui::Grid::new("keys").striped(true).show(ui, |ui| {
-            for (k, what) in [
-                ("Up / Down", "previous / next class in the ranking"),
-                ("Left / Right", "previous / next head (the mean after the last head)"),
-                ("1 to 9", "show that head"),
-                ("0", "mean of the heads"),
-                ("L", "next decoder layer"),
-                ("Ctrl+O", "open images"),
-                ("Ctrl+E", "export a figure (SVG, PDF, PNG)"),
-                ("wheel / drag / double-click", "zoom / pan / fit"),
-                ("F1", "this help"),
+    egui::Window::new("Help").open(&mut open).default_width(560.0).show(ctx, |ui| {
+        egui::ScrollArea::vertical().max_height(520.0).show(ui, |ui| {
+            ui.heading("What you see");
+            for (what, means) in [
+                (
+                    "Class",
+                    "INTR has one query per class; each asks the photo whether its class is there. The ranking is \
+                     the softmax of their answers.",
+                ),
+                (
+                    "Head",
+                    "Each class query looks at the photo through several attention heads; a head's map shows where \
+                     it looked (brighter = more attention). Heads often specialise in a part (crown, wing, tail).",
+                ),
+                (
+                    "Layer",
+                    "The decoder runs its class queries through several layers; the last layer's maps are the ones \
+                     the decision is read from.",
+                ),
+                ("Mean", "The average of the heads' maps of the chosen class and layer."),
+                (
+                    "Head · 62 to 7 %",
+                    "Under each head of the last layer: the class's probability now, then if that head looked evenly \
+                     over the whole image (everything else unchanged). A large drop means the decision rests on \
+                     where that head looks; a head on the background may be checking that a mark is absent.",
+                ),
+                ("Colour bar", "Which attention values the colours stand for, under the chosen normalisation."),
+                (
+                    "Normalisation",
+                    "Per map: each map stretched from its own lowest to highest value (the official renderer). \
+                     Shared by heads / by compared classes: one scale, so maps can be compared. Absolute: the \
+                     attention probability itself on a fixed 0–0.25 scale, comparable across photos.",
+                ),
+                (
+                    "Out of domain",
+                    "A notice when the model cannot decide between its best classes: the photo may show \
+                     something it was never trained on, and its ranking may mean little.",
+                ),
             ] {
-                ui.label(RichText::new(k).monospace());
-                ui.label(what);
-                ui.end_row();
+                ui.horizontal_wrapped(|ui| {
+                    ui.label(RichText::new(what).strong());
+                    ui.label(means);
+                });
             }
+            ui.separator();
+            ui.heading("Keys");
+            egui::Grid::new("keys").striped(true).show(ui, |ui| {
+                for (k, what) in [
+                    ("Up / Down", "previous / next class in the ranking"),
+                    ("Left / Right", "previous / next head (the mean after the last head)"),
+                    ("1 to 9", "show that head"),
+                    ("0", "mean of the heads"),
+                    ("L", "next decoder layer"),
+                    ("V", "overlay on / off (the photo alone)"),
+                    ("Ctrl+O", "open images"),
+                    ("Ctrl+E", "export a figure (SVG, PDF, PNG)"),
+                    ("wheel / drag / double-click", "zoom / pan / fit"),
+                    ("F1", "this help"),
+                ] {
+                    ui.label(RichText::new(k).monospace());
+                    ui.label(what);
+                    ui.end_row();
+                }
+            });
         });
     });
     if !open {
         cmds.push(Command::ShowHelp(false));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scale_value;
+
+    #[test]
+    fn colour_bar_ends_read_as_numbers_a_person_needs() {
+        assert_eq!(scale_value(7.145e-29), "0");
+        assert_eq!(scale_value(1.175e-38), "0");
+        assert_eq!(scale_value(0.0), "0");
+        assert_eq!(scale_value(0.09601), "0.0960");
+        assert_eq!(scale_value(2.275e-3), "0.0023");
     }
 }

@@ -54,6 +54,8 @@ pub struct ViewState {
     pub layer: usize,
     pub compare: Vec<usize>,
     pub show_compare: bool,
+    /// Whether the attention is drawn over the photo (V).
+    pub overlay: bool,
     pub show_help: bool,
     pub show_export: bool,
     pub search: String,
@@ -70,6 +72,7 @@ impl Default for ViewState {
             layer: usize::MAX,
             compare: Vec::new(),
             show_compare: false,
+            overlay: true,
             show_help: false,
             show_export: false,
             search: String::new(),
@@ -94,6 +97,7 @@ pub enum Command {
     SelectLayer(usize),
     Display(Look),
     ShowCompare(bool),
+    ShowOverlay(bool),
     ShowHelp(bool),
     Search(String),
     ViewTransform {
