@@ -199,6 +199,7 @@ fn bad_values_are_usage_errors_naming_the_flag_before_any_work() {
         ("--heads", "1,x"),
         ("--layer", "0"),
         ("--colormap", "rainbow"),
+        ("--width", "3m"),
     ] {
         let o = run(&["explain", "--model", &model, "--out", &out_s, flag, value, &bunting()]);
         assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));

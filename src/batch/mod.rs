@@ -91,9 +91,9 @@ fn slug(s: &str) -> String {
         .to_string()
 }
 
-/// The options a figure is drawn with, for a photo `width` pixels wide.
-fn figure_options(plan: &Plan, width: usize) -> FigureOptions {
-    let o = &plan.output;
+/// The options a figure of analysed photo `a` is drawn with.
+fn figure_options(plan: &Plan, a: &Analysis) -> FigureOptions {
+    let (o, width) = (&plan.output, a.image.width);
     FigureOptions {
         look: o.look,
         layer: plan.layer,
@@ -105,6 +105,9 @@ fn figure_options(plan: &Plan, width: usize) -> FigureOptions {
         scale: o.scale.as_ref().map(|sc| (sc.per_pixel, sc.unit.clone())),
         shared_with: plan.compare.clone(),
         model: Some(plan.model.clone()),
+        photo_panel: o.photo_panel,
+        evened: a.evened.clone(),
+        width_mm: o.width_mm,
     }
 }
 
@@ -116,7 +119,7 @@ fn figure_of(plan: &Plan, a: &Analysis, names: &[String], source: &Source, view:
     let args = remake::args(&plan.output.remake, &a.image_path, view, names, plan.layer);
     prov.insert("remake".into(), remake::shell_join(&args));
     prov.insert("remake_args".into(), serde_json::to_string(&args)?);
-    Ok(figure::compose(&a.image, &a.output, names, view, &figure_options(plan, a.image.width), prov))
+    Ok(figure::compose(&a.image, &a.output, names, view, &figure_options(plan, a), prov))
 }
 
 /// Makes one figure again: `view` of the plan's only photo, written to `dest` (and nothing else:
@@ -124,7 +127,7 @@ fn figure_of(plan: &Plan, a: &Analysis, names: &[String], source: &Source, view:
 pub fn remake_figure(plan: &Plan, s: &Session, options: PreprocessOptions, view: &View, dest: &Path) -> Result<()> {
     let file = plan.files.first().context("the recorded command names no photo")?;
     let source = Source::of_model(Some(s.path()), s.class_names())?.with_image(file)?;
-    let a = s.analyse(file, options, Probes::default())?;
+    let a = s.analyse(file, options, Probes { evening: true })?;
     let fig = figure_of(plan, &a, s.class_names(), &source, view)?;
     figure::write(&fig, dest, plan.output.format, plan.output.dpi)
 }

@@ -81,6 +81,40 @@ impl fmt::Display for Scale {
     }
 }
 
+/// `--width 180mm`: a printed width (mm, cm or in), kept as given for the recorded command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Width {
+    pub mm: f32,
+    text: String,
+}
+
+impl FromStr for Width {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let v: f32 = num.parse().map_err(|_| "expected a number and a unit, e.g. 180mm")?;
+        let mm = match unit.trim() {
+            "mm" => v,
+            "cm" => v * 10.0,
+            "in" => v * 25.4,
+            other => return Err(format!("unit `{other}` is not one of mm, cm, in")),
+        };
+        if !(mm.is_finite() && (10.0..=2000.0).contains(&mm)) {
+            return Err("the width must be from 10 mm to 2 m".into());
+        }
+        Ok(Self { mm, text: s.to_string() })
+    }
+}
+
+impl fmt::Display for Width {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// `--heads all` or `--heads 1,4` (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heads {
@@ -138,6 +172,10 @@ pub struct Output {
     pub out: PathBuf,
     /// Redo photos whose outputs exist.
     pub force: bool,
+    /// The plain photo as the first panel of each class's figure.
+    pub photo_panel: bool,
+    /// The printed width in millimetres (`None`: natural, at most a journal page).
+    pub width_mm: Option<f32>,
     /// The command that re-makes a figure, around its view (see [`Remake`]).
     pub remake: Remake,
 }
@@ -236,6 +274,8 @@ impl Plan {
             "scale": o.scale.as_ref().map(ToString::to_string),
             "title": o.title,
             "caption": o.caption,
+            "photo_panel": o.photo_panel,
+            "width_mm": o.width_mm,
         })
         .to_string()
     }

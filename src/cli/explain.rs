@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{ModelArgs, count, pixels, positive, unit_interval};
-use crate::batch::plan::{Heads, Output, Remake, Scale, Shard};
+use crate::batch::plan::{Heads, Output, Remake, Scale, Shard, Width};
 use crate::batch::{self, Plan, Request};
 use crate::figure::{Format, View};
 use crate::overlay::Look;
@@ -66,6 +66,13 @@ pub struct ExplainArgs {
     /// Figure caption.
     #[arg(long)]
     pub caption: Option<String>,
+    /// The printed width of the figures, e.g. `180mm`, `8.5cm` or `7in` (default: their natural
+    /// size, at most 180 mm, a journal's page width). PNG pixels = width × --dpi.
+    #[arg(long)]
+    pub width: Option<Width>,
+    /// Put the plain photo before the attention panels.
+    #[arg(long)]
+    pub photo_panel: bool,
     /// Output folder.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
@@ -141,6 +148,12 @@ impl ExplainArgs {
         if let Some(c) = self.caption.as_ref().filter(|c| !c.is_empty()) {
             push("--caption", c.clone());
         }
+        if let Some(w) = &self.width {
+            push("--width", w.to_string());
+        }
+        if self.photo_panel {
+            push("--photo-panel", String::new());
+        }
         push("--out", self.out.display().to_string());
         Remake { head, tail }
     }
@@ -172,6 +185,8 @@ fn plan_of(a: &ExplainArgs) -> Result<(Session, Plan)> {
             out: a.out.clone(),
             force: a.force,
             remake: a.remake(s.path()),
+            photo_panel: a.photo_panel,
+            width_mm: a.width.as_ref().map(|w| w.mm),
         },
     };
     let plan = Plan::new(request, files, &s)?;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{ColourBar, Figure, Panel, ScaleBar};
 use crate::image::RgbImage;
 use crate::intr::IntrOutput;
+use crate::intr::model::softmax;
 use crate::overlay::Look;
 use crate::overlay::colormap::{ABSOLUTE_MAX, GridMap, Normalization};
 use crate::overlay::look::{overlay_pixels, scale_label};
@@ -46,6 +47,14 @@ pub struct FigureOptions {
     pub shared_with: Vec<usize>,
     /// The model's name, written under the figure.
     pub model: Option<String>,
+    /// The plain photo as the first panel (galleries and single views).
+    pub photo_panel: bool,
+    /// Per head of the last decoder layer, the class logits with that head attending evenly; when
+    /// given, each head panel of the last layer says what its class's probability would become.
+    pub evened: Vec<Vec<f32>>,
+    /// The figure's printed width in millimetres; `None`: its natural size, at most
+    /// [`super::MAX_WIDTH_MM`] (a journal page).
+    pub width_mm: Option<f32>,
 }
 
 /// The photo resized to `width` pixels wide (aspect kept), or as it is.
@@ -127,20 +136,53 @@ pub fn compose(
             let st = style(&opts.look, range);
             let map = o.map_values(layer, c, h);
             let rgba = overlay_pixels(&base, &GridMap::new(&map, (gw, gh), o.placement()), &opts.look, &st);
+            // What the class owes to where this head looks (last layer only): now → if evened.
+            let evening = h
+                .filter(|_| layer + 1 == o.layers)
+                .and_then(|h| opts.evened.get(h))
+                .and_then(|l| softmax(l).get(c).copied())
+                .map(|p| format!("if evened {:.0} → {:.0} %", probs[c] * 100.0, p * 100.0));
+            let with_evening = |s: String| match &evening {
+                Some(e) => format!("{s} · {e}"),
+                None => s,
+            };
             let (title, subtitle) = if !opts.labels {
                 (String::new(), String::new())
             } else {
                 match view {
-                    View::Compare { .. } => (head_name(h), String::new()),
-                    View::Gallery { .. } => (head_name(h), format!("layer {}", layer + 1)),
-                    View::Single { .. } => (class_title(c), format!("layer {} · {}", layer + 1, head_name(h))),
+                    View::Compare { .. } => (head_name(h), evening.clone().unwrap_or_default()),
+                    View::Gallery { .. } => (head_name(h), with_evening(format!("layer {}", layer + 1))),
+                    View::Single { .. } => {
+                        (class_title(c), with_evening(format!("layer {} · {}", layer + 1, head_name(h))))
+                    }
                 }
             };
             Panel { rgba, width: base.width as u32, height: base.height as u32, title, subtitle }
         })
         .collect();
-    let row_labels =
-        if compare && opts.labels { compared.iter().map(|&c| class_title(c)).collect() } else { Vec::new() };
+    // A row label is the class's name and, on a line of its own, its probability and rank: a long
+    // name wraps, and neither is ever cut.
+    let row_labels = if compare && opts.labels {
+        compared
+            .iter()
+            .map(|&c| {
+                format!("{}\n{:.1} % · rank {}", names.get(c).map_or("?", String::as_str), probs[c] * 100.0, rank(c))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut panels = panels;
+    let mut columns = columns;
+    if opts.photo_panel && !compare {
+        let title = if opts.labels { "photo".to_string() } else { String::new() };
+        let rgba = base.data.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        panels.insert(
+            0,
+            Panel { rgba, width: base.width as u32, height: base.height as u32, title, subtitle: String::new() },
+        );
+        columns = (columns + 1).min(if matches!(view, View::Single { .. }) { 2 } else { 5 });
+    }
     let per_map = opts.look.normalization == Normalization::PerMap && !compare;
     // Per-map scales differ between panels: the bar then states the normalised scale.
     let blur = if opts.look.official_blur { ", official blur" } else { "" };
@@ -165,14 +207,20 @@ pub fn compose(
         unit: unit.clone(),
         photo_width: photo.width as u32,
     });
-    // A gallery names its class once, in the title, unless the user gave one.
-    let title = match (view, &opts.title) {
-        (_, Some(t)) => Some(t.clone()),
-        (View::Gallery { class, .. }, None) if opts.labels => Some(class_title(*class)),
+    // A gallery names its class once, in the title; a title the user gives comes first and the
+    // class stays, under it.
+    let class_line = match view {
+        View::Gallery { class, .. } if opts.labels => Some(class_title(*class)),
         _ => None,
+    };
+    let (title, subtitle) = match (&opts.title, class_line) {
+        (Some(t), class) => (Some(t.clone()), class),
+        (None, class) => (class, None),
     };
     Figure {
         title,
+        subtitle,
+        width_mm: opts.width_mm,
         caption: opts.caption.clone(),
         footer: opts.model.as_ref().map(|m| format!("Model: {m}")),
         panels,
@@ -182,5 +230,99 @@ pub fn compose(
         colour_bar,
         scale_bar,
         provenance,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figure::{layout, to_svg};
+
+    /// A result of one layer, two heads and two classes on a 3×4 grid, over a `w × h` photo.
+    fn result(w: usize, h: usize) -> (RgbImage, IntrOutput) {
+        let (gh, gw) = (3, 4);
+        let attention: Vec<f32> = (0..2 * 2 * gh * gw).map(|i| 1.0 + (i % 5) as f32).collect();
+        let o = IntrOutput {
+            logits: vec![2.0, 0.5],
+            attention,
+            layers: 1,
+            heads: 2,
+            classes: 2,
+            grid: (gh, gw),
+            input: (w, h),
+            stride: w / gw,
+            timings: Default::default(),
+        };
+        (RgbImage { width: w, height: h, data: vec![90; w * h * 3] }, o)
+    }
+
+    fn names() -> Vec<String> {
+        vec![
+            "Speckled Scarlet-capped Barwing Bandtail with a very long distinguishing end".into(),
+            "Azure-capped Plainwing Plaintail".into(),
+        ]
+    }
+
+    #[test]
+    fn comparison_row_labels_and_the_colour_bar_caption_wrap_instead_of_being_cut() {
+        let (photo, o) = result(48, 36);
+        let view = View::Compare { classes: vec![0, 1], heads: vec![0, 1], mean: true };
+        let opts = FigureOptions { labels: true, ..Default::default() };
+        let fig = compose(&photo, &o, &names(), &view, &opts, Default::default());
+        let l = layout(&fig);
+        let first: String = l.row_labels[0].iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join(" ");
+        assert!(first.contains("very long distinguishing end") && first.contains("% · rank 1"), "{first}");
+        assert!(!first.contains('…'), "{first}");
+        let cb = l.colour_bar.expect("a colour bar");
+        let caption: String = cb.label.iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join(" ");
+        assert_eq!(caption, format!("{} ({})", fig.colour_bar.unwrap().label, "viridis"));
+    }
+
+    #[test]
+    fn a_title_adds_to_the_class_and_the_photo_panel_and_evening_are_offered() {
+        let (photo, o) = result(48, 36);
+        let view = View::Gallery { class: 0, heads: vec![0, 1], mean: true };
+        let evened = vec![vec![0.0, 0.5], vec![2.0, 0.5]];
+        let opts = FigureOptions {
+            labels: true,
+            title: Some("Figure 2".into()),
+            photo_panel: true,
+            evened,
+            ..Default::default()
+        };
+        let fig = compose(&photo, &o, &names(), &view, &opts, Default::default());
+        assert_eq!(fig.title.as_deref(), Some("Figure 2"));
+        let sub = fig.subtitle.clone().unwrap_or_default();
+        assert!(sub.starts_with("Speckled Scarlet-capped") && sub.contains("% · rank 1"), "{sub}");
+        assert_eq!(fig.panels.len(), 4, "the photo, two heads, the mean");
+        assert_eq!(fig.panels[0].title, "photo");
+        assert!(fig.panels[0].rgba.chunks(4).all(|p| p == [90, 90, 90, 255]), "the photo as it is");
+        // Head 1 evened drops class 0 from 82 % to 38 %; head 2 changes nothing.
+        assert!(fig.panels[1].subtitle.contains("if evened 82 → 38 %"), "{}", fig.panels[1].subtitle);
+        assert!(fig.panels[2].subtitle.contains("if evened 82 → 82 %"), "{}", fig.panels[2].subtitle);
+        assert!(!fig.panels[3].subtitle.contains("evened"), "the mean is not a head");
+    }
+
+    /// The `width` attribute of an SVG's root, in px.
+    fn svg_width(svg: &str) -> f32 {
+        let at = svg.find(" width=\"").expect("a width") + 8;
+        svg[at..].split('"').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn figures_print_at_most_a_page_wide_unless_a_width_is_asked_for() {
+        let (photo, o) = result(480, 360);
+        let names = names();
+        let wide = View::Gallery { class: 0, heads: vec![0, 1, 0, 1, 0, 1, 0, 1], mean: true };
+        let page_px = crate::figure::MAX_WIDTH_MM / 25.4 * 96.0;
+        let fig = compose(&photo, &o, &names, &wide, &FigureOptions::default(), Default::default());
+        assert!((svg_width(&to_svg(&fig)) - page_px).abs() < 0.5, "a nine-panel figure fits the page");
+        let opts = FigureOptions { width_mm: Some(85.0), ..Default::default() };
+        let fig = compose(&photo, &o, &names, &wide, &opts, Default::default());
+        assert!((svg_width(&to_svg(&fig)) - 85.0 / 25.4 * 96.0).abs() < 0.5);
+        // A figure narrower than the page keeps its natural size.
+        let small = View::Single { class: 0, head: None };
+        let fig = compose(&photo, &o, &names, &small, &FigureOptions::default(), Default::default());
+        assert!((svg_width(&to_svg(&fig)) - layout(&fig).size.0).abs() < 0.01);
     }
 }

@@ -41,7 +41,9 @@ pub struct ColourBarLayout {
     /// Tick label of the bottom value, starting at `x`.
     pub lo: TextLine,
     /// What the colours mean, rotated 90° anticlockwise about (`x`, `y`) and centred there.
-    pub label: TextLine,
+    /// The rotated label's lines (wrapped, never cut), drawn at `label_size` px.
+    pub label: Vec<TextLine>,
+    pub label_size: f32,
 }
 
 /// The complete geometry of a figure.
@@ -53,6 +55,8 @@ pub struct Layout {
     pub panel_rects: Vec<Rect>,
     /// The figure title, starting at `x`.
     pub title: Option<TextLine>,
+    /// The line under the title, starting at `x`.
+    pub subtitle: Option<TextLine>,
     /// Each panel's title, centred on `x`; the text is empty when the panel has none.
     pub panel_titles: Vec<TextLine>,
     /// Each panel's subtitle, centred on `x`; the text is empty when the panel has none.
@@ -139,7 +143,7 @@ pub fn layout(fig: &Figure) -> Layout {
     // Row labels: one column at the left, as wide as the widest line (capped).
     let label_lines: Vec<Vec<String>> = (0..rows)
         .map(|r| fig.row_labels.get(r).map(|l| l.lines().map(|s| s.trim().to_owned()).collect()).unwrap_or_default())
-        .map(|lines: Vec<String>| lines.iter().map(|s| ellipsise(s, ROW_LABEL_SIZE, false, ROW_LABEL_MAX)).collect())
+        .map(|lines: Vec<String>| lines.iter().flat_map(|s| wrap(s, ROW_LABEL_SIZE, ROW_LABEL_MAX)).collect())
         .collect();
     let label_w = label_lines.iter().flatten().map(|s| text_width(s, ROW_LABEL_SIZE, false).ceil()).fold(0.0, f32::max);
     let grid_x = if label_w > 0.0 { MARGIN + label_w + ROW_LABEL_GAP } else { MARGIN };
@@ -150,6 +154,12 @@ pub fn layout(fig: &Figure) -> Layout {
         min_width = text_width(t, TITLE_SIZE, true).ceil() + 2.0 * MARGIN;
         let line = TextLine { text: t.to_owned(), x: MARGIN, y: MARGIN + ascent(TITLE_SIZE) };
         y += line_height(TITLE_SIZE) + TITLE_GAP;
+        line
+    });
+    let subtitle = fig.subtitle.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(|t| {
+        min_width = min_width.max(text_width(t, PANEL_TITLE_SIZE, false).ceil() + 2.0 * MARGIN);
+        let line = TextLine { text: t.to_owned(), x: MARGIN, y: y - TITLE_GAP / 2.0 + ascent(PANEL_TITLE_SIZE) };
+        y += line_height(PANEL_TITLE_SIZE) + TITLE_GAP / 2.0;
         line
     });
 
@@ -196,10 +206,11 @@ pub fn layout(fig: &Figure) -> Layout {
     let mut right = grid_x + grid_w;
     let mut bottom = grid_bottom;
     let colour_bar = fig.colour_bar.as_ref().map(|cb| {
-        let (bar, hi, lo, label, width) = colour_bar_layout(cb, right + BAR_GAP, grid_top, grid_bottom - grid_top);
+        let (bar, hi, lo, (label, label_size), width) =
+            colour_bar_layout(cb, right + BAR_GAP, grid_top, grid_bottom - grid_top);
         right += BAR_GAP + width;
         bottom = bottom.max(bar.1 + bar.3 + (TICK_SIZE * 0.3).ceil());
-        ColourBarLayout { bar, hi, lo, label }
+        ColourBarLayout { bar, hi, lo, label, label_size }
     });
 
     let scale_bar = fig.scale_bar.as_ref().and_then(|sb| panel_rects.first().and_then(|r| scale_bar_layout(sb, *r)));
@@ -227,6 +238,7 @@ pub fn layout(fig: &Figure) -> Layout {
         size: (width, (bottom + MARGIN).ceil()),
         panel_rects,
         title,
+        subtitle,
         panel_titles,
         panel_subtitles,
         letters,
@@ -269,8 +281,17 @@ fn letter_boxes(panel_rects: &[Rect]) -> Vec<(Rect, TextLine)> {
         .collect()
 }
 
-/// Bar, tick labels, rotated label and total width of the colour bar column starting at `x`.
-fn colour_bar_layout(cb: &super::ColourBar, x: f32, y: f32, h: f32) -> (Rect, TextLine, TextLine, TextLine, f32) {
+/// The smallest size the colour bar's label shrinks to before it takes another line.
+const BAR_LABEL_MIN: f32 = 9.0;
+
+/// Bar, tick labels, rotated label (lines and size) and total width of the colour bar column
+/// starting at `x`. The label runs along the bar; a long one first shrinks, then wraps.
+fn colour_bar_layout(
+    cb: &super::ColourBar,
+    x: f32,
+    y: f32,
+    h: f32,
+) -> (Rect, TextLine, TextLine, (Vec<TextLine>, f32), f32) {
     let hi = format_tick(cb.hi);
     let lo = format_tick(cb.lo);
     let tick_w = text_width(&hi, TICK_SIZE, false).max(text_width(&lo, TICK_SIZE, false)).ceil();
@@ -283,12 +304,22 @@ fn colour_bar_layout(cb: &super::ColourBar, x: f32, y: f32, h: f32) -> (Rect, Te
         "" => cb.label.trim().to_owned(),
         name => format!("{} ({name})", cb.label.trim()),
     };
-    let text = ellipsise(&text, BAR_LABEL_SIZE, false, h.max(BAR_LABEL_SIZE));
-    // Rotated anticlockwise, the glyphs' tops face the bar: the baseline sits one ascent to the right.
-    let label_x = tick_x + tick_w + 8.0 + ascent(BAR_LABEL_SIZE);
-    let label = TextLine { text, x: label_x, y: (y + h / 2.0).round() };
-    let width = label_x + (BAR_LABEL_SIZE * 0.25).ceil() - x;
-    ((x, y, BAR_WIDTH, h), hi, lo, label, width)
+    let room = h.max(BAR_LABEL_SIZE);
+    let size = (BAR_LABEL_SIZE * room / text_width(&text, BAR_LABEL_SIZE, false).max(1.0))
+        .clamp(BAR_LABEL_MIN, BAR_LABEL_SIZE);
+    let lines = wrap(&text, size, room);
+    // Rotated anticlockwise, the glyphs' tops face the bar: each line's baseline sits one ascent
+    // further right.
+    let first_x = tick_x + tick_w + 8.0 + ascent(size);
+    let lh = line_height(size);
+    let label: Vec<TextLine> = lines
+        .into_iter()
+        .enumerate()
+        .map(|(k, text)| TextLine { text, x: first_x + k as f32 * lh, y: (y + h / 2.0).round() })
+        .collect();
+    let last_x = label.last().map_or(first_x, |l| l.x);
+    let width = last_x + (size * 0.25).ceil() - x;
+    ((x, y, BAR_WIDTH, h), hi, lo, (label, size), width)
 }
 
 /// The scale bar in the bottom-right corner of the first panel `rect`; `None` if it cannot fit.

@@ -79,6 +79,10 @@ pub struct ScaleBar {
 pub struct Figure {
     /// Bold line at the top.
     pub title: Option<String>,
+    /// A line under the title (the class, when the user gave the title).
+    pub subtitle: Option<String>,
+    /// The printed width in millimetres; `None`: the natural size, at most [`MAX_WIDTH_MM`].
+    pub width_mm: Option<f32>,
     /// Text at the bottom, wrapped to the figure width.
     pub caption: Option<String>,
     /// A small grey line under the caption saying what made the figure (the model).
@@ -100,6 +104,9 @@ pub struct Figure {
     /// heads, normalisation, colormap, threshold, interpolation, …). Written to every format.
     pub provenance: BTreeMap<String, String>,
 }
+
+/// The widest a figure is printed unless asked otherwise: a journal's full page width.
+pub const MAX_WIDTH_MM: f32 = 180.0;
 
 /// An output file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]

@@ -78,9 +78,15 @@ pub fn to_svg(fig: &Figure) -> String {
     let json = provenance_json(fig);
     let mut d = Doc(String::with_capacity(4096 + fig.panels.iter().map(|p| p.rgba.len() / 2).sum::<usize>()));
     d.put(format_args!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>"));
+    // Drawn in CSS px (96 per inch), printed at the width asked for, or at most a journal page.
+    let natural_mm = w / 96.0 * 25.4;
+    let printed_mm = fig.width_mm.filter(|m| m.is_finite() && *m > 0.0).unwrap_or(natural_mm.min(super::MAX_WIDTH_MM));
+    let k = printed_mm / natural_mm;
     d.put(format_args!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" xmlns:xlink=\"http://www.w3.org/1999/xlink\" version=\"1.1\" \
-         width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" font-family=\"'{2}', sans-serif\">",
+         width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {2} {3}\" font-family=\"'{4}', sans-serif\">",
+        num(w * k),
+        num(h * k),
         num(w),
         num(h),
         text::FAMILY
@@ -105,6 +111,9 @@ pub fn to_svg(fig: &Figure) -> String {
     d.put(format_args!("<rect id=\"background\" width=\"{}\" height=\"{}\" fill=\"#ffffff\"/>", num(w), num(h)));
     if let Some(title) = &l.title {
         d.text(title, layout::TITLE_SIZE, &format!("id=\"figure-title\" font-weight=\"bold\" fill=\"{INK}\""));
+    }
+    if let Some(subtitle) = &l.subtitle {
+        d.text(subtitle, layout::PANEL_TITLE_SIZE, &format!("id=\"figure-subtitle\" fill=\"{INK}\""));
     }
     panels(&mut d, fig, &l);
     for line in l.row_labels.iter().flatten() {
@@ -224,11 +233,13 @@ fn colour_bar(d: &mut Doc, cb: &ColourBarLayout) {
     ));
     d.text(&cb.hi, layout::TICK_SIZE, &format!("class=\"tick\" fill=\"{INK}\""));
     d.text(&cb.lo, layout::TICK_SIZE, &format!("class=\"tick\" fill=\"{INK}\""));
-    let rotate = format!(
-        "class=\"colour-bar-label\" text-anchor=\"middle\" fill=\"{INK}\" transform=\"rotate(-90 {} {})\"",
-        num(cb.label.x),
-        num(cb.label.y)
-    );
-    d.text(&cb.label, layout::BAR_LABEL_SIZE, &rotate);
+    for line in &cb.label {
+        let rotate = format!(
+            "class=\"colour-bar-label\" text-anchor=\"middle\" fill=\"{INK}\" transform=\"rotate(-90 {} {})\"",
+            num(line.x),
+            num(line.y)
+        );
+        d.text(line, cb.label_size, &rotate);
+    }
     d.put(format_args!("</g>"));
 }

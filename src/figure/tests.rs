@@ -41,6 +41,8 @@ fn provenance() -> BTreeMap<String, String> {
 fn figure() -> Figure {
     Figure {
         title: Some("Attention of <INTR> & friends".to_owned()),
+        subtitle: None,
+        width_mm: None,
         caption: Some("Each panel shows one head's cross-attention over the photo.".to_owned()),
         footer: Some("Model: tiny_postnorm_sine.pth".to_owned()),
         panels: vec![panel(10, "a&<b", "layer 6 · head 3"), panel(200, "Indigo Bunting · 20.1 %", "layer 6 · head 4")],

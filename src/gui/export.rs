@@ -74,6 +74,9 @@ impl ExportJob {
             scale: s.scale_bar.then(|| (s.scale_per_pixel, s.scale_unit.clone())),
             shared_with: self.compare.clone(),
             model: self.model_name.clone(),
+            photo_panel: s.photo_panel,
+            evened: a.evened.clone(),
+            width_mm: s.set_width.then_some(s.width_mm),
         };
         let fig = figure::compose(&a.image, &a.output, names, &self.view, &opts, prov);
         let format = Format::from_path(&self.out).unwrap_or(s.format);
@@ -138,6 +141,16 @@ pub fn export_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Comm
             ui.horizontal(|ui| {
                 ui.checkbox(&mut s.labels, "class, probability, layer, head");
                 ui.checkbox(&mut s.letters, "panel letters");
+                ui.checkbox(&mut s.photo_panel, "plain photo first");
+            });
+            ui.end_row();
+            ui.label("printed width");
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut s.set_width, "set")
+                    .on_hover_text("otherwise the figure's natural size, at most 180 mm (a journal page)");
+                let label = ui.label("mm");
+                ui.add_enabled(s.set_width, egui::DragValue::new(&mut s.width_mm).speed(1.0).range(10.0..=2000.0))
+                    .labelled_by(label.id);
             });
             ui.end_row();
             ui.label("scale bar");

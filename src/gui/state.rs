@@ -203,6 +203,11 @@ pub struct ExportSettings {
     pub scale_unit: String,
     pub title: String,
     pub caption: String,
+    /// The plain photo as the first panel.
+    pub photo_panel: bool,
+    /// Print at `width_mm` (else the natural size, at most a journal page).
+    pub set_width: bool,
+    pub width_mm: f32,
 }
 
 impl Default for ExportSettings {
@@ -218,6 +223,9 @@ impl Default for ExportSettings {
             scale_unit: "mm".into(),
             title: String::new(),
             caption: String::new(),
+            photo_panel: false,
+            set_width: false,
+            width_mm: crate::figure::MAX_WIDTH_MM,
         }
     }
 }
