@@ -369,3 +369,33 @@ fn v_hides_the_overlay_and_f1_explains_the_terms_in_plain_words() {
     }
     h.get_by_label_contains("if that head looked evenly over the whole image");
 }
+
+#[test]
+fn a_figure_exported_from_the_window_can_be_remade_from_its_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("bunting.jpg");
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/intr-parity/Painted_Bunting_0004_16641.jpg"),
+        &photo,
+    )
+    .unwrap();
+    let mut h = started(vec![photo], |app| app.current().is_some());
+    let out = dir.path().join("heads.svg");
+    h.state_mut().apply(intr_explorer::gui::Command::ExportTo(out.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !out.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.step();
+    }
+    let before = std::fs::read(&out).expect("the figure was exported");
+    let prov = intr_explorer::figure::read_provenance(&out).unwrap();
+    assert!(prov.contains_key("remake_args"), "{prov:?}");
+    let copy = dir.path().join("copy.svg");
+    std::fs::copy(&out, &copy).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_intr-explorer"))
+        .args(["remake", &copy.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&copy).unwrap(), before, "remake gives the window's figure byte for byte");
+}

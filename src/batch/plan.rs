@@ -176,6 +176,9 @@ pub struct Output {
     pub photo_panel: bool,
     /// The printed width in millimetres (`None`: natural, at most a journal page).
     pub width_mm: Option<f32>,
+    /// Class, probability, layer and head labels; panel letters.
+    pub labels: bool,
+    pub letters: bool,
     /// The command that re-makes a figure, around its view (see [`Remake`]).
     pub remake: Remake,
 }
@@ -276,6 +279,8 @@ impl Plan {
             "caption": o.caption,
             "photo_panel": o.photo_panel,
             "width_mm": o.width_mm,
+            "labels": o.labels,
+            "letters": o.letters,
         })
         .to_string()
     }

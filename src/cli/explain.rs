@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::{ModelArgs, count, pixels, positive, unit_interval};
 use crate::batch::plan::{Heads, Output, Remake, Scale, Shard, Width};
+use crate::batch::remake::Recipe;
 use crate::batch::{self, Plan, Request};
 use crate::figure::{Format, View};
 use crate::overlay::Look;
@@ -49,6 +50,10 @@ pub struct ExplainArgs {
     /// The official renderer's look: OpenCV JET, bicubic, median + Gaussian blur, 50 % blend.
     #[arg(long)]
     pub paper_style: bool,
+    /// The official renderer's median + Gaussian blur with any colormap and normalisation (the
+    /// threshold does not apply).
+    #[arg(long)]
+    pub official_blur: bool,
     #[arg(long, value_enum, default_value_t = Format::Svg)]
     pub format: Format,
     /// Resolution of PNG output.
@@ -73,6 +78,12 @@ pub struct ExplainArgs {
     /// Put the plain photo before the attention panels.
     #[arg(long)]
     pub photo_panel: bool,
+    /// No class, probability, layer or head labels on the figures.
+    #[arg(long)]
+    pub no_labels: bool,
+    /// No panel letters.
+    #[arg(long)]
+    pub no_letters: bool,
     /// Output folder.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
@@ -98,70 +109,36 @@ impl ExplainArgs {
             threshold: self.threshold,
             interpolation: self.interpolation,
             opacity: self.opacity,
-            official_blur: false,
+            official_blur: self.official_blur,
         }
     }
 
     /// The command that re-makes a figure of this run, around the figure's own view.
-    fn remake(&self, model: &std::path::Path) -> Remake {
-        let mut head: Vec<String> = vec!["explain".into(), "--model".into(), model.display().to_string()];
-        if let Some(c) = &self.model.classes {
-            head.extend(["--classes".into(), c.display().to_string()]);
-        }
-        // How the model and photos are read, so that a re-made figure reads them the same way.
+    fn remake(&self, model: &Path) -> Remake {
         let config = &self.model.config;
-        if let Some(n) = config.nheads {
-            head.extend(["--nheads".into(), n.to_string()]);
+        Recipe {
+            model: model.to_path_buf(),
+            classes: self.model.classes.clone(),
+            nheads: config.nheads,
+            dilation: config.dilation,
+            config: config.config.clone(),
+            no_exif_orientation: self.model.no_exif_orientation,
+            heads: self.heads.to_string(),
+            look: self.look(),
+            format: self.format,
+            dpi: self.dpi,
+            panel_width: self.panel_width,
+            scale: self.scale.as_ref().map(ToString::to_string),
+            title: self.title.clone(),
+            caption: self.caption.clone(),
+            width: self.width.as_ref().map(ToString::to_string),
+            photo_panel: self.photo_panel,
+            labels: !self.no_labels,
+            letters: !self.no_letters,
+            out: self.out.clone(),
         }
-        if let Some(d) = config.dilation {
-            head.extend(["--dilation".into(), d.to_string()]);
-        }
-        if let Some(f) = &config.config {
-            head.extend(["--config".into(), f.display().to_string()]);
-        }
-        if self.model.no_exif_orientation {
-            head.push("--no-exif-orientation".into());
-        }
-        let mut tail: Vec<String> = Vec::new();
-        let mut push = |k: &str, v: String| tail.extend([k.to_string(), v]);
-        push("--heads", self.heads.to_string());
-        if self.paper_style {
-            push("--paper-style", String::new());
-        } else {
-            push("--colormap", value_name(&self.colormap));
-            push("--normalisation", value_name(&self.normalisation));
-            push("--interpolation", value_name(&self.interpolation));
-            push("--opacity", self.opacity.to_string());
-            push("--threshold", self.threshold.to_string());
-        }
-        push("--format", self.format.extension().to_string());
-        push("--dpi", self.dpi.to_string());
-        if let Some(w) = self.panel_width {
-            push("--panel-width", w.to_string());
-        }
-        if let Some(sc) = &self.scale {
-            push("--scale", sc.to_string());
-        }
-        if let Some(t) = self.title.as_ref().filter(|t| !t.is_empty()) {
-            push("--title", t.clone());
-        }
-        if let Some(c) = self.caption.as_ref().filter(|c| !c.is_empty()) {
-            push("--caption", c.clone());
-        }
-        if let Some(w) = &self.width {
-            push("--width", w.to_string());
-        }
-        if self.photo_panel {
-            push("--photo-panel", String::new());
-        }
-        push("--out", self.out.display().to_string());
-        Remake { head, tail }
+        .remake()
     }
-}
-
-/// The command-line spelling of an option's value.
-fn value_name(v: &impl clap::ValueEnum) -> String {
-    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
 /// The session and the checked plan of `a`, before any photo is read.
@@ -187,6 +164,8 @@ fn plan_of(a: &ExplainArgs) -> Result<(Session, Plan)> {
             remake: a.remake(s.path()),
             photo_panel: a.photo_panel,
             width_mm: a.width.as_ref().map(|w| w.mm),
+            labels: !a.no_labels,
+            letters: !a.no_letters,
         },
     };
     let plan = Plan::new(request, files, &s)?;
@@ -222,10 +201,11 @@ pub fn explain(a: &ExplainArgs) -> Result<i32> {
         |msg| pb.suspend(|| eprintln!("error: {msg}")),
     )?;
     pb.finish_and_clear();
+    let count = |n: usize| if n == 1 { "1 photo".to_string() } else { format!("{n} photos") };
+    let shard = if a.shard.is_some() { format!(" ({} in this shard)", outcome.in_shard) } else { String::new() };
     eprintln!(
-        "{} photos ({} in this shard): {} made, {} reused (same photo and options), {} failed; summary in {}",
-        outcome.photos,
-        outcome.in_shard,
+        "{}{shard}: {} made, {} reused (same photo and options), {} failed; summary in {}",
+        count(outcome.photos),
         outcome.made,
         outcome.reused,
         outcome.failed,

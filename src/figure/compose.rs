@@ -151,7 +151,8 @@ pub fn compose(
             } else {
                 match view {
                     View::Compare { .. } => (head_name(h), evening.clone().unwrap_or_default()),
-                    View::Gallery { .. } => (head_name(h), with_evening(format!("layer {}", layer + 1))),
+                    // The layer is in the figure's class line.
+                    View::Gallery { .. } => (head_name(h), evening.clone().unwrap_or_default()),
                     View::Single { .. } => {
                         (class_title(c), with_evening(format!("layer {} · {}", layer + 1, head_name(h))))
                     }
@@ -210,17 +211,18 @@ pub fn compose(
     // A gallery names its class once, in the title; a title the user gives comes first and the
     // class stays, under it.
     let class_line = match view {
-        View::Gallery { class, .. } if opts.labels => Some(class_title(*class)),
+        View::Gallery { class, .. } if opts.labels => Some(format!("{} · layer {}", class_title(*class), layer + 1)),
         _ => None,
     };
     let (title, subtitle) = match (&opts.title, class_line) {
         (Some(t), class) => (Some(t.clone()), class),
         (None, class) => (class, None),
     };
-    Figure {
+    let mut fig = Figure {
         title,
         subtitle,
         width_mm: opts.width_mm,
+        panel_scale: None,
         caption: opts.caption.clone(),
         footer: opts.model.as_ref().map(|m| format!("Model: {m}")),
         panels,
@@ -230,7 +232,19 @@ pub fn compose(
         colour_bar,
         scale_bar,
         provenance,
+    };
+    // A figure asked to print at a width, or wider than a page, is fitted with its text at full
+    // size; a grid of one class's panels may take more rows.
+    let px = |mm: f32| mm / 25.4 * 96.0;
+    let natural = crate::figure::layout(&fig).size.0;
+    let target = opts
+        .width_mm
+        .map(px)
+        .or_else(|| (natural > px(crate::figure::MAX_WIDTH_MM)).then(|| px(crate::figure::MAX_WIDTH_MM)));
+    if let Some(width) = target {
+        crate::figure::fit_to_width(&mut fig, width, width < natural && !compare);
     }
+    fig
 }
 
 #[cfg(test)]
@@ -316,10 +330,15 @@ mod tests {
         let wide = View::Gallery { class: 0, heads: vec![0, 1, 0, 1, 0, 1, 0, 1], mean: true };
         let page_px = crate::figure::MAX_WIDTH_MM / 25.4 * 96.0;
         let fig = compose(&photo, &o, &names, &wide, &FigureOptions::default(), Default::default());
-        assert!((svg_width(&to_svg(&fig)) - page_px).abs() < 0.5, "a nine-panel figure fits the page");
+        assert!((svg_width(&to_svg(&fig)) - page_px).abs() < 1.0, "a nine-panel figure fits the page");
+        // By drawing its panels smaller, not its text: the SVG is printed at (about) its own size,
+        // and its panels are still at least 120 px wide (in more rows).
+        assert!((layout(&fig).size.0 - page_px).abs() < 1.0, "{}", layout(&fig).size.0);
+        let drawn = layout(&fig).panel_rects[0].2;
+        assert!(drawn >= 120.0 && fig.columns < 5, "{drawn} px in {} columns", fig.columns);
         let opts = FigureOptions { width_mm: Some(85.0), ..Default::default() };
         let fig = compose(&photo, &o, &names, &wide, &opts, Default::default());
-        assert!((svg_width(&to_svg(&fig)) - 85.0 / 25.4 * 96.0).abs() < 0.5);
+        assert!((svg_width(&to_svg(&fig)) - 85.0 / 25.4 * 96.0).abs() < 1.0);
         // A figure narrower than the page keeps its natural size.
         let small = View::Single { class: 0, head: None };
         let fig = compose(&photo, &o, &names, &small, &FigureOptions::default(), Default::default());

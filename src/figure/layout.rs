@@ -113,14 +113,48 @@ fn ascent(size: f32) -> f32 {
     (size * 0.93).ceil()
 }
 
-/// The drawn size of each panel: native when all panels have one size, else scaled to the widest.
+/// The drawn size of each panel: native (times the figure's panel scale) when all panels have one
+/// size, else scaled to the widest.
 fn drawn_sizes(fig: &Figure) -> Vec<(f32, f32)> {
+    let k = fig.panel_scale.filter(|k| k.is_finite() && *k > 0.0).unwrap_or(1.0);
     let first = fig.panels.first().map(|p| (p.width, p.height));
     if fig.panels.iter().all(|p| Some((p.width, p.height)) == first) {
-        return fig.panels.iter().map(|p| (p.width as f32, p.height as f32)).collect();
+        return fig.panels.iter().map(|p| (p.width as f32 * k, p.height as f32 * k)).collect();
     }
-    let cell = fig.panels.iter().map(|p| p.width).max().unwrap_or(1) as f32;
+    let cell = fig.panels.iter().map(|p| p.width).max().unwrap_or(1) as f32 * k;
     fig.panels.iter().map(|p| (cell, (p.height as f32 * cell / p.width.max(1) as f32).round().max(1.0))).collect()
+}
+
+/// Panels are not drawn narrower than this when a figure is fitted to a width: their titles need
+/// the room.
+const MIN_FITTED_CELL: f32 = 120.0;
+
+/// Fits `fig` into `width` (SVG px) with its text at full size: the panels are drawn smaller or
+/// larger (their pixels kept whole), and with `reflow` a grid of panels takes fewer columns (more
+/// rows) where its panels would otherwise be drawn narrower than [`MIN_FITTED_CELL`].
+pub fn fit_to_width(fig: &mut Figure, width: f32, reflow: bool) {
+    let n = fig.panels.len().max(1);
+    let most = fig.columns.clamp(1, n);
+    fig.panel_scale = None;
+    let cell_w = drawn_sizes(fig).iter().map(|s| s.0).fold(1.0, f32::max);
+    // The scale that makes `cols` columns fill `width`, whatever else the figure holds.
+    let scale_for = |fig: &mut Figure, cols: usize| {
+        fig.columns = cols;
+        let gaps = (cols - 1) as f32 * COLUMN_GAP;
+        let other = layout(fig).size.0 - (cols as f32 * cell_w + gaps);
+        (width - other - gaps) / (cols as f32 * cell_w)
+    };
+    let tries: Vec<usize> = if reflow { (1..=most).rev().collect() } else { vec![most] };
+    let mut chosen = (most, 1.0f32);
+    for cols in tries {
+        let k = scale_for(fig, cols);
+        chosen = (cols, k);
+        if k * cell_w >= MIN_FITTED_CELL || k >= 1.0 {
+            break;
+        }
+    }
+    fig.columns = chosen.0;
+    fig.panel_scale = Some(chosen.1.clamp(0.05, 8.0));
 }
 
 /// Computes where everything of `fig` goes.

@@ -22,7 +22,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 pub use compose::{FigureOptions, View, compose};
-pub use layout::{Layout, Rect, ScaleBarLayout, TextLine, layout};
+pub use layout::{Layout, Rect, ScaleBarLayout, TextLine, fit_to_width, layout};
 pub use provenance::{Source, look_provenance};
 pub use raster::{to_pdf, to_png};
 pub use readback::read_provenance;
@@ -83,6 +83,9 @@ pub struct Figure {
     pub subtitle: Option<String>,
     /// The printed width in millimetres; `None`: the natural size, at most [`MAX_WIDTH_MM`].
     pub width_mm: Option<f32>,
+    /// The scale panels are drawn at (their pixels kept whole); `None`: one unit per pixel. Set by
+    /// [`fit_to_width`] so that a figure fits its width with its text at full size.
+    pub panel_scale: Option<f32>,
     /// Text at the bottom, wrapped to the figure width.
     pub caption: Option<String>,
     /// A small grey line under the caption saying what made the figure (the model).

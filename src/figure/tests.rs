@@ -43,6 +43,7 @@ fn figure() -> Figure {
         title: Some("Attention of <INTR> & friends".to_owned()),
         subtitle: None,
         width_mm: None,
+        panel_scale: None,
         caption: Some("Each panel shows one head's cross-attention over the photo.".to_owned()),
         footer: Some("Model: tiny_postnorm_sine.pth".to_owned()),
         panels: vec![panel(10, "a&<b", "layer 6 · head 3"), panel(200, "Indigo Bunting · 20.1 %", "layer 6 · head 4")],

@@ -78,6 +78,7 @@ impl ExplorerApp {
             next_id: 1,
             first_after_load: 1,
             built_in: None,
+            dialog_notice_given: false,
             gpu,
             ctx,
         };
@@ -284,13 +285,18 @@ impl ExplorerApp {
             Picked::Model(m) => self.apply(Command::LoadModel(m)),
             Picked::ExportTo(p) => self.apply(Command::ExportTo(p)),
             Picked::Unavailable { purpose, why } => {
-                self.report(format!("no system file dialog here ({why}): using the built-in one"), Cause::Other);
+                if !self.dialog_notice_given {
+                    self.dialog_notice_given = true;
+                    self.report(format!("no system file dialog here ({why}): using the built-in one"), Cause::Other);
+                }
+                // An absolute folder, so that the dialog can go up from it.
                 let folder = self
                     .images
                     .get(self.selected)
                     .and_then(|e| e.path.parent().map(std::path::Path::to_path_buf))
                     .filter(|d| d.is_dir())
                     .or_else(|| std::env::current_dir().ok())
+                    .map(|d| d.canonicalize().unwrap_or(d))
                     .unwrap_or_default();
                 self.built_in = Some(BuiltIn::new(purpose, &folder));
             }
@@ -347,6 +353,9 @@ impl ExplorerApp {
                     self.recent_models.insert(0, info.path.clone());
                     self.recent_models.truncate(RECENT);
                     self.model = Some(*info);
+                    // Another model has other classes: the comparison's were the old model's.
+                    self.view.compare.clear();
+                    self.view.show_compare = false;
                     // A new model invalidates every result, and every request sent before it; a
                     // request sent after it runs on it already.
                     let after = self.first_after_load;

@@ -10,6 +10,7 @@ use eframe::egui::{self, RichText};
 
 use super::state::{Command, ExplorerApp, ExportSettings, ExportWhat};
 use super::worker::Analysis;
+use crate::batch::remake::{self, Recipe};
 use crate::figure::{self, FigureOptions, Format, Source, View};
 use crate::overlay::Look;
 
@@ -19,6 +20,8 @@ pub struct ExportJob {
     pub model_path: Option<PathBuf>,
     /// The model's name, written under the figure.
     pub model_name: Option<String>,
+    /// How the model was opened, for the command that re-makes the figure.
+    pub spec: Option<crate::session::ModelSpec>,
     pub view: View,
     pub look: Look,
     pub layer: usize,
@@ -47,6 +50,7 @@ impl ExportJob {
             analysis: a,
             model_path: app.model.as_ref().map(|m| m.path.clone()),
             model_name: app.model.as_ref().map(|m| m.name.clone()),
+            spec: app.model.as_ref().map(|m| m.spec.clone()),
             view,
             look: app.display,
             layer,
@@ -63,10 +67,39 @@ impl ExportJob {
         let mut prov = figure::look_provenance(&self.look, self.layer, &self.view, names);
         Source::hash(self.model_path.as_deref(), names, &a.image_path)?.add_to(&mut prov);
         let s = &self.settings;
+        let format = Format::from_path(&self.out).unwrap_or(s.format);
+        if let Some(model) = &self.model_path {
+            // The `explain` command that makes this figure again (`intr-explorer remake`).
+            let spec = self.spec.clone().unwrap_or_default();
+            let recipe = Recipe {
+                model: model.clone(),
+                classes: spec.classes,
+                nheads: spec.overrides.nheads,
+                dilation: spec.overrides.dilation,
+                config: None,
+                no_exif_orientation: false,
+                heads: "all".into(),
+                look: self.look,
+                format,
+                dpi: s.dpi,
+                panel_width: Some(a.image.width as u32),
+                scale: s.scale_bar.then(|| format!("{}{}", s.scale_per_pixel, s.scale_unit)),
+                title: Some(s.title.clone()).filter(|t| !t.trim().is_empty()),
+                caption: Some(s.caption.clone()).filter(|t| !t.trim().is_empty()),
+                width: s.set_width.then(|| format!("{}mm", s.width_mm)),
+                photo_panel: s.photo_panel,
+                labels: s.labels,
+                letters: s.letters,
+                out: self.out.parent().map(std::path::Path::to_path_buf).unwrap_or_default(),
+            };
+            let args = remake::args(&recipe.remake(), &a.image_path, &self.view, names, self.layer);
+            prov.insert("remake".into(), remake::shell_join(&args));
+            prov.insert("remake_args".into(), serde_json::to_string(&args)?);
+        }
         let opts = FigureOptions {
             look: self.look,
             layer: self.layer,
-            panel_width: None,
+            panel_width: Some(a.image.width as u32),
             letters: s.letters,
             labels: s.labels,
             title: Some(s.title.clone()).filter(|t| !t.trim().is_empty()),
@@ -79,7 +112,6 @@ impl ExportJob {
             width_mm: s.set_width.then_some(s.width_mm),
         };
         let fig = figure::compose(&a.image, &a.output, names, &self.view, &opts, prov);
-        let format = Format::from_path(&self.out).unwrap_or(s.format);
         figure::write(&fig, &self.out, format, s.dpi)?;
         Ok(self.out)
     }

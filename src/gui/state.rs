@@ -172,6 +172,8 @@ pub struct ExplorerApp {
     pub(super) first_after_load: u64,
     /// The built-in file dialog, open where the system's could not.
     pub(super) built_in: Option<super::dialogs::BuiltIn>,
+    /// Whether the window has said there is no system file dialog (it says so once).
+    pub(super) dialog_notice_given: bool,
     pub(super) gpu: Option<eframe::egui_wgpu::RenderState>,
     pub(super) ctx: egui::Context,
 }

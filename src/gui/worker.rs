@@ -59,6 +59,8 @@ impl Deref for Analysis {
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub path: PathBuf,
+    /// How it was opened (class list, configuration), for the command recorded in exported figures.
+    pub spec: ModelSpec,
     /// The model's name wherever a result appears (the demo model says so).
     pub name: String,
     /// Whether it is the bundled demo model, which knows only its invented species.
@@ -186,7 +188,8 @@ fn open(spec: &ModelSpec, focus: &FocusRequest) -> Result<(Session, ModelInfo), 
     let head = focus.head.and_then(|h| keep(s.head_indices(&[h]).map(|v| v[0]), format!("--head {h}")));
     let layer = focus.layer.and_then(|l| keep(s.layer_index(Some(l)), format!("--layer {l}")));
     let info = ModelInfo {
-        path: s.path().to_path_buf(),
+        path: s.path().canonicalize().unwrap_or_else(|_| s.path().to_path_buf()),
+        spec: spec.clone(),
         name: s.model_name(),
         demo: s.is_demo(),
         config: s.config().clone(),
