@@ -105,6 +105,7 @@ fn figure_options(plan: &Plan, a: &Analysis) -> FigureOptions {
         scale: o.scale.as_ref().map(|sc| (sc.per_pixel, sc.unit.clone())),
         shared_with: plan.compare.clone(),
         model: Some(plan.model.clone()),
+        out_of_domain: Some(a.ood),
         photo_panel: o.photo_panel,
         evened: a.evened.clone(),
         width_mm: o.width_mm,

@@ -47,6 +47,8 @@ pub struct FigureOptions {
     pub shared_with: Vec<usize>,
     /// The model's name, written under the figure.
     pub model: Option<String>,
+    /// The photo's out-of-domain score; when flagged, the footer says so.
+    pub out_of_domain: Option<crate::probe::ood::OutOfDomain>,
     /// The plain photo as the first panel (galleries and single views).
     pub photo_panel: bool,
     /// Per head of the last decoder layer, the class logits with that head attending evenly; when
@@ -55,6 +57,18 @@ pub struct FigureOptions {
     /// The figure's printed width in millimetres; `None`: its natural size, at most
     /// [`super::MAX_WIDTH_MM`] (a journal page).
     pub width_mm: Option<f32>,
+}
+
+/// The line under the figure: the model, and a warning when the photo may be outside what it knows.
+fn footer(opts: &FigureOptions) -> Option<String> {
+    let ood = opts
+        .out_of_domain
+        .filter(|o| o.flagged)
+        .map(|o| format!("out of domain? score {:.2}: the model hardly decides between its two best classes", o.score));
+    match (opts.model.as_ref().map(|m| format!("Model: {m}")), ood) {
+        (Some(m), Some(o)) => Some(format!("{m} · {o}")),
+        (m, o) => m.or(o),
+    }
 }
 
 /// The photo resized to `width` pixels wide (aspect kept), or as it is.
@@ -224,7 +238,7 @@ pub fn compose(
         width_mm: opts.width_mm,
         panel_scale: None,
         caption: opts.caption.clone(),
-        footer: opts.model.as_ref().map(|m| format!("Model: {m}")),
+        footer: footer(opts),
         panels,
         columns,
         row_labels,
@@ -343,5 +357,28 @@ mod tests {
         let small = View::Single { class: 0, head: None };
         let fig = compose(&photo, &o, &names, &small, &FigureOptions::default(), Default::default());
         assert!((svg_width(&to_svg(&fig)) - layout(&fig).size.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn the_footer_names_the_model_and_warns_of_a_photo_outside_its_domain() {
+        use crate::probe::ood::OutOfDomain;
+        let (photo, o) = result(48, 36);
+        let view = View::Single { class: 0, head: None };
+        let model = Some("demo model".to_owned());
+        let sure = FigureOptions {
+            model: model.clone(),
+            out_of_domain: Some(OutOfDomain { score: 0.01, flagged: false }),
+            ..Default::default()
+        };
+        let fig = compose(&photo, &o, &names(), &view, &sure, Default::default());
+        assert_eq!(fig.footer.as_deref(), Some("Model: demo model"));
+        let unsure = FigureOptions {
+            model,
+            out_of_domain: Some(OutOfDomain { score: 0.94, flagged: true }),
+            ..Default::default()
+        };
+        let fig = compose(&photo, &o, &names(), &view, &unsure, Default::default());
+        let footer = fig.footer.unwrap_or_default();
+        assert!(footer.starts_with("Model: demo model · out of domain? score 0.94"), "{footer}");
     }
 }

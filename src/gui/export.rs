@@ -107,6 +107,7 @@ impl ExportJob {
             scale: s.scale_bar.then(|| (s.scale_per_pixel, s.scale_unit.clone())),
             shared_with: self.compare.clone(),
             model: self.model_name.clone(),
+            out_of_domain: Some(a.ood),
             photo_panel: s.photo_panel,
             evened: a.evened.clone(),
             width_mm: s.set_width.then_some(s.width_mm),
