@@ -336,3 +336,43 @@ fn an_image_given_as_the_model_says_it_is_an_image() {
         }
     }
 }
+
+/// Opcodes for `n` empty lists, each appended to the one below: `[[[…]]]`, n deep.
+fn deep_lists(n: usize) -> Vec<u8> {
+    let mut b = vec![b']'; n];
+    b.extend(std::iter::repeat_n(b'a', n - 1));
+    b
+}
+
+#[test]
+fn a_pickle_nested_200000_deep_is_an_error_naming_the_file_not_a_stack_overflow() {
+    let dir = tmp();
+    let n = 200_000;
+    let deep = || Py::Raw(deep_lists(n));
+    // {0: {0: …}} and ((…),) as well as lists, as the whole pickle and under each key the reader walks.
+    let mut dicts = Vec::new();
+    for _ in 0..n {
+        dicts.extend_from_slice(b"}K\x00");
+    }
+    dicts.truncate(dicts.len() - 2);
+    dicts.extend(std::iter::repeat_n(b's', n - 1));
+    let mut tuples = b")".to_vec();
+    tuples.extend(std::iter::repeat_n(0x85u8, n));
+    let variants = [
+        ("lists", deep()),
+        ("dicts", Py::Raw(dicts)),
+        ("tuples", Py::Raw(tuples)),
+        ("model", Py::Dict(vec![(Py::Str("model".into()), deep())])),
+        ("args", Py::Dict(vec![(Py::Str("model".into()), Py::OrderedDict(vec![])), (Py::Str("args".into()), deep())])),
+        (
+            "optimizer",
+            Py::Dict(vec![(Py::Str("model".into()), Py::OrderedDict(vec![])), (Py::Str("optimizer".into()), deep())]),
+        ),
+    ];
+    for (what, root) in variants {
+        let p = dir.path().join(format!("deep_{what}.pth"));
+        write_pth(&p, "checkpoint", &root, vec![]).unwrap();
+        let e = load_err(&p);
+        assert!(e.contains(&p.display().to_string()) && e.contains("nests deeper than 1000"), "{what}: {e}");
+    }
+}

@@ -21,6 +21,10 @@ pub enum PickleError {
     Malformed { pos: usize, what: String },
     #[error("pickle is too complex to read safely (work budget exhausted at byte {0})")]
     Budget(usize),
+    #[error("pickle nests deeper than {} levels (at byte {})", MAX_NESTING, .0)]
+    TooDeep(usize),
+    #[error("pickle takes longer than {} s to read (stopped at byte {})", TIME_BUDGET.as_secs(), .0)]
+    TooSlow(usize),
 }
 
 /// One pickled value. Containers are reference counted so that memo sharing stays cheap.
@@ -108,7 +112,15 @@ impl Value {
 
 /// Upper bound on container elements created or copied while reading one stream, per input byte.
 const BUDGET_PER_BYTE: usize = 64;
-/// Deepest nesting accepted by [`Value`] consumers that recurse (see [`to_json`]).
+/// Upper bound on that work for any stream, whatever its size: about 400 MB of values at most.
+/// Official checkpoints (model, optimizer state and options) need well under a million.
+const MAX_BUDGET: usize = 8 << 20;
+/// Wall-clock bound on reading one stream (official `data.pkl` files take milliseconds).
+const TIME_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+/// Deepest nesting a stream may build. Everything that walks, compares or drops a [`Value`]
+/// recurses, so no deeper value is ever made: a crafted stream past it is refused while reading.
+pub const MAX_NESTING: usize = 1000;
+/// Deepest nesting shown by [`to_json`] (deeper parts are elided).
 pub const MAX_DEPTH: usize = 200;
 
 /// Reads a whole pickle stream and returns the value left by `STOP`.
@@ -119,10 +131,13 @@ pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
 struct Machine<'a> {
     data: &'a [u8],
     pos: usize,
-    stack: Vec<Value>,
+    /// Values with their nesting depth (0 for scalars, 1 + the deepest item for containers).
+    stack: Vec<(Value, usize)>,
     marks: Vec<usize>,
-    memo: HashMap<u64, Value>,
+    memo: HashMap<u64, (Value, usize)>,
     budget: usize,
+    ops: usize,
+    started: std::time::Instant,
 }
 
 impl<'a> Machine<'a> {
@@ -133,7 +148,9 @@ impl<'a> Machine<'a> {
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
-            budget: data.len().saturating_mul(BUDGET_PER_BYTE).max(1 << 16),
+            budget: data.len().saturating_mul(BUDGET_PER_BYTE).clamp(1 << 16, MAX_BUDGET),
+            ops: 0,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -184,36 +201,52 @@ impl<'a> Machine<'a> {
     }
 
     fn pop(&mut self) -> Result<Value, PickleError> {
+        self.pop_deep().map(|(v, _)| v)
+    }
+
+    fn pop_deep(&mut self) -> Result<(Value, usize), PickleError> {
         match self.stack.pop() {
             Some(v) => Ok(v),
             None => self.malformed("stack underflow"),
         }
     }
 
-    fn top(&mut self) -> Result<&mut Value, PickleError> {
+    fn top(&mut self) -> Result<&mut (Value, usize), PickleError> {
         let pos = self.pos;
         self.stack.last_mut().ok_or(PickleError::Malformed { pos, what: "stack underflow".into() })
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
+    /// The items above the last MARK, and the depth a container holding them would have.
+    fn pop_mark(&mut self) -> Result<(Vec<Value>, usize), PickleError> {
         let Some(mark) = self.marks.pop() else { return self.malformed("no MARK on the stack") };
         if mark > self.stack.len() {
             return self.malformed("MARK beyond the stack");
         }
-        Ok(self.stack.split_off(mark))
+        let items = self.stack.split_off(mark);
+        let depth = items.iter().map(|(_, d)| d + 1).max().unwrap_or(1);
+        Ok((items.into_iter().map(|(v, _)| v).collect(), depth))
     }
 
     fn push(&mut self, v: Value) -> Result<(), PickleError> {
+        self.push_deep(v, 0)
+    }
+
+    fn push_deep(&mut self, v: Value, depth: usize) -> Result<(), PickleError> {
         self.spend(1)?;
-        self.stack.push(v);
+        self.check_depth(depth)?;
+        self.stack.push((v, depth));
         Ok(())
+    }
+
+    fn check_depth(&self, depth: usize) -> Result<(), PickleError> {
+        if depth > MAX_NESTING { Err(PickleError::TooDeep(self.pos)) } else { Ok(()) }
     }
 
     fn memo_get(&mut self, key: u64) -> Result<(), PickleError> {
         match self.memo.get(&key) {
-            Some(v) => {
-                let v = v.clone();
-                self.push(v)
+            Some((v, d)) => {
+                let (v, d) = (v.clone(), *d);
+                self.push_deep(v, d)
             }
             None => self.malformed(format!("memo key {key} is not defined")),
         }
@@ -226,10 +259,16 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    /// Appends `items` to the list or set on top of the stack (copy-on-write if it is shared).
-    fn extend_top(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
+    /// Appends `items` (making a container `depth` deep) to the list or set on top of the stack
+    /// (copy-on-write if it is shared).
+    fn extend_top(&mut self, items: Vec<Value>, depth: usize) -> Result<(), PickleError> {
         let n = items.len();
-        let top = self.top()?;
+        let pos = self.pos;
+        let (top, top_depth) = self.top()?;
+        *top_depth = (*top_depth).max(depth);
+        if *top_depth > MAX_NESTING {
+            return Err(PickleError::TooDeep(pos));
+        }
         let cost = match top {
             Value::List(l) | Value::Set(l) => {
                 let copied = if Rc::strong_count(l) > 1 { l.len() } else { 0 };
@@ -241,12 +280,17 @@ impl<'a> Machine<'a> {
         self.spend(cost)
     }
 
-    fn set_items(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
+    fn set_items(&mut self, items: Vec<Value>, depth: usize) -> Result<(), PickleError> {
         if !items.len().is_multiple_of(2) {
             return self.malformed("SETITEMS with an odd number of items");
         }
         let n = items.len() / 2;
-        let top = self.top()?;
+        let pos = self.pos;
+        let (top, top_depth) = self.top()?;
+        *top_depth = (*top_depth).max(depth);
+        if *top_depth > MAX_NESTING {
+            return Err(PickleError::TooDeep(pos));
+        }
         let cost = match top {
             Value::Dict(d) => {
                 let copied = if Rc::strong_count(d) > 1 { d.len() } else { 0 };
@@ -267,7 +311,8 @@ impl<'a> Machine<'a> {
             return self.malformed("stack underflow");
         }
         let items = self.stack.split_off(self.stack.len() - n);
-        self.push(Value::Tuple(Rc::new(items)))
+        let depth = items.iter().map(|(_, d)| d + 1).max().unwrap_or(1);
+        self.push_deep(Value::Tuple(Rc::new(items.into_iter().map(|(v, _)| v).collect())), depth)
     }
 
     fn int_from_text(&self, line: &[u8]) -> Result<Value, PickleError> {
@@ -303,6 +348,10 @@ impl<'a> Machine<'a> {
     fn run(mut self) -> Result<Value, PickleError> {
         loop {
             let op_pos = self.pos;
+            self.ops += 1;
+            if self.ops.is_multiple_of(1 << 14) && self.started.elapsed() > TIME_BUDGET {
+                return Err(PickleError::TooSlow(op_pos));
+            }
             let op = self.u8()?;
             match op {
                 0x80 => {
@@ -323,8 +372,8 @@ impl<'a> Machine<'a> {
                     self.pop_mark()?;
                 }
                 b'2' => {
-                    let v = self.top()?.clone();
-                    self.push(v)?;
+                    let (v, d) = self.top()?.clone();
+                    self.push_deep(v, d)?;
                 }
                 b'N' => self.push(Value::None)?,
                 0x88 => self.push(Value::Bool(true))?,
@@ -412,48 +461,48 @@ impl<'a> Machine<'a> {
                 }
                 b']' => self.push(Value::List(Rc::new(Vec::new())))?,
                 b'l' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::List(Rc::new(items)))?;
+                    let (items, d) = self.pop_mark()?;
+                    self.push_deep(Value::List(Rc::new(items)), d)?;
                 }
                 b'a' => {
-                    let v = self.pop()?;
-                    self.extend_top(vec![v])?;
+                    let (v, d) = self.pop_deep()?;
+                    self.extend_top(vec![v], d + 1)?;
                 }
                 b'e' => {
-                    let items = self.pop_mark()?;
-                    self.extend_top(items)?;
+                    let (items, d) = self.pop_mark()?;
+                    self.extend_top(items, d)?;
                 }
                 b')' => self.push(Value::Tuple(Rc::new(Vec::new())))?,
                 b't' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Tuple(Rc::new(items)))?;
+                    let (items, d) = self.pop_mark()?;
+                    self.push_deep(Value::Tuple(Rc::new(items)), d)?;
                 }
                 0x85 => self.tuple_of(1)?,
                 0x86 => self.tuple_of(2)?,
                 0x87 => self.tuple_of(3)?,
                 b'}' => self.push(Value::Dict(Rc::new(Vec::new())))?,
                 b'd' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Dict(Rc::new(Vec::new())))?;
-                    self.set_items(items)?;
+                    let (items, d) = self.pop_mark()?;
+                    self.push_deep(Value::Dict(Rc::new(Vec::new())), 1)?;
+                    self.set_items(items, d)?;
                 }
                 b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    self.set_items(vec![k, v])?;
+                    let (v, dv) = self.pop_deep()?;
+                    let (k, dk) = self.pop_deep()?;
+                    self.set_items(vec![k, v], dv.max(dk) + 1)?;
                 }
                 b'u' => {
-                    let items = self.pop_mark()?;
-                    self.set_items(items)?;
+                    let (items, d) = self.pop_mark()?;
+                    self.set_items(items, d)?;
                 }
                 0x8f => self.push(Value::Set(Rc::new(Vec::new())))?,
                 0x90 => {
-                    let items = self.pop_mark()?;
-                    self.extend_top(items)?;
+                    let (items, d) = self.pop_mark()?;
+                    self.extend_top(items, d)?;
                 }
                 0x91 => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Set(Rc::new(items)))?;
+                    let (items, d) = self.pop_mark()?;
+                    self.push_deep(Value::Set(Rc::new(items)), d)?;
                 }
                 b'g' => {
                     let l = self.line()?;
@@ -502,32 +551,34 @@ impl<'a> Machine<'a> {
                     }
                 }
                 b'R' | 0x81 => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
+                    let (args, da) = self.pop_deep()?;
+                    let (callable, dc) = self.pop_deep()?;
+                    let d = da.max(dc) + 1;
                     // `OrderedDict()` is a plain container constructor: read it as a dict so SETITEMS
                     // can fill it. Nothing is called.
                     let empty = args.as_seq().is_some_and(<[Value]>::is_empty);
                     if empty && callable.as_global() == Some(("collections", "OrderedDict")) {
                         self.push(Value::Dict(Rc::new(Vec::new())))?;
                     } else {
-                        self.push(Value::Call { callable: Rc::new(callable), args: Rc::new(args) })?;
+                        self.push_deep(Value::Call { callable: Rc::new(callable), args: Rc::new(args) }, d)?;
                     }
                 }
                 0x92 => {
-                    let kwargs = self.pop()?;
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
+                    let (kwargs, dk) = self.pop_deep()?;
+                    let (args, da) = self.pop_deep()?;
+                    let (callable, dc) = self.pop_deep()?;
+                    let d = (dk.max(da) + 1).max(dc) + 1;
                     let args = Value::Tuple(Rc::new(vec![args, kwargs]));
-                    self.push(Value::Call { callable: Rc::new(callable), args: Rc::new(args) })?;
+                    self.push_deep(Value::Call { callable: Rc::new(callable), args: Rc::new(args) }, d)?;
                 }
                 b'b' => {
-                    let state = self.pop()?;
-                    let obj = self.pop()?;
-                    self.push(Value::Build { obj: Rc::new(obj), state: Rc::new(state) })?;
+                    let (state, ds) = self.pop_deep()?;
+                    let (obj, d_obj) = self.pop_deep()?;
+                    self.push_deep(Value::Build { obj: Rc::new(obj), state: Rc::new(state) }, ds.max(d_obj) + 1)?;
                 }
                 b'Q' => {
-                    let pid = self.pop()?;
-                    self.push(Value::PersistentId(Rc::new(pid)))?;
+                    let (pid, d) = self.pop_deep()?;
+                    self.push_deep(Value::PersistentId(Rc::new(pid)), d + 1)?;
                 }
                 b'P' => {
                     let l = self.line()?;
@@ -640,6 +691,95 @@ mod tests {
         data.extend(std::iter::repeat_n(*b"h\x00K\x01a0", 1_000).flatten());
         data.push(b'.');
         assert!(matches!(parse(&data), Err(PickleError::Budget(_))));
+    }
+
+    /// `n` nested one-item tuples around an empty one: `((((),),),)…`, via TUPLE1.
+    fn nested_tuples(n: usize) -> Vec<u8> {
+        let mut data = b"\x80\x02)".to_vec();
+        data.extend(std::iter::repeat_n(0x85u8, n));
+        data.push(b'.');
+        data
+    }
+
+    #[test]
+    fn lists_dicts_and_tuples_nested_200000_deep_are_refused_not_a_stack_overflow() {
+        let n = 200_000;
+        // [[[…]]]: n empty lists, each appended to the one below.
+        let mut lists = b"\x80\x02".to_vec();
+        lists.extend(std::iter::repeat_n(b']', n));
+        lists.extend(std::iter::repeat_n(b'a', n - 1));
+        lists.push(b'.');
+        // {0: {0: {…}}}: n empty dicts, each set as the value of key 0 in the one below.
+        let mut dicts = b"\x80\x02".to_vec();
+        dicts.extend(std::iter::repeat_n(*b"}K\x00", n).flatten());
+        dicts.pop();
+        dicts.pop();
+        dicts.extend(std::iter::repeat_n(b's', n - 1));
+        dicts.push(b'.');
+        // MARK-built lists: (((…l l l.
+        let mut marked = b"\x80\x02".to_vec();
+        marked.extend(std::iter::repeat_n(b'(', n));
+        marked.extend(std::iter::repeat_n(b'l', n));
+        marked.push(b'.');
+        // REDUCE chains: f(f(f(…(None)))): n callables first, then TUPLE1 + REDUCE n times.
+        let mut calls = b"\x80\x02cm\nf\nq\x00".to_vec();
+        calls.extend(std::iter::repeat_n(*b"h\x00", n - 1).flatten());
+        calls.push(b'N');
+        calls.extend(std::iter::repeat_n(*b"\x85R", n).flatten());
+        calls.push(b'.');
+        // BUILD chains: obj.__setstate__(None) over and over.
+        let mut builds = b"\x80\x02N".to_vec();
+        builds.extend(std::iter::repeat_n(*b"Nb", n).flatten());
+        builds.push(b'.');
+        for (what, data) in [
+            ("lists", lists),
+            ("dicts", dicts),
+            ("marks", marked),
+            ("tuples", nested_tuples(n)),
+            ("calls", calls),
+            ("builds", builds),
+        ] {
+            match parse(&data) {
+                Err(e @ PickleError::TooDeep(_)) => {
+                    assert!(e.to_string().contains("nests deeper than 1000"), "{what}: {e}");
+                }
+                other => panic!("{what}: expected TooDeep, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn values_as_deep_as_the_limit_are_read_and_dropped_on_a_small_stack() {
+        // The window's worker and the fuzz harness read on threads; 256 KiB is far below their stacks.
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| {
+                let v = parse(&nested_tuples(MAX_NESTING)).expect("a value exactly at the limit is fine");
+                let mut budget = 10;
+                let _ = to_json(&v, &mut budget);
+                assert_eq!(v.clone(), v);
+                drop(v);
+                assert!(matches!(parse(&nested_tuples(MAX_NESTING + 1)), Err(PickleError::TooDeep(_))));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn sharing_through_the_memo_keeps_the_depth_it_had() {
+        // A 600-deep tuple stored in the memo and put twice into a list is 601 deep, not 1200;
+        // putting that list inside itself twice over (via the memo) does reach past the limit.
+        let mut data = nested_tuples(600);
+        data.pop();
+        data.extend_from_slice(b"q\x00]h\x00ah\x00a.");
+        assert!(parse(&data).is_ok());
+        let mut data = nested_tuples(600);
+        data.pop();
+        data.extend_from_slice(b"\x85q\x00h\x00\x86q\x01h\x01\x86q\x02");
+        data.extend(std::iter::repeat_n(*b"h\x02\x85q\x02", 400).flatten());
+        data.push(b'.');
+        assert!(matches!(parse(&data), Err(PickleError::TooDeep(_))));
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub struct Checkpoint {
 }
 
 /// Largest `data.pkl` accepted (official files have a few hundred KB).
-const MAX_PICKLE_BYTES: u64 = 256 << 20;
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
 impl Checkpoint {
     /// Opens `.pth` or `.safetensors` (decided by content, not by extension).
