@@ -94,3 +94,27 @@ fn a_newer_request_supersedes_older_ones() {
     w.send(Request::Analyze { id: 15, image: bunting, options: PreprocessOptions::default() }).unwrap();
     assert!(w.recv_timeout(Duration::from_secs(3)).is_none_or(|r| !matches!(r, Response::Done(_))));
 }
+
+#[test]
+fn a_panic_inside_the_worker_becomes_an_error_and_the_worker_carries_on() {
+    let w = Worker::spawn(|| {}).unwrap();
+    let path = parity_dir().join("tiny_postnorm_sine.pth");
+    w.send(Request::LoadModel {
+        spec: ModelSpec { path: Some(path), ..Default::default() },
+        focus: Default::default(),
+    })
+    .unwrap();
+    assert!(matches!(next_final(&w), Response::ModelLoaded(_)));
+    let bunting = parity_dir().join("Painted_Bunting_0004_16641.jpg");
+    w.inject_panic();
+    w.send(Request::Analyze { id: 1, image: bunting.clone(), options: PreprocessOptions::default() }).unwrap();
+    match next_final(&w) {
+        Response::Failed { id: 1, what } => {
+            assert!(what.contains("internal error while analysing the photo: injected fault"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same worker, the same model: the next photo is analysed as usual.
+    w.send(Request::Analyze { id: 2, image: bunting, options: PreprocessOptions::default() }).unwrap();
+    assert!(matches!(next_final(&w), Response::Done(a) if a.id == 2));
+}

@@ -340,7 +340,9 @@ impl ExplorerApp {
 
     /// Drains worker responses, dialog answers and dropped files.
     fn poll(&mut self, ctx: &egui::Context) {
-        self.paper.poll(ctx);
+        for e in self.paper.poll(ctx) {
+            self.report(e, Cause::Other);
+        }
         while let Some(r) = self.worker.try_recv() {
             match r {
                 Response::ModelLoaded(info) => {

@@ -122,7 +122,8 @@ impl ExportJob {
 pub fn spawn_export(job: ExportJob, reply: Sender<Result<PathBuf, String>>, ctx: egui::Context) {
     std::thread::spawn(move || {
         let out = job.out.clone();
-        let r = job.run().map_err(|e| format!("export to {} failed: {e:#}", out.display()));
+        let r = super::worker::guarded("exporting the figure", || job.run().map_err(|e| format!("{e:#}")))
+            .map_err(|e| format!("export to {} failed: {e}", out.display()));
         let _ = reply.send(r);
         ctx.request_repaint();
     });

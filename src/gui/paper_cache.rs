@@ -45,6 +45,8 @@ pub struct PaperJob {
 enum Reply {
     Done(PaperKey, egui::ColorImage),
     Dropped(PaperKey),
+    /// The render panicked; the key is not tried again.
+    Failed(PaperKey, String),
 }
 
 /// The texture cache and its render thread.
@@ -52,6 +54,8 @@ pub struct PaperCache {
     jobs: Sender<PaperJob>,
     replies: Receiver<Reply>,
     pending: HashSet<PaperKey>,
+    /// Renders that panicked: never asked again.
+    failed: HashSet<PaperKey>,
     textures: HashMap<PaperKey, (egui::TextureHandle, Cell<u64>)>,
     frame: Cell<u64>,
 }
@@ -97,14 +101,24 @@ impl PaperCache {
                     }
                 }
                 let Some(job) = stack.pop() else { continue };
-                let image = render(&job);
-                if reply.send(Reply::Done(job.key, image)).is_err() {
+                let r = match super::worker::guarded("drawing the paper-style map", || Ok(render(&job))) {
+                    Ok(image) => Reply::Done(job.key, image),
+                    Err(e) => Reply::Failed(job.key, e),
+                };
+                if reply.send(r).is_err() {
                     return;
                 }
                 waker();
             }
         })?;
-        Ok(Self { jobs, replies, pending: HashSet::new(), textures: HashMap::new(), frame: Cell::new(0) })
+        Ok(Self {
+            jobs,
+            replies,
+            pending: HashSet::new(),
+            failed: HashSet::new(),
+            textures: HashMap::new(),
+            frame: Cell::new(0),
+        })
     }
 
     /// The texture of `key` if it is ready (and marks it as drawn this frame).
@@ -118,7 +132,7 @@ impl PaperCache {
 
     /// Queues a render unless it is ready or already queued.
     pub fn request(&mut self, job: PaperJob) {
-        if self.textures.contains_key(&job.key) || !self.pending.insert(job.key) {
+        if self.textures.contains_key(&job.key) || self.failed.contains(&job.key) || !self.pending.insert(job.key) {
             return;
         }
         let key = job.key;
@@ -134,7 +148,9 @@ impl PaperCache {
     }
 
     /// Takes finished textures into the cache; drops the least recently drawn beyond [`KEEP`].
-    pub fn poll(&mut self, ctx: &egui::Context) {
+    /// Returns why renders failed since the last poll.
+    pub fn poll(&mut self, ctx: &egui::Context) -> Vec<String> {
+        let mut errors = Vec::new();
         self.frame.set(self.frame.get() + 1);
         for r in self.replies.try_iter() {
             match r {
@@ -147,6 +163,11 @@ impl PaperCache {
                 Reply::Dropped(key) => {
                     self.pending.remove(&key);
                 }
+                Reply::Failed(key, why) => {
+                    self.pending.remove(&key);
+                    self.failed.insert(key);
+                    errors.push(why);
+                }
             }
         }
         while self.textures.len() > KEEP {
@@ -155,6 +176,7 @@ impl PaperCache {
             };
             self.textures.remove(&oldest);
         }
+        errors
     }
 }
 

@@ -6,7 +6,7 @@
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::Instant;
 
@@ -97,6 +97,24 @@ pub struct Worker {
     rx: Receiver<Response>,
     /// Requests with an id below this are stale.
     current: Arc<AtomicU64>,
+    /// Makes the next analysis panic (tests of the panic boundary).
+    fault: Arc<AtomicBool>,
+}
+
+/// Runs `f`, turning a panic anywhere below it (a reader, a probe, a renderer) into an error
+/// message, so that the thread that called it — and the window — carry on.
+pub fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            Err(format!("internal error while {what}: {why} (this is a bug; the window stays usable)"))
+        }
+    }
 }
 
 /// Pending requests the channel holds before `send` reports the worker busy.
@@ -109,6 +127,8 @@ impl Worker {
         let (responses, rx) = mpsc::channel::<Response>();
         let current = Arc::new(AtomicU64::new(0));
         let latest = Arc::clone(&current);
+        let fault = Arc::new(AtomicBool::new(false));
+        let inject = Arc::clone(&fault);
         std::thread::Builder::new().name("intr-worker".into()).spawn(move || {
             let mut state: Option<Session> = None;
             let send = |r: Response| {
@@ -119,7 +139,7 @@ impl Worker {
                 match req {
                     Request::LoadModel { spec, focus } => {
                         send(Response::Progress { id: 0, stage: "loading model" });
-                        match open(&spec, &focus) {
+                        match guarded("opening the model", || open(&spec, &focus)) {
                             Ok((s, info)) => {
                                 state = Some(s);
                                 send(Response::ModelLoaded(Box::new(info)));
@@ -136,7 +156,13 @@ impl Worker {
                             continue;
                         };
                         let stale = || id < latest.load(Ordering::Acquire);
-                        match analyze(s, id, image, options, &stale, &send) {
+                        let run = || {
+                            if inject.swap(false, Ordering::AcqRel) {
+                                panic!("injected fault");
+                            }
+                            analyze(s, id, image, options, &stale, &send)
+                        };
+                        match guarded("analysing the photo", run) {
                             Ok(Some(a)) if !stale() => send(Response::Done(Box::new(a))),
                             Ok(_) => {}
                             Err(what) => send(Response::Failed { id, what }),
@@ -145,7 +171,13 @@ impl Worker {
                 }
             }
         })?;
-        Ok(Self { tx, rx, current })
+        Ok(Self { tx, rx, current, fault })
+    }
+
+    /// Makes the next analysis panic inside the worker, to test that the panic boundary holds.
+    #[doc(hidden)]
+    pub fn inject_panic(&self) {
+        self.fault.store(true, Ordering::Release);
     }
 
     /// Queues a request. An analysis marks every older analysis stale. Fails if the queue is full
