@@ -22,6 +22,8 @@ pub mod demo;
 pub mod error;
 pub mod figure;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "gui")]
 pub mod gui;
 pub mod image;

@@ -12,7 +12,7 @@ const LEVELS: &[&[&str]] = &[
     &["intr"],
     &["probe", "overlay"],
     &["session", "figure"],
-    &["batch", "demo"],
+    &["batch", "demo", "fuzzing"],
     &["gui"],
     &["cli"],
     &["lib", "main"],

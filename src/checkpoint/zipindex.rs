@@ -6,7 +6,6 @@
 //! Central Directory header"), so the index is read here directly. Every offset and size is checked
 //! against the file length before use.
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
 /// One entry: where its (stored) bytes start and how many there are.
@@ -39,7 +38,7 @@ fn u64_at(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-fn read_at(f: &mut File, pos: u64, len: usize) -> Result<Vec<u8>, String> {
+fn read_at(f: &mut (impl Read + Seek), pos: u64, len: usize) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; len];
     f.seek(SeekFrom::Start(pos))
         .and_then(|_| f.read_exact(&mut buf))
@@ -47,8 +46,9 @@ fn read_at(f: &mut File, pos: u64, len: usize) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-/// Reads the central directory of `f` (`len` bytes long). Errors are plain descriptions.
-pub fn read_index(f: &mut File, len: u64) -> Result<Vec<Entry>, String> {
+/// Reads the central directory of `f` (`len` bytes long: a file, or bytes in memory). Errors are
+/// plain descriptions.
+pub fn read_index(f: &mut (impl Read + Seek), len: u64) -> Result<Vec<Entry>, String> {
     const TAIL: u64 = 22 + 65_535;
     let tail_start = len.saturating_sub(TAIL);
     let tail = read_at(f, tail_start, (len - tail_start) as usize)?;

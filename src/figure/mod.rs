@@ -25,7 +25,7 @@ pub use compose::{FigureOptions, View, compose};
 pub use layout::{Layout, Rect, ScaleBarLayout, TextLine, fit_to_width, layout};
 pub use provenance::{Source, look_provenance};
 pub use raster::{to_pdf, to_png};
-pub use readback::read_provenance;
+pub use readback::{read_provenance, read_provenance_bytes};
 pub use svg::to_svg;
 
 /// One raster panel: the photo with its overlay already composited, as the app draws it.

@@ -9,20 +9,31 @@ use anyhow::{Context, Result, anyhow, bail};
 use super::raster::{PDF_PROVENANCE_KEY, PNG_PROVENANCE_KEY};
 use super::svg::PROVENANCE_TAG;
 
+/// Largest figure file read back (figures this program writes are a few MB).
+const MAX_FIGURE_BYTES: u64 = 256 << 20;
+
 /// The provenance map stored in an exported figure (SVG, PNG or PDF, told apart by content), so a
 /// figure can be re-made from its metadata.
 pub fn read_provenance(path: &Path) -> Result<BTreeMap<String, String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let json = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        from_png(&bytes)
-    } else if bytes.starts_with(b"%PDF") {
-        from_pdf(&bytes)
-    } else {
-        from_svg(&bytes)
+    let len = std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?.len();
+    if len > MAX_FIGURE_BYTES {
+        bail!("{}: is {} MB, larger than any figure this program writes", path.display(), len >> 20);
     }
-    .with_context(|| format!("{}: no figure provenance found", path.display()))?;
-    serde_json::from_str(&json)
-        .with_context(|| format!("{}: the provenance is not a JSON object of strings", path.display()))
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    read_provenance_bytes(&bytes).with_context(|| path.display().to_string())
+}
+
+/// [`read_provenance`] of a figure already in memory.
+pub fn read_provenance_bytes(bytes: &[u8]) -> Result<BTreeMap<String, String>> {
+    let json = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        from_png(bytes)
+    } else if bytes.starts_with(b"%PDF") {
+        from_pdf(bytes)
+    } else {
+        from_svg(bytes)
+    }
+    .context("no figure provenance found")?;
+    serde_json::from_str(&json).context("the provenance is not a JSON object of strings")
 }
 
 fn from_png(bytes: &[u8]) -> Result<String> {

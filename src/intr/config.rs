@@ -161,8 +161,17 @@ impl From<&IntrConfig> for ConfigOverrides {
 impl ConfigOverrides {
     /// Reads a JSON file holding any subset of the fields (unknown fields are an error).
     pub fn from_json_file(path: &std::path::Path) -> Result<Self> {
+        let len = std::fs::metadata(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?.len();
+        if len > 1 << 20 {
+            return Err(Error::file(path, "is larger than 1 MB: not a model config"));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| Error::file(path, format!("not a valid model config: {e}")))
+        Self::from_json_str(&text).map_err(|e| Error::file(path, e))
+    }
+
+    /// Parses the JSON of [`Self::from_json_file`]; the error is a plain description.
+    pub fn from_json_str(text: &str) -> std::result::Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| format!("not a valid model config: {e}"))
     }
 
     /// Fills unset fields from `other` (self wins).
@@ -387,6 +396,16 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_nested_200000_deep_is_an_error_not_a_stack_overflow() {
+        for text in ["[".repeat(200_000), format!("{}1{}", "{\"a\":".repeat(200_000), "}".repeat(200_000))] {
+            let e = ConfigOverrides::from_json_str(&text).unwrap_err();
+            assert!(e.contains("not a valid model config"), "{e}");
+            let parsed: std::result::Result<serde_json::Value, _> = serde_json::from_str(&text);
+            assert!(parsed.unwrap_err().to_string().contains("recursion limit"));
+        }
+    }
 
     fn inferred() -> Inferred {
         let c = IntrConfig::official(200);
