@@ -376,3 +376,59 @@ fn a_pickle_nested_200000_deep_is_an_error_naming_the_file_not_a_stack_overflow(
         assert!(e.contains(&p.display().to_string()) && e.contains("nests deeper than 1000"), "{what}: {e}");
     }
 }
+
+/// xorshift64: the mutation stream of the test below (seeded, so a failure can be replayed).
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+#[test]
+fn random_mutations_of_an_official_checkpoint_are_refused_or_read_never_a_crash() {
+    // Each of 300 (or INTR_MUTANTS) copies of a full official-format fixture gets a few random edits where they hurt
+    // most — the pickle, the zip records at the end, a storage — or is cut short; every one must open
+    // with a model or fail with an error naming the file. A panic fails the test, a crash kills it.
+    let dir = tmp();
+    let src = std::fs::read(parity_dir().join("tiny_postnorm_sine.pth")).unwrap();
+    let pkl = src.windows(8).position(|w| w == b"data.pkl").unwrap() + 8;
+    let mut seed =
+        std::env::var("INTR_MUTANT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x1d2c_3b4a_5968_7786u64);
+    let n: usize = std::env::var("INTR_MUTANTS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let (mut opened, mut refused) = (0, 0);
+    for i in 0..n {
+        let mut bytes = src.clone();
+        let edits = 1 + xorshift(&mut seed) % 8;
+        for _ in 0..edits {
+            let r = xorshift(&mut seed);
+            let at = match r % 4 {
+                // In the pickle (its first 40 KB follow the local header).
+                0 | 1 => pkl + (r >> 8) as usize % 40_000,
+                // In the central directory and end records.
+                2 => bytes.len() - 1 - (r >> 8) as usize % 30_000,
+                _ => (r >> 8) as usize % bytes.len(),
+            };
+            bytes[at] = match (r >> 40) % 3 {
+                0 => bytes[at] ^ (1 << ((r >> 48) % 8)),
+                1 => 0xff,
+                _ => (r >> 56) as u8,
+            };
+        }
+        if xorshift(&mut seed) % 10 == 0 {
+            bytes.truncate((xorshift(&mut seed) as usize) % bytes.len());
+        }
+        let p = dir.path().join(format!("mutant{i}.pth"));
+        std::fs::write(&p, &bytes).unwrap();
+        match load_model(&p, &ConfigOverrides::default(), &Device::Cpu) {
+            Ok(_) => opened += 1,
+            Err(e) => {
+                assert!(e.to_string().contains(&p.display().to_string()), "mutant {i}: {e}");
+                refused += 1;
+            }
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+    println!("{n} mutants: {opened} opened, {refused} refused");
+    assert!(refused > 0 && opened + refused == n, "{opened} opened, {refused} refused");
+}
