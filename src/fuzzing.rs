@@ -68,10 +68,17 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// Decoding a photo (size limits first) and preprocessing it as the official evaluation does.
+/// Decoding a photo (size limits first) and preprocessing it: the official evaluation's size rule
+/// for the photo's dimensions, then the resize and normalisation at a tenth of its scale (the same
+/// code; at full scale every input costs a 0.8-megapixel resize, a hundred times fewer runs).
 pub fn image(data: &[u8]) {
     if let Ok(d) = decode::decode_bytes(data, true) {
-        let _ = preprocess::prepare_image(d.image, &preprocess::PreprocessOptions::default());
+        let official = preprocess::PreprocessOptions::default();
+        let (w, h) = preprocess::target_size(d.image.width, d.image.height, official.size, official.max_size);
+        assert!(w > 0 && h > 0, "the size rule gave an empty input");
+        let small = preprocess::PreprocessOptions { size: 80, max_size: Some(133), ..official };
+        let (chw, (w, h), _) = preprocess::prepare_image(d.image, &small);
+        assert_eq!(chw.len(), 3 * w * h);
     }
 }
 

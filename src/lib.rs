@@ -13,6 +13,7 @@
 //! - [`figure`]: figures composed from analyses, written as SVG, PNG or PDF with provenance.
 //! - [`batch`]: `explain`'s plan, checked up front, its per-photo records and summaries.
 //! - [`demo`]: the generated dataset, training and evaluation of the bundled demo model.
+//! - [`hub`]: the catalogue of official checkpoints and verified, resumable downloads from the Hub.
 //! - [`gui`] (feature `gui`): the desktop explorer; [`cli`]: the command line.
 
 pub mod batch;
@@ -26,6 +27,7 @@ pub mod files;
 pub mod fuzzing;
 #[cfg(feature = "gui")]
 pub mod gui;
+pub mod hub;
 pub mod image;
 pub mod intr;
 pub mod kernels;

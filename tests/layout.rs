@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// those on its own level).
 const LEVELS: &[&[&str]] = &[
     &["error", "files"],
-    &["kernels", "checkpoint", "image"],
+    &["kernels", "checkpoint", "image", "hub"],
     &["intr"],
     &["probe", "overlay"],
     &["session", "figure"],

@@ -22,6 +22,7 @@ mod bench;
 mod commands;
 mod demo;
 mod explain;
+mod models;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -89,6 +90,11 @@ pub enum Command {
     Explain(Box<explain::ExplainArgs>),
     /// Re-make a figure from the provenance stored in it (SVG, PNG or PDF).
     Remake(RemakeArgs),
+    /// List the official INTR checkpoints and which are downloaded.
+    Models,
+    /// Download an official checkpoint by name (`cub`), or any file of a Hub repository, into the
+    /// Hugging Face cache: resumable, verified (size and SHA-256).
+    Download(models::DownloadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,8 +110,9 @@ pub struct RemakeArgs {
 /// Which model to use and how to read it.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
-    /// Checkpoint: an official INTR `.pth` or a `.safetensors` made by `convert` or `train`
-    /// (default: the bundled demo model).
+    /// Checkpoint: an official INTR `.pth` or a `.safetensors` made by `convert` or `train`, or a
+    /// catalogued official model by name (`cub`, `birds-525`, `butterfly`: see `models`; downloaded
+    /// on first use) (default: the bundled demo model).
     #[arg(long, short = 'm')]
     pub model: Option<PathBuf>,
     /// Class names: CUB `classes.txt`, one name per line, or a dataset folder (sorted sub-folders).
@@ -137,6 +144,9 @@ pub struct ConfigArgs {
 impl ModelArgs {
     /// The session's model specification.
     pub fn spec(&self) -> anyhow::Result<ModelSpec> {
+        if let Some(m) = &self.model {
+            models::ensure_downloaded(m)?;
+        }
         Ok(ModelSpec { path: self.model.clone(), classes: self.classes.clone(), overrides: self.config.overrides()? })
     }
 
@@ -322,7 +332,16 @@ fn mistyped_command(paths: &[PathBuf]) -> Option<UsageError> {
 }
 
 /// The window, on what the command line named.
-fn window(w: WindowArgs) -> anyhow::Result<i32> {
+fn window(mut w: WindowArgs) -> anyhow::Result<i32> {
+    // A catalogued model's name (`intr-explorer cub photo.jpg`) is the model, downloaded first.
+    if let Some(first) = w.paths.first()
+        && !first.exists()
+        && crate::hub::catalogue::find(&first.to_string_lossy()).is_some()
+    {
+        models::ensure_downloaded(first)?;
+        let name = w.paths.remove(0);
+        w.paths.insert(0, crate::hub::catalogued_path(&name.to_string_lossy(), &crate::hub::HubEnv::from_env())?);
+    }
     if let Some(e) = mistyped_command(&w.paths) {
         return Err(e.into());
     }
@@ -361,6 +380,8 @@ pub fn run() -> anyhow::Result<i32> {
         Some(Command::Eval(a)) => demo::eval(&a).map(|()| 0),
         Some(Command::Explain(a)) => explain::explain(&a),
         Some(Command::Remake(a)) => remake(&a),
+        Some(Command::Models) => models::models(),
+        Some(Command::Download(a)) => models::download(&a),
         None => window(cli.window),
     }
 }

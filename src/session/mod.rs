@@ -35,9 +35,13 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// The model file: the one given, or the bundled demo model.
+    /// The model file: the one given, a catalogued official model by name (`cub`: its downloaded
+    /// file in the Hugging Face cache), or the bundled demo model.
     pub fn model_path(&self) -> Result<PathBuf> {
         match &self.path {
+            Some(p) if !p.exists() && crate::hub::catalogue::find(&p.to_string_lossy()).is_some() => {
+                crate::hub::catalogued_path(&p.to_string_lossy(), &crate::hub::HubEnv::from_env())
+            }
             Some(p) => Ok(p.clone()),
             None => assets::demo_model(),
         }
@@ -222,8 +226,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The one rule for class names: the list given, else the checkpoint's own, else numbered; either
-/// list must have one name per class.
+/// The one rule for class names: the list given, else the checkpoint's own, else the bundled list
+/// of a catalogued official checkpoint (CUB's), else numbered; a list must have one name per class.
 fn class_names(spec: &ModelSpec, model: &Path, ckpt: &Checkpoint, n: usize) -> Result<Vec<String>> {
     match &spec.classes {
         Some(p) => {
@@ -236,7 +240,15 @@ fn class_names(spec: &ModelSpec, model: &Path, ckpt: &Checkpoint, n: usize) -> R
                 classes::check_count(model, &names, n)?;
                 Ok(names)
             }
-            None => Ok(classes::numbered(n)),
+            None => Ok(catalogued_names(model, n).unwrap_or_else(|| classes::numbered(n))),
         },
     }
+}
+
+/// The bundled class names of a catalogued official checkpoint (known by its file name and its
+/// number of classes).
+fn catalogued_names(model: &Path, n: usize) -> Option<Vec<String>> {
+    let entry = crate::hub::catalogue::by_file(&model.file_name()?.to_string_lossy())?;
+    let names = classes::parse_list(entry.bundled_names()?);
+    (entry.classes == n && names.len() == n).then_some(names)
 }
