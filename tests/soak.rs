@@ -154,10 +154,18 @@ fn the_window_survives_a_long_random_stream_of_events_files_and_cancels() {
         focus: Default::default(),
     };
     let mut dialogs = Some(dialogs);
-    let mut h: Harness<'static, ExplorerApp> = Harness::builder()
-        .with_size(egui::vec2(1200.0, 800.0))
-        .wgpu()
-        .build_eframe(move |cc| ExplorerApp::with_start(cc, Box::new(dialogs.take().unwrap()), start.clone()));
+    let hub_cache = out.path().join("hub");
+    let mut h: Harness<'static, ExplorerApp> =
+        Harness::builder().with_size(egui::vec2(1200.0, 800.0)).wgpu().build_eframe(move |cc| {
+            let mut app = ExplorerApp::with_start(cc, Box::new(dialogs.take().unwrap()), start.clone());
+            // The Models window's Download buttons reach a port where nothing listens, never the Hub.
+            app.models.env = intr_explorer::hub::HubEnv {
+                endpoint: "http://127.0.0.1:9".into(),
+                cache: intr_explorer::hub::Cache { root: hub_cache.clone() },
+                offline: false,
+            };
+            app
+        });
     let rng = Rng(Cell::new(seed));
     let mut size = egui::vec2(1200.0, 800.0);
     let mut pointer = egui::pos2(600.0, 400.0);

@@ -72,6 +72,7 @@ impl ExplorerApp {
             busy: None,
             paper,
             export: persisted.export,
+            models: super::models::ModelsState::default(),
             export_status: None,
             export_tx,
             export_rx,
@@ -160,6 +161,9 @@ impl ExplorerApp {
     /// Applies one command.
     pub fn apply(&mut self, cmd: Command) {
         match cmd {
+            Command::ShowModels(show) => self.models.show = show,
+            Command::Download(name) => self.models.start(&name, &self.ctx),
+            Command::CancelDownload(name) => self.models.cancel(&name),
             Command::OpenImagesDialog => self.dialogs.pick_images(self.picked_tx.clone(), self.ctx.clone()),
             Command::OpenModelDialog => self.dialogs.pick_model(self.picked_tx.clone(), self.ctx.clone()),
             Command::LoadModel(path) => {
@@ -454,7 +458,8 @@ fn thumbnail(ctx: &egui::Context, a: &Analysis) -> egui::TextureHandle {
 impl eframe::App for ExplorerApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.poll(ctx);
-        if self.busy.is_some() || self.model_loading.is_some() {
+        let downloading = self.models.poll();
+        if self.busy.is_some() || self.model_loading.is_some() || downloading {
             // Keep repainting (progress) while the worker runs.
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }

@@ -8,6 +8,7 @@ pub mod app;
 pub mod dialogs;
 pub mod export;
 pub mod gpu;
+pub mod models;
 pub mod panels;
 pub mod paper_cache;
 pub mod state;

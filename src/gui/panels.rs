@@ -33,6 +33,9 @@ pub fn layout(ui: &mut egui::Ui, app: &ExplorerApp) -> Vec<Command> {
     if app.view.show_export {
         super::export::export_window(ui.ctx(), app, &mut cmds);
     }
+    if app.models.show {
+        super::models::models_window(ui.ctx(), app, &mut cmds);
+    }
     cmds
 }
 
@@ -100,6 +103,9 @@ fn toolbar_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
         }
         if ui.button("Open model…").clicked() {
             cmds.push(Command::OpenModelDialog);
+        }
+        if ui.button("Models…").on_hover_text("The official checkpoints: download and open").clicked() {
+            cmds.push(Command::ShowModels(!app.models.show));
         }
         if ui.add_enabled(app.current().is_some(), egui::Button::new("Export…")).on_hover_text("Ctrl+E").clicked() {
             cmds.push(Command::ShowExport(true));

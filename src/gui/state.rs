@@ -114,6 +114,10 @@ pub enum Command {
     ExportDialog,
     /// Export the figure to this file (on a helper thread).
     ExportTo(PathBuf),
+    ShowModels(bool),
+    /// Download a catalogued model (by name) in the background, resuming what is there.
+    Download(String),
+    CancelDownload(String),
 }
 
 /// What a banner is about, so that it goes when its cause does.
@@ -162,6 +166,8 @@ pub struct ExplorerApp {
     /// Blurred overlays (official look), rendered in the background.
     pub paper: PaperCache,
     pub export: ExportSettings,
+    /// The Models window: the catalogue, the cache, downloads in progress.
+    pub models: super::models::ModelsState,
     /// Outcome of the last export.
     pub export_status: Option<String>,
     pub(super) export_tx: Sender<Result<PathBuf, String>>,

@@ -220,7 +220,7 @@ fn open(spec: &ModelSpec, focus: &FocusRequest) -> Result<(Session, ModelInfo), 
     let head = focus.head.and_then(|h| keep(s.head_indices(&[h]).map(|v| v[0]), format!("--head {h}")));
     let layer = focus.layer.and_then(|l| keep(s.layer_index(Some(l)), format!("--layer {l}")));
     let info = ModelInfo {
-        path: s.path().canonicalize().unwrap_or_else(|_| s.path().to_path_buf()),
+        path: absolute_keeping_name(s.path()),
         spec: spec.clone(),
         name: s.model_name(),
         demo: s.is_demo(),
@@ -230,6 +230,15 @@ fn open(spec: &ModelSpec, focus: &FocusRequest) -> Result<(Session, ModelInfo), 
         focus_errors,
     };
     Ok((s, info))
+}
+
+/// An absolute path to `p` that keeps its own name: a file in the Hugging Face cache is a link to a
+/// blob named by its hash, and the link's name is the one people know.
+fn absolute_keeping_name(p: &std::path::Path) -> PathBuf {
+    match (p.parent().and_then(|d| d.canonicalize().ok()), p.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => p.canonicalize().unwrap_or_else(|_| p.to_path_buf()),
+    }
 }
 
 fn analyze(
