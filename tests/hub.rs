@@ -199,3 +199,46 @@ fn the_command_line_downloads_through_hf_endpoint_into_hf_home_and_honours_offli
     );
     assert!(hub.requests.load(Ordering::Acquire) >= 2);
 }
+
+/// A small random official-format checkpoint with `classes` classes at `path`.
+fn small_official(path: &Path, classes: usize) {
+    use intr_explorer::intr::config::{BackboneConfig, BlockKind};
+    let cfg = intr_explorer::intr::IntrConfig {
+        hidden_dim: 32,
+        nheads: 4,
+        enc_layers: 1,
+        dec_layers: 1,
+        dim_feedforward: 64,
+        backbone: BackboneConfig {
+            block: BlockKind::Basic,
+            blocks_per_stage: vec![1, 1, 1, 1],
+            stage_channels: vec![8, 16, 32, 64],
+            num_channels: 64,
+        },
+        ..intr_explorer::intr::IntrConfig::official(classes)
+    };
+    intr_explorer::intr::random::write_official_pth(path, &cfg, 7, false).unwrap();
+}
+
+#[test]
+fn the_official_cub_file_gets_cubs_names_and_a_file_merely_named_so_is_told_apart() {
+    use intr_explorer::session::{ModelSpec, Session};
+    let dir = tempfile::tempdir().unwrap();
+    let cub = intr_explorer::hub::catalogue::find("cub").unwrap();
+    let p = dir.path().join(cub.file);
+    small_official(&p, 200);
+    let s = Session::open(&ModelSpec { path: Some(p.clone()), ..Default::default() }).unwrap();
+    assert_eq!(s.class_names()[15], "Painted Bunting");
+    assert!(s.catalogue_mismatch().is_none());
+    // The same name on a 10-class file: numbered classes and a warning that names the file.
+    small_official(&p, 10);
+    let s = Session::open(&ModelSpec { path: Some(p.clone()), ..Default::default() }).unwrap();
+    assert_eq!(s.class_names()[0], "class 0");
+    let w = s.catalogue_mismatch().unwrap();
+    assert!(w.contains(&p.display().to_string()) && w.contains("200 classes") && w.contains("has 10"), "{w}");
+    // Given names always win.
+    let names = dir.path().join("names.txt");
+    std::fs::write(&names, (1..=10).map(|i| format!("bird {i}\n")).collect::<String>()).unwrap();
+    let s = Session::open(&ModelSpec { path: Some(p), classes: Some(names), ..Default::default() }).unwrap();
+    assert_eq!(s.class_names()[0], "bird 1");
+}

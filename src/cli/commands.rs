@@ -11,11 +11,11 @@ use crate::checkpoint::{
     self, Checkpoint, F32Tensor, META_CLASSES, META_CONFIG, META_FORMAT, META_TRAINING, write_safetensors,
 };
 use crate::intr;
-use crate::session::{Analysis, Probes, Session, classes, inputs};
+use crate::session::{Analysis, Probes, classes, inputs};
 
 pub fn predict(a: &PredictArgs) -> Result<i32> {
     let images = inputs::expand_nonempty(&a.images)?;
-    let s = Session::open(&a.model.spec()?)?;
+    let s = super::open_session(&a.model.spec()?)?;
     let names = s.class_names();
     let options = a.model.preprocess_options();
     let model = s.model_name();
@@ -107,7 +107,7 @@ fn print_table(path: &Path, an: &Analysis, top: &[serde_json::Value]) -> Result<
 }
 
 pub fn attention(a: &AttentionArgs) -> Result<()> {
-    let s = Session::open(&a.model.spec()?)?;
+    let s = super::open_session(&a.model.spec()?)?;
     let an = s.analyse(&a.image, a.model.preprocess_options(), Probes::default())?;
     let out = &an.output;
     let (gh, gw) = out.grid;

@@ -144,7 +144,7 @@ impl ExplainArgs {
 /// The session and the checked plan of `a`, before any photo is read.
 fn plan_of(a: &ExplainArgs) -> Result<(Session, Plan)> {
     let files = inputs::expand_nonempty(&a.inputs)?;
-    let s = Session::open(&a.model.spec()?)?;
+    let s = super::open_session(&a.model.spec()?)?;
     let request = Request {
         class: a.class.clone(),
         layer: a.layer,

@@ -366,6 +366,16 @@ fn window(mut w: WindowArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// Opens the session of a subcommand, warning on stderr where a file named like an official
+/// checkpoint is not one.
+fn open_session(spec: &ModelSpec) -> crate::Result<crate::session::Session> {
+    let s = crate::session::Session::open(spec)?;
+    if let Some(w) = s.catalogue_mismatch() {
+        eprintln!("warning: {w}");
+    }
+    Ok(s)
+}
+
 /// Parses the command line and runs it. Returns the process exit code.
 pub fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();

@@ -123,6 +123,23 @@ impl Session {
         &self.path
     }
 
+    /// Where the file carries an official checkpoint's name but not its number of classes, says so
+    /// (the catalogue's class names are then not used).
+    #[must_use]
+    pub fn catalogue_mismatch(&self) -> Option<String> {
+        let entry = crate::hub::catalogue::by_file(&self.path.file_name()?.to_string_lossy())?;
+        let n = self.model.config().num_queries;
+        (n != entry.classes).then(|| {
+            format!(
+                "{}: named like the official {} checkpoint, which has {} classes, but this file has {n}; \
+                 it is not that checkpoint, and the catalogue's class names are not used",
+                self.path.display(),
+                entry.name,
+                entry.classes
+            )
+        })
+    }
+
     /// Whether this is the bundled demo model, which knows only its invented species.
     #[must_use]
     pub fn is_demo(&self) -> bool {
