@@ -242,3 +242,33 @@ fn the_official_cub_file_gets_cubs_names_and_a_file_merely_named_so_is_told_apar
     let s = Session::open(&ModelSpec { path: Some(p), classes: Some(names), ..Default::default() }).unwrap();
     assert_eq!(s.class_names()[0], "bird 1");
 }
+
+#[test]
+fn names_given_once_for_an_official_checkpoint_without_a_list_are_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let birds = intr_explorer::hub::catalogue::find("birds-525").unwrap();
+    let model = dir.path().join(birds.file);
+    small_official(&model, birds.classes);
+    let names = dir.path().join("birds.txt");
+    std::fs::write(&names, (1..=525).map(|i| format!("Species {i:03}\n")).collect::<String>()).unwrap();
+    let photo = parity_dir().join("Painted_Bunting_0004_16641.jpg");
+    let predict = |classes: Option<&Path>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_intr-explorer"));
+        c.args(["predict", "-k", "1", "--json", "--model"]).arg(&model).arg(&photo);
+        if let Some(p) = classes {
+            c.arg("--classes").arg(p);
+        }
+        let out = c.env("INTR_EXPLORER_CONFIG", dir.path().join("config")).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    // Until names are given, the classes are numbered and the window and CLI say why.
+    let (out, err) = predict(None);
+    assert!(out.contains("\"class ") && err.contains("numbered until given"), "{out}\n{err}");
+    let (out, _) = predict(Some(&names));
+    assert!(out.contains("Species "), "{out}");
+    // Remembered (by the checkpoint's SHA-256) for the next run.
+    let (out, err) = predict(None);
+    assert!(out.contains("Species ") && !err.contains("numbered"), "{out}\n{err}");
+    assert!(dir.path().join("config/names.json").is_file());
+}

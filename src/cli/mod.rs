@@ -373,6 +373,9 @@ fn open_session(spec: &ModelSpec) -> crate::Result<crate::session::Session> {
     if let Some(w) = s.catalogue_mismatch() {
         eprintln!("warning: {w}");
     }
+    if let Some(n) = s.names_note() {
+        eprintln!("note: {n}");
+    }
     Ok(s)
 }
 

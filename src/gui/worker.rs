@@ -220,6 +220,7 @@ fn open(spec: &ModelSpec, focus: &FocusRequest) -> Result<(Session, ModelInfo), 
     let head = focus.head.and_then(|h| keep(s.head_indices(&[h]).map(|v| v[0]), format!("--head {h}")));
     let layer = focus.layer.and_then(|l| keep(s.layer_index(Some(l)), format!("--layer {l}")));
     focus_errors.extend(s.catalogue_mismatch());
+    focus_errors.extend(s.names_note());
     let info = ModelInfo {
         path: absolute_keeping_name(s.path()),
         spec: spec.clone(),

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod catalogue;
 pub mod download;
+pub mod names;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

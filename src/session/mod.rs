@@ -140,6 +140,16 @@ impl Session {
         })
     }
 
+    /// Why the classes are numbered, where the model is an official checkpoint whose names ship
+    /// nowhere and none were given (or remembered).
+    #[must_use]
+    pub fn names_note(&self) -> Option<String> {
+        let n = self.model.config().num_queries;
+        let e = catalogued(&self.path, n)?;
+        (e.bundled_names().is_none() && *self.names == classes::numbered(n))
+            .then(|| format!("{} ({}): classes are {}", e.name, e.dataset, e.names_hint()))
+    }
+
     /// Whether this is the bundled demo model, which knows only its invented species.
     #[must_use]
     pub fn is_demo(&self) -> bool {
@@ -243,13 +253,21 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The one rule for class names: the list given, else the checkpoint's own, else the bundled list
-/// of a catalogued official checkpoint (CUB's), else numbered; a list must have one name per class.
+/// The one rule for class names: the list given, else the checkpoint's own, else those of a
+/// catalogued official checkpoint — CUB's bundled list, or the list given for it before — else
+/// numbered; a list must have one name per class. A list given for a catalogued checkpoint is
+/// remembered for it.
 fn class_names(spec: &ModelSpec, model: &Path, ckpt: &Checkpoint, n: usize) -> Result<Vec<String>> {
+    let official = catalogued(model, n);
     match &spec.classes {
         Some(p) => {
             let names = classes::load(p)?;
             classes::check_count(p, &names, n)?;
+            if let Some(e) = official
+                && e.bundled_names().is_none()
+            {
+                crate::hub::names::remember(e.sha256, p);
+            }
             Ok(names)
         }
         None => match ckpt.stored_class_names()? {
@@ -257,9 +275,25 @@ fn class_names(spec: &ModelSpec, model: &Path, ckpt: &Checkpoint, n: usize) -> R
                 classes::check_count(model, &names, n)?;
                 Ok(names)
             }
-            None => Ok(catalogued_names(model, n).unwrap_or_else(|| classes::numbered(n))),
+            None => {
+                if let Some(names) = catalogued_names(model, n) {
+                    return Ok(names);
+                }
+                if let Some(list) = official.and_then(|e| crate::hub::names::remembered(e.sha256))
+                    && let Ok(names) = classes::load(&list)
+                    && names.len() == n
+                {
+                    return Ok(names);
+                }
+                Ok(classes::numbered(n))
+            }
         },
     }
+}
+
+/// The catalogue entry of an official checkpoint (known by its file name and number of classes).
+fn catalogued(model: &Path, n: usize) -> Option<&'static crate::hub::Entry> {
+    crate::hub::catalogue::by_file(&model.file_name()?.to_string_lossy()).filter(|e| e.classes == n)
 }
 
 /// The bundled class names of a catalogued official checkpoint (known by its file name and its
