@@ -1,5 +1,5 @@
 //! The Models window against a loopback server that behaves like the Hub: download with progress,
-//! cancel, resume, open.
+//! cancel, resume, open; class names given in place for a model whose names ship nowhere.
 #![cfg(feature = "gui")]
 
 mod common;
@@ -29,6 +29,10 @@ fn step_until(
 
 #[test]
 fn the_models_window_downloads_with_progress_cancels_resumes_and_opens() {
+    // Names given in the window are remembered in the config folder: a private one for this test
+    // (the only test of this binary, so no other thread reads the environment meanwhile).
+    let config = tempfile::tempdir().unwrap();
+    unsafe { std::env::set_var("INTR_EXPLORER_CONFIG", config.path()) };
     let content = std::fs::read(parity_dir().join(FILE)).unwrap();
     let hub = Hub::start(content.clone());
     // A slow link, so that progress and cancel can be seen: ~17 MB at 256 KB per 30 ms.
@@ -82,4 +86,23 @@ fn the_models_window_downloads_with_progress_cancels_resumes_and_opens() {
     assert_eq!(m.class_names.len(), 10);
     assert_eq!(m.path.file_name().unwrap(), FILE);
     assert!(!h.state().models.show, "Open closes the window");
+    assert_eq!(m.class_names[0], "class 0");
+
+    // Its class names ship nowhere: given in place, they are used at once and remembered.
+    let names = config.path().join("names.txt");
+    std::fs::write(&names, (1..=10).map(|i| format!("bird {i}\n")).collect::<String>()).unwrap();
+    h.get_by_label("Models…").click();
+    h.run_steps(4);
+    h.get_by_label_contains("classes are numbered until you give their names");
+    h.get_by_role(egui::accesskit::Role::TextInput).focus();
+    h.run_steps(2);
+    h.get_by_role(egui::accesskit::Role::TextInput).type_text(&names.display().to_string());
+    h.run_steps(2);
+    h.get_by_label("Use").click();
+    step_until(&mut h, "the model with its names", |h| {
+        h.state().model.as_ref().is_some_and(|m| m.class_names[0] == "bird 1")
+    });
+    assert!(config.path().join("names.json").is_file());
+    h.run_steps(4);
+    h.get_by_label_contains("class names from");
 }

@@ -164,6 +164,23 @@ impl ExplorerApp {
             Command::ShowModels(show) => self.models.show = show,
             Command::Download(name) => self.models.start(&name, &self.ctx),
             Command::CancelDownload(name) => self.models.cancel(&name),
+            Command::NamesInput(name, text) => {
+                self.models.names_input.insert(name, text);
+            }
+            Command::UseNames(name, list) => match self.models.use_names(&name, &list) {
+                Ok(()) => {
+                    self.models.names_input.remove(&name);
+                    // The open model is that one: open it again with its names.
+                    let file = self.models.catalogue.iter().find(|e| e.name == name).map(|e| e.file);
+                    if let Some(m) = &self.model
+                        && file.is_some_and(|f| m.path.file_name().is_some_and(|n| n == f))
+                    {
+                        let spec = ModelSpec { path: Some(m.path.clone()), classes: Some(list), ..Default::default() };
+                        self.load(spec, FocusRequest::default());
+                    }
+                }
+                Err(e) => self.report(e, Cause::Other),
+            },
             Command::OpenImagesDialog => self.dialogs.pick_images(self.picked_tx.clone(), self.ctx.clone()),
             Command::OpenModelDialog => self.dialogs.pick_model(self.picked_tx.clone(), self.ctx.clone()),
             Command::LoadModel(path) => {

@@ -30,6 +30,8 @@ pub struct ModelsState {
     pub jobs: HashMap<String, Job>,
     /// The last outcome per model ("downloaded and verified", or why not).
     pub outcome: HashMap<String, String>,
+    /// The class-names field per model (a names file or the dataset's train folder).
+    pub names_input: HashMap<String, String>,
 }
 
 impl Default for ModelsState {
@@ -40,6 +42,7 @@ impl Default for ModelsState {
             catalogue: catalogue::CATALOGUE.to_vec(),
             jobs: HashMap::new(),
             outcome: HashMap::new(),
+            names_input: HashMap::new(),
         }
     }
 }
@@ -113,6 +116,16 @@ impl ModelsState {
         }
     }
 
+    /// Checks `list` against the model `name` (it must read as one name per class) and remembers it.
+    pub fn use_names(&mut self, name: &str, list: &std::path::Path) -> Result<(), String> {
+        let e = self.entry(name).copied().ok_or_else(|| format!("no model `{name}`"))?;
+        let names = crate::session::classes::load(list).map_err(|err| err.to_string())?;
+        crate::session::classes::check_count(list, &names, e.classes).map_err(|err| err.to_string())?;
+        hub::names::remember(e.sha256, list);
+        self.outcome.insert(e.name.to_string(), format!("class names: {} ({} names)", list.display(), names.len()));
+        Ok(())
+    }
+
     /// Asks the download of `name` to stop (what it has is kept for the next one).
     pub fn cancel(&self, name: &str) {
         if let Some(j) = self.jobs.get(name) {
@@ -137,6 +150,27 @@ impl ModelsState {
         }
         !self.jobs.is_empty()
     }
+}
+
+/// Where a model's class names ship nowhere: the list in use, or a field to give one (a names file
+/// or the dataset's train folder), remembered for the model.
+fn names_row(ui: &mut egui::Ui, m: &ModelsState, e: &hub::Entry, cmds: &mut Vec<Command>) {
+    if let Some(list) = hub::names::remembered(e.sha256) {
+        ui.label(RichText::new(format!("class names from {}", list.display())).small().weak());
+        return;
+    }
+    ui.label(RichText::new("classes are numbered until you give their names:").small().weak())
+        .on_hover_text(e.names_hint());
+    ui.horizontal(|ui| {
+        let mut text = m.names_input.get(e.name).cloned().unwrap_or_default();
+        let edit = egui::TextEdit::singleline(&mut text).hint_text("names file or the dataset's train folder");
+        if ui.add(edit.desired_width(260.0)).changed() {
+            cmds.push(Command::NamesInput(e.name.to_string(), text.clone()));
+        }
+        if ui.add_enabled(!text.trim().is_empty(), egui::Button::new("Use")).clicked() {
+            cmds.push(Command::UseNames(e.name.to_string(), PathBuf::from(text.trim())));
+        }
+    });
 }
 
 fn mb(b: u64) -> String {
@@ -208,9 +242,7 @@ pub fn models_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Comm
                         ui.label(RichText::new(o).small().weak());
                     }
                     if matches!(e.names, catalogue::ClassNames::DatasetFolders) {
-                        ui.label(
-                            RichText::new("classes numbered until you give names (hover the count)").small().weak(),
-                        );
+                        names_row(ui, m, e, cmds);
                     }
                 });
                 ui.end_row();

@@ -118,6 +118,10 @@ pub enum Command {
     /// Download a catalogued model (by name) in the background, resuming what is there.
     Download(String),
     CancelDownload(String),
+    /// The text of a model's class-names field in the Models window.
+    NamesInput(String, String),
+    /// Use (and remember) this class list for the catalogued model `name`.
+    UseNames(String, PathBuf),
 }
 
 /// What a banner is about, so that it goes when its cause does.
