@@ -9,8 +9,11 @@ use crate::image::{decode, preprocess};
 use crate::intr::{ConfigOverrides, IntrConfig};
 use crate::session::classes;
 
+/// One fuzz target: untrusted bytes in, nothing out.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by name (the folders of `fuzz/corpus/`).
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("pickle", pickle),
     ("zip_index", zip_index),
     ("checkpoint", checkpoint),

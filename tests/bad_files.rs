@@ -415,7 +415,7 @@ fn random_mutations_of_an_official_checkpoint_are_refused_or_read_never_a_crash(
                 _ => (r >> 56) as u8,
             };
         }
-        if xorshift(&mut seed) % 10 == 0 {
+        if xorshift(&mut seed).is_multiple_of(10) {
             bytes.truncate((xorshift(&mut seed) as usize) % bytes.len());
         }
         let p = dir.path().join(format!("mutant{i}.pth"));
