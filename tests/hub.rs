@@ -202,21 +202,7 @@ fn the_command_line_downloads_through_hf_endpoint_into_hf_home_and_honours_offli
 
 /// A small random official-format checkpoint with `classes` classes at `path`.
 fn small_official(path: &Path, classes: usize) {
-    use intr_explorer::intr::config::{BackboneConfig, BlockKind};
-    let cfg = intr_explorer::intr::IntrConfig {
-        hidden_dim: 32,
-        nheads: 4,
-        enc_layers: 1,
-        dec_layers: 1,
-        dim_feedforward: 64,
-        backbone: BackboneConfig {
-            block: BlockKind::Basic,
-            blocks_per_stage: vec![1, 1, 1, 1],
-            stage_channels: vec![8, 16, 32, 64],
-            num_channels: 64,
-        },
-        ..intr_explorer::intr::IntrConfig::official(classes)
-    };
+    let cfg = intr_explorer::intr::random::small_config(classes, 1);
     intr_explorer::intr::random::write_official_pth(path, &cfg, 7, false).unwrap();
 }
 

@@ -71,16 +71,22 @@ fn worker_loads_analyzes_and_reports_failures() {
     assert!(wakes.load(std::sync::atomic::Ordering::SeqCst) >= 8, "the waker runs after every message");
 }
 
-#[test]
-fn a_newer_request_supersedes_older_ones() {
+/// A worker with the fixture `model` loaded.
+fn loaded(model: &str) -> Worker {
     let w = Worker::spawn(|| {}).unwrap();
-    let path = parity_dir().join("tiny_postnorm_learned.pth");
+    let path = parity_dir().join(model);
     w.send(Request::LoadModel {
         spec: ModelSpec { path: Some(path), ..Default::default() },
         focus: Default::default(),
     })
     .unwrap();
     assert!(matches!(next_final(&w), Response::ModelLoaded(_)));
+    w
+}
+
+#[test]
+fn a_newer_request_supersedes_older_ones() {
+    let w = loaded("tiny_postnorm_learned.pth");
     let bunting = parity_dir().join("Painted_Bunting_0004_16641.jpg");
     for id in 10..14 {
         w.send(Request::Analyze { id, image: bunting.clone(), options: PreprocessOptions::default() }).unwrap();
@@ -97,14 +103,7 @@ fn a_newer_request_supersedes_older_ones() {
 
 #[test]
 fn a_panic_inside_the_worker_becomes_an_error_and_the_worker_carries_on() {
-    let w = Worker::spawn(|| {}).unwrap();
-    let path = parity_dir().join("tiny_postnorm_sine.pth");
-    w.send(Request::LoadModel {
-        spec: ModelSpec { path: Some(path), ..Default::default() },
-        focus: Default::default(),
-    })
-    .unwrap();
-    assert!(matches!(next_final(&w), Response::ModelLoaded(_)));
+    let w = loaded("tiny_postnorm_sine.pth");
     let bunting = parity_dir().join("Painted_Bunting_0004_16641.jpg");
     w.inject_panic();
     w.send(Request::Analyze { id: 1, image: bunting.clone(), options: PreprocessOptions::default() }).unwrap();

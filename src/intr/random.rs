@@ -41,6 +41,28 @@ impl Rng {
 /// One named tensor: (state-dict name, shape, row-major values).
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
+/// A small INTR (4 heads, width 32, one encoder layer, a four-stage basic-block backbone 8 to 64
+/// channels wide) with `classes` classes and `dec_layers` decoder layers, for tests: its random
+/// weights are a few hundred KB.
+#[must_use]
+pub fn small_config(classes: usize, dec_layers: usize) -> IntrConfig {
+    use super::config::{BackboneConfig, BlockKind};
+    IntrConfig {
+        hidden_dim: 32,
+        nheads: 4,
+        enc_layers: 1,
+        dec_layers,
+        dim_feedforward: 64,
+        backbone: BackboneConfig {
+            block: BlockKind::Basic,
+            blocks_per_stage: vec![1, 1, 1, 1],
+            stage_channels: vec![8, 16, 32, 64],
+            num_channels: 64,
+        },
+        ..IntrConfig::official(classes)
+    }
+}
+
 /// A complete state dict of `cfg` with a ResNet stem of `stem` channels, each value drawn by
 /// `init(name, shape, rng)`: the names, shapes and order are those the model's structs ask for when
 /// built ([`super::Intr::new`]), so there is no second list of them.

@@ -24,27 +24,14 @@ pub fn forward_evening_heads(model: &Intr, chw: &[f32], h: usize, w: usize) -> R
 mod tests {
     use super::*;
     use crate::intr::Intr;
-    use crate::intr::config::{BackboneConfig, BlockKind, IntrConfig};
+    use crate::intr::config::IntrConfig;
     use crate::intr::random::{Rng, random_weights};
     use crate::intr::weights::{MemorySource, WeightStore};
     use candle_core::Device;
 
     /// A small random INTR with `dec_layers` decoder layers.
     fn config(dec_layers: usize) -> IntrConfig {
-        IntrConfig {
-            hidden_dim: 32,
-            nheads: 4,
-            enc_layers: 1,
-            dec_layers,
-            dim_feedforward: 64,
-            backbone: BackboneConfig {
-                block: BlockKind::Basic,
-                blocks_per_stage: vec![1, 1, 1, 1],
-                stage_channels: vec![8, 16, 32, 64],
-                num_channels: 64,
-            },
-            ..IntrConfig::official(5)
-        }
+        crate::intr::random::small_config(5, dec_layers)
     }
 
     fn load(cfg: &IntrConfig, weights: &MemorySource) -> Intr {
