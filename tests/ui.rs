@@ -182,6 +182,18 @@ fn paper_style_draws_the_blurred_official_overlay_once_rendered_in_the_backgroun
     h.snapshot("explorer_paper_style");
 }
 
+/// The synthetic result's photo written into `dir` (exported figures record the photo's SHA-256,
+/// so it must exist on disk).
+fn photo_on_disk(dir: &std::path::Path) -> PathBuf {
+    let photo = dir.join("synthetic bird.png");
+    let a = analysis();
+    image::RgbImage::from_raw(a.image.width as u32, a.image.height as u32, a.image.data.clone())
+        .unwrap()
+        .save(&photo)
+        .unwrap();
+    photo
+}
+
 /// Dialogs that answer "save here" at once.
 struct SaveTo(PathBuf);
 
@@ -203,13 +215,7 @@ impl Dialogs for SaveTo {
 fn ctrl_e_opens_the_export_window_and_exports_the_gallery_as_svg() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("figure.svg");
-    // The photo must exist on disk: its SHA-256 goes into the figure's provenance.
-    let photo = dir.path().join("synthetic bird.png");
-    let a = analysis();
-    image::RgbImage::from_raw(a.image.width as u32, a.image.height as u32, a.image.data.clone())
-        .unwrap()
-        .save(&photo)
-        .unwrap();
+    let photo = photo_on_disk(dir.path());
     let target = out.clone();
     let mut h = Harness::builder().with_size(egui::vec2(1400.0, 900.0)).wgpu().build_eframe(move |cc| {
         let mut app = ExplorerApp::new(cc, Box::new(SaveTo(target.clone())), None, Vec::new());
@@ -315,12 +321,7 @@ fn save_figure_without_a_system_dialog_writes_the_file_through_the_built_in_one(
     let dir = tempfile::tempdir().unwrap();
     // The photo must exist on disk: its SHA-256 goes into the figure's provenance; the built-in
     // dialog opens in its folder.
-    let photo = dir.path().join("synthetic bird.png");
-    let a = analysis();
-    image::RgbImage::from_raw(a.image.width as u32, a.image.height as u32, a.image.data.clone())
-        .unwrap()
-        .save(&photo)
-        .unwrap();
+    let photo = photo_on_disk(dir.path());
     // egui_file's own path and name fields carry no accessible name; the check is for our widgets.
     let mut h =
         Harness::builder().with_size(egui::vec2(1400.0, 900.0)).with_accessibility_check(false).wgpu().build_eframe(
