@@ -75,7 +75,7 @@ impl ModelsState {
         if let Some(p) = e.cached(&self.env) {
             return Status::Downloaded(p);
         }
-        let part = self.env.cache.blob(e.repo, e.sha256).with_file_name(format!("{}.incomplete", e.sha256));
+        let part = self.env.cache.partial(e.repo, e.sha256);
         match std::fs::metadata(part) {
             Ok(m) if m.len() > 0 => Status::Partial(m.len()),
             _ => Status::NotDownloaded,

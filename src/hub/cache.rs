@@ -78,6 +78,12 @@ impl Cache {
         self.repo_dir(repo).join("blobs").join(etag)
     }
 
+    /// The blob of `etag` while it is being downloaded (`<etag>.incomplete`, Python's name).
+    #[must_use]
+    pub fn partial(&self, repo: &str, etag: &str) -> PathBuf {
+        self.repo_dir(repo).join("blobs").join(format!("{etag}.incomplete"))
+    }
+
     /// The commit `revision` points at, if recorded.
     #[must_use]
     pub fn commit(&self, repo: &str, revision: &str) -> Option<String> {

@@ -247,7 +247,7 @@ fn download_blob(
             lock_path.display()
         )));
     }
-    let part = blob.with_file_name(format!("{}.incomplete", h.etag));
+    let part = cache.partial(repo, &h.etag);
     let mut out = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -345,7 +345,7 @@ fn download_blob(
             h.url
         )));
     }
-    let got = hex(&hasher.finalize());
+    let got = crate::files::hex(&hasher.finalize());
     if let Some(want) = sha
         && !got.eq_ignore_ascii_case(want)
     {
@@ -359,10 +359,6 @@ fn download_blob(
     drop(lock);
     let _ = std::fs::remove_file(&lock_path);
     Ok(resumed_from)
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
