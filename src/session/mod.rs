@@ -276,7 +276,9 @@ fn class_names(spec: &ModelSpec, model: &Path, ckpt: &Checkpoint, n: usize) -> R
                 Ok(names)
             }
             None => {
-                if let Some(names) = catalogued_names(model, n) {
+                if let Some(names) = official.and_then(|e| e.bundled_names()).map(classes::parse_list)
+                    && names.len() == n
+                {
                     return Ok(names);
                 }
                 if let Some(list) = official.and_then(|e| crate::hub::names::remembered(e.sha256))
@@ -294,12 +296,4 @@ fn class_names(spec: &ModelSpec, model: &Path, ckpt: &Checkpoint, n: usize) -> R
 /// The catalogue entry of an official checkpoint (known by its file name and number of classes).
 fn catalogued(model: &Path, n: usize) -> Option<&'static crate::hub::Entry> {
     crate::hub::catalogue::by_file(&model.file_name()?.to_string_lossy()).filter(|e| e.classes == n)
-}
-
-/// The bundled class names of a catalogued official checkpoint (known by its file name and its
-/// number of classes).
-fn catalogued_names(model: &Path, n: usize) -> Option<Vec<String>> {
-    let entry = crate::hub::catalogue::by_file(&model.file_name()?.to_string_lossy())?;
-    let names = classes::parse_list(entry.bundled_names()?);
-    (entry.classes == n && names.len() == n).then_some(names)
 }
