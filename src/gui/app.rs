@@ -109,6 +109,9 @@ impl ExplorerApp {
 
     fn accept(&mut self, idx: usize, a: Analysis) {
         let a = Arc::new(a);
+        if let Some(old) = self.images[idx].analysis.take() {
+            self.release(&old);
+        }
         self.upload(&a);
         let thumb = thumbnail(&self.ctx, &a);
         let entry = &mut self.images[idx];
@@ -129,6 +132,24 @@ impl ExplorerApp {
         self.view.layer = fits(focus.layer, a.output.layers).unwrap_or(a.output.layers.saturating_sub(1));
         self.view.head = fits(focus.head, a.output.heads);
         self.view.compare.retain(|&c| c < a.output.classes);
+    }
+
+    /// Frees what was drawn for an analysis that no photo shows any more: its GPU scene and its
+    /// paper-style textures (a closed 12-megapixel photo would otherwise hold ~50 MB until evicted).
+    fn release(&mut self, a: &Analysis) {
+        if self.images.iter().any(|e| e.analysis.as_ref().is_some_and(|b| b.id == a.id)) {
+            return;
+        }
+        if let Some(rs) = &self.gpu {
+            OverlayResources::release(rs, a.id);
+        }
+        self.paper.forget(a.id);
+    }
+
+    /// How many overlay scenes are on the GPU and paper-style textures kept (tests).
+    #[must_use]
+    pub fn drawn_caches(&self) -> (usize, usize) {
+        (self.gpu.as_ref().map_or(0, OverlayResources::scene_count), self.paper.len())
     }
 
     /// Uploads the photo and every map (+ the head means) of an analysis to the GPU once.
@@ -222,6 +243,9 @@ impl ExplorerApp {
             Command::SelectImage(_) => {}
             Command::CloseImage(i) if i < self.images.len() => {
                 let closed = self.images.remove(i);
+                if let Some(a) = &closed.analysis {
+                    self.release(a);
+                }
                 self.errors.retain(|b| b.cause != Cause::Image(closed.path.clone()));
                 self.selected = self.selected.min(self.images.len().saturating_sub(1));
             }
@@ -382,8 +406,11 @@ impl ExplorerApp {
                     // A new model invalidates every result, and every request sent before it; a
                     // request sent after it runs on it already.
                     let after = self.first_after_load;
+                    let old: Vec<Arc<Analysis>> = self.images.iter_mut().filter_map(|e| e.analysis.take()).collect();
+                    for a in &old {
+                        self.release(a);
+                    }
                     for e in &mut self.images {
-                        e.analysis = None;
                         if e.pending.is_none_or(|p| p < after) {
                             e.pending = None;
                             e.error = None;

@@ -57,6 +57,8 @@ pub struct PaperCache {
     /// Renders that panicked: never asked again.
     failed: HashSet<PaperKey>,
     textures: HashMap<PaperKey, (egui::TextureHandle, Cell<u64>)>,
+    /// Analyses forgotten while renders for them were queued.
+    forgotten: HashSet<u64>,
     frame: Cell<u64>,
 }
 
@@ -117,6 +119,7 @@ impl PaperCache {
             pending: HashSet::new(),
             failed: HashSet::new(),
             textures: HashMap::new(),
+            forgotten: HashSet::new(),
             frame: Cell::new(0),
         })
     }
@@ -141,6 +144,26 @@ impl PaperCache {
         }
     }
 
+    /// Drops every texture of analysis `id` (its photo was closed or analysed again); renders
+    /// still queued for it are dropped when they arrive.
+    pub fn forget(&mut self, id: u64) {
+        self.textures.retain(|k, _| k.analysis != id);
+        self.failed.retain(|k| k.analysis != id);
+        self.forgotten.insert(id);
+    }
+
+    /// How many textures are kept.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.textures.len()
+    }
+
+    /// Whether no texture is kept.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.textures.is_empty()
+    }
+
     /// Whether any render is still queued or running.
     #[must_use]
     pub fn busy(&self) -> bool {
@@ -154,6 +177,9 @@ impl PaperCache {
         self.frame.set(self.frame.get() + 1);
         for r in self.replies.try_iter() {
             match r {
+                Reply::Done(key, _) if self.forgotten.contains(&key.analysis) => {
+                    self.pending.remove(&key);
+                }
                 Reply::Done(key, image) => {
                     self.pending.remove(&key);
                     let name = format!("paper-{}-{}-{}-{:?}", key.analysis, key.layer, key.class, key.head);
@@ -169,6 +195,9 @@ impl PaperCache {
                     errors.push(why);
                 }
             }
+        }
+        if self.pending.is_empty() {
+            self.forgotten.clear();
         }
         while self.textures.len() > KEEP {
             let Some(oldest) = self.textures.iter().min_by_key(|(_, (_, used))| used.get()).map(|(k, _)| *k) else {

@@ -42,6 +42,19 @@ impl OverlayResources {
             res.scenes.remove(&oldest);
         }
     }
+
+    /// Frees the scene under `key` (its photo was closed or analysed again).
+    pub fn release(rs: &egui_wgpu::RenderState, key: u64) {
+        if let Some(res) = rs.renderer.write().callback_resources.get_mut::<Self>() {
+            res.scenes.remove(&key);
+        }
+    }
+
+    /// How many scenes are on the GPU.
+    #[must_use]
+    pub fn scene_count(rs: &egui_wgpu::RenderState) -> usize {
+        rs.renderer.read().callback_resources.get::<Self>().map_or(0, |r| r.scenes.len())
+    }
 }
 
 /// One overlay draw. `slot` must be unique among the overlays of a frame.
