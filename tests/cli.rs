@@ -251,3 +251,38 @@ fn the_demo_model_says_so_and_a_photo_it_does_not_know_is_flagged() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v[0]["model"], "tiny_postnorm_sine.pth");
 }
+
+#[test]
+fn heads_ranks_every_head_once_and_chains_the_probabilities() {
+    let photo = shared().join("images/photos/duck.webp").display().to_string();
+    let o = run(&["heads", "--json", &photo]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let heads = v["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 8, "{v}");
+    let mut numbers: Vec<u64> = heads.iter().map(|h| h["head"].as_u64().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>());
+    let ranks: Vec<u64> = heads.iter().map(|h| h["rank"].as_u64().unwrap()).collect();
+    assert_eq!(ranks, (1..=8).collect::<Vec<_>>());
+    // Each head's "before" is the next-ranked head's "after" (it was evened just before), and the
+    // least important head starts from the forward pass's own probability.
+    for w in heads.windows(2) {
+        assert_eq!(w[0]["probability_before"], w[1]["probability_after"], "{v}");
+    }
+    assert_eq!(heads[7]["probability_before"], v["probability"]);
+    // That probability is predict's for the same class.
+    let p = run(&["predict", "--json", "-k", "1", &photo]);
+    let top: serde_json::Value = serde_json::from_str(&stdout(&p)).unwrap();
+    assert_eq!(top[0]["top"][0]["name"], v["name"]);
+    let (a, b) = (top[0]["top"][0]["probability"].as_f64().unwrap(), v["probability"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+
+    let name = v["name"].as_str().unwrap().to_string();
+    let o = run(&["heads", "--class", &name.to_uppercase(), &photo]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("rank  head"), "{}", stdout(&o));
+    let o = run(&["heads", "--class", "No Such Bird", &photo]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("No Such Bird"), "{}", stderr(&o));
+}

@@ -259,6 +259,7 @@ fn the_summary_says_what_each_last_layer_head_is_worth_to_the_class() {
         assert!((num(r, "class_probability") - num(r, &format!("top{rank}_probability"))).abs() < 1e-6, "{r:?}");
         if r["head"] == "mean" {
             assert_eq!(r["probability_if_evened"], "", "the mean is not a head: {r:?}");
+            assert_eq!(r["head_rank"], "", "the mean is not ranked: {r:?}");
         } else {
             let evened = num(r, "probability_if_evened");
             assert!((0.0..=1.0).contains(&evened), "{r:?}");
@@ -266,6 +267,17 @@ fn the_summary_says_what_each_last_layer_head_is_worth_to_the_class() {
         }
     }
     assert!(moved > 0, "no head's evening changed any class's probability: {rows:?}");
+    // Each class's four heads carry ranks 1 to 4, each with the class's probability once it and
+    // the heads ranked below it are evened.
+    for class_rows in rows.chunks(5) {
+        let mut by_rank: Vec<(usize, f32)> = class_rows[..4]
+            .iter()
+            .map(|r| (r["head_rank"].parse().unwrap(), num(r, "cumulative_probability_if_evened")))
+            .collect();
+        by_rank.sort_by_key(|x| x.0);
+        assert_eq!(by_rank.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2, 3, 4], "{class_rows:?}");
+        assert!(by_rank.iter().all(|x| (0.0..=1.0).contains(&x.1)), "{class_rows:?}");
+    }
     // Every row names the model and says whether the photo looked like something it knows.
     for r in &rows {
         assert_eq!(r["model"], "tiny_postnorm_sine.pth", "{r:?}");
@@ -285,13 +297,17 @@ fn the_summary_says_what_each_last_layer_head_is_worth_to_the_class() {
         let h = h.as_object_mut().unwrap();
         h.remove("class_probability");
         h.remove("probability_if_evened");
+        h.remove("head_rank");
+        h.remove("cumulative_probability_if_evened");
     }
     std::fs::write(&record, serde_json::to_vec(&old).unwrap()).unwrap();
     explain_layer("2", &last);
     let rows = summary_rows(&last);
     assert_eq!(rows.len(), 15);
     assert!(
-        rows.iter().all(|r| r["class_probability"].is_empty() && r["probability_if_evened"].is_empty()),
+        rows.iter().all(|r| r["class_probability"].is_empty()
+            && r["probability_if_evened"].is_empty()
+            && r["head_rank"].is_empty()),
         "{rows:?}"
     );
     assert!(rows.iter().all(|r| !r["entropy"].is_empty()), "{rows:?}");
@@ -301,5 +317,5 @@ fn the_summary_says_what_each_last_layer_head_is_worth_to_the_class() {
     explain_layer("1", &first);
     let rows = summary_rows(&first);
     assert_eq!(rows.len(), 15);
-    assert!(rows.iter().all(|r| r["probability_if_evened"].is_empty()), "{rows:?}");
+    assert!(rows.iter().all(|r| r["probability_if_evened"].is_empty() && r["head_rank"].is_empty()), "{rows:?}");
 }

@@ -64,6 +64,7 @@ fn analysis() -> Analysis {
                 vec![2.0, 0.0, 1.0, 0.5, -1.0],
                 vec![2.0, 3.2, 1.0, 0.5, -1.0],
             ],
+            last_layer: None,
             mapping: GridMapping { original: (w, h), input: (w * 4, h * 4), grid: (gh, gw), stride: 160 },
             class_names: Arc::new(NAMES.iter().map(|s| s.to_string()).collect()),
             took: std::time::Duration::ZERO,

@@ -134,7 +134,8 @@ pub fn remake_figure(plan: &Plan, s: &Session, options: PreprocessOptions, view:
 }
 
 /// Analyses one photo (with each last-layer head's evening, for the summary's
-/// `probability_if_evened`), writes its figures and returns its record.
+/// `probability_if_evened`, and each explained class's head ranking), writes its figures and
+/// returns its record.
 fn explain_one(
     plan: &Plan,
     s: &Session,
@@ -150,6 +151,12 @@ fn explain_one(
     let classes: Vec<usize> = match plan.classes {
         ClassPick::Top(n) => ranking.iter().copied().take(n).collect(),
         ClassPick::One(c) => vec![c],
+    };
+    // Each explained class's heads ranked by greedy evening (the summary's rank columns).
+    let rankings = if plan.layer + 1 == out.layers {
+        classes.iter().map(|&c| s.rank_heads(&a, c)).collect::<crate::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
     };
     let heads = &plan.heads;
     let mut views: Vec<(View, String)> = classes
@@ -175,7 +182,7 @@ fn explain_one(
         image: file.display().to_string(),
         image_sha256: source.image_sha256.clone(),
         top: ranking.iter().take(5).map(|&c| (names[c].clone(), probs[c])).collect(),
-        heads: head_records(&a, &probs, plan.layer, &classes, heads, gallery),
+        heads: head_records(&a, &probs, plan.layer, &classes, heads, &rankings, gallery),
         figures: figures_out,
         error: None,
         plan: Some(plan.fingerprint(source)),

@@ -63,6 +63,14 @@ pub struct HeadRecord {
     /// the last decoder layer; `None` for the mean and for earlier layers.
     #[serde(default)]
     pub probability_if_evened: Option<f32>,
+    /// The head's rank for this class by greedy cumulative evening (1 = the head the decision rests
+    /// on most; [`crate::probe::rank_heads`]). Last-layer heads only.
+    #[serde(default)]
+    pub head_rank: Option<usize>,
+    /// The class's probability once this head and every head ranked below it are evened: the
+    /// ranking's curve, read at this head.
+    #[serde(default)]
+    pub cumulative_probability_if_evened: Option<f32>,
     /// The figure file that shows this class's heads.
     #[serde(default)]
     pub figure: Option<String>,
@@ -97,7 +105,8 @@ pub fn finished(record_path: &Path, out: &Path, plan: &str) -> bool {
 
 /// The records of `heads` (and their mean) for each of `classes` of an analysed photo (its class
 /// probabilities, and `evened[head]`: the logits with that head of the last layer attending evenly);
-/// `figure(class)` is the figure file showing the class.
+/// `rankings` are the classes' head rankings (last layer only), `figure(class)` is the figure file
+/// showing the class.
 #[must_use]
 pub fn head_records(
     a: &Analysis,
@@ -105,6 +114,7 @@ pub fn head_records(
     layer: usize,
     classes: &[usize],
     heads: &[usize],
+    rankings: &[crate::probe::HeadRanking],
     figure: impl Fn(usize) -> Option<String>,
 ) -> Vec<HeadRecord> {
     let (o, evened, names) = (&a.output, &a.evened, &a.class_names);
@@ -112,7 +122,10 @@ pub fn head_records(
     let evened_probs: Vec<Vec<f32>> =
         if layer + 1 == o.layers { evened.iter().map(|l| softmax(l)).collect() } else { Vec::new() };
     let mut out = Vec::new();
+    let last = layer + 1 == o.layers;
     for &c in classes {
+        let ranked = rankings.iter().find(|r| r.class == c && last).map(crate::probe::HeadRanking::ranked);
+        let rank_of = |h: usize| ranked.as_ref().and_then(|r| r.iter().find(|x| x.head == h).copied());
         for h in heads.iter().map(|&h| Some(h)).chain([None]) {
             let map = o.map_values(layer, c, h);
             let (peak, value) = stats::peak(&map);
@@ -130,6 +143,8 @@ pub fn head_records(
                 entropy: stats::entropy(&map),
                 class_probability: Some(probs[c]),
                 probability_if_evened: h.and_then(|h| evened_probs.get(h)).map(|p| p[c]),
+                head_rank: h.and_then(rank_of).map(|r| r.rank),
+                cumulative_probability_if_evened: h.and_then(rank_of).map(|r| r.after),
                 figure: figure(c),
             });
         }

@@ -1,4 +1,4 @@
-//! The headless subcommands: predict, attention, inspect, convert.
+//! The headless subcommands: predict, heads, attention, inspect, convert.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-use super::{AttentionArgs, ConvertArgs, InspectArgs, PredictArgs};
+use super::{AttentionArgs, ConvertArgs, HeadsArgs, InspectArgs, PredictArgs};
 use crate::checkpoint::{
     self, Checkpoint, F32Tensor, META_CLASSES, META_CONFIG, META_FORMAT, META_TRAINING, write_safetensors,
 };
@@ -103,6 +103,60 @@ fn print_table(path: &Path, an: &Analysis, top: &[serde_json::Value]) -> Result<
             t["logit"].as_f64().unwrap_or(0.0),
         );
     }
+    Ok(())
+}
+
+pub fn heads(a: &HeadsArgs) -> Result<()> {
+    let s = super::open_session(&a.model.spec()?)?;
+    let an = s.analyse(&a.image, a.model.preprocess_options(), Probes { evening: true })?;
+    let class = match &a.class {
+        Some(name) => s.class_index(name)?,
+        None => an.output.ranking()[0],
+    };
+    let ranking = s.rank_heads(&an, class)?;
+    let names = s.class_names();
+    let ranked = ranking.ranked();
+    if a.json {
+        let heads: Vec<_> = ranked
+            .iter()
+            .map(|r| {
+                json!({"rank": r.rank, "head": r.head + 1, "probability_before": r.before, "probability_after": r.after})
+            })
+            .collect();
+        let order: Vec<_> = ranking
+            .steps
+            .iter()
+            .enumerate()
+            .map(
+                |(i, st)| json!({"step": i + 1, "head": st.head + 1, "probability": st.probability, "logit": st.logit}),
+            )
+            .collect();
+        let v = json!({
+            "image": a.image.display().to_string(),
+            "model": s.model_name(),
+            "layer": an.output.layers,
+            "class": class + 1,
+            "name": names[class],
+            "probability": ranking.probability,
+            "heads": heads,
+            "evening_order": order,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    outln!("model: {}", s.model_name());
+    outln!("{}: {} ({:.1} %)", a.image.display(), names[class], ranking.probability * 100.0);
+    outln!(
+        "heads of layer {} ranked by what the decision rests on (greedy evening: each step evens the head the \
+         class needs least; the last evened ranks first)",
+        an.output.layers
+    );
+    outln!("  rank  head  probability before → after evening it");
+    for r in &ranked {
+        outln!("  {:>4}  {:>4}  {:>7.2} % → {:>7.2} %", r.rank, r.head + 1, r.before * 100.0, r.after * 100.0);
+    }
+    let curve: Vec<String> = ranking.curve().iter().map(|p| format!("{:.1}", p * 100.0)).collect();
+    outln!("  probability as heads are evened, %: {}", curve.join(" → "));
     Ok(())
 }
 

@@ -72,6 +72,9 @@ pub enum Command {
     Predict(PredictArgs),
     /// Write logits and every cross-attention map of one image to a safetensors file.
     Attention(AttentionArgs),
+    /// Rank a class's heads: which of the last layer's heads the decision rests on, in order
+    /// (greedy cumulative evening, as Prompt-CAM ranks heads).
+    Heads(HeadsArgs),
     /// Describe a checkpoint (configuration, classes, parameters, training args) without loading it.
     Inspect(InspectArgs),
     /// Convert a checkpoint to a weights-only safetensors file that carries its configuration.
@@ -184,6 +187,21 @@ pub struct PredictArgs {
     /// Image files and folders of images (searched recursively).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HeadsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The class whose heads to rank (a name, any case, CUB spellings accepted); default: the
+    /// photo's top class.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Image file.
+    pub image: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -385,6 +403,7 @@ pub fn run() -> anyhow::Result<i32> {
     match cli.command {
         Some(Command::Predict(a)) => commands::predict(&a),
         Some(Command::Attention(a)) => commands::attention(&a).map(|()| 0),
+        Some(Command::Heads(a)) => commands::heads(&a).map(|()| 0),
         Some(Command::Inspect(a)) => commands::inspect(&a).map(|()| 0),
         Some(Command::Convert(a)) => commands::convert(&a).map(|()| 0),
         Some(Command::Bench(a)) => bench::run(&a).map(|()| 0),

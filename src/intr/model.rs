@@ -51,11 +51,25 @@ pub struct IntrOutput {
 
 /// What the last decoder layer read in a forward pass: enough to run that layer again
 /// ([`Intr::last_layer_logits`]) without the backbone, encoder or earlier layers.
+#[derive(Debug)]
 pub struct LastLayerInput {
     /// (Q, D) the layer's input: the previous layer's output, or zeros for a one-layer decoder.
     input: Tensor,
     /// (h·w, D) the encoder output the cross-attention reads.
     memory: Tensor,
+}
+
+/// The last decoder layer seen from one class query ([`Intr::class_query`]): after the layer's
+/// self-attention every query is computed on its own, so evening heads for this query alone
+/// leaves every other class's logit as it was.
+pub struct ClassQuery {
+    /// (1, D) the query's residual stream entering the cross-attention.
+    residual: Tensor,
+    /// (1, D) the cross-attention's output with no head evened.
+    base: Tensor,
+    /// Per head, (1, D): what evening that head adds to the cross-attention's output. The output
+    /// projection is linear, so evening a set of heads adds the sum of theirs.
+    deltas: Vec<Tensor>,
 }
 
 /// What a training pass returns.
@@ -261,6 +275,52 @@ impl Intr {
         let layer =
             self.transformer.decoder.last().ok_or_else(|| Error::Config("the model has no decoder layers".into()))?;
         let (t, _) = layer.forward_evened(&kept.input, &kept.memory, &self.query_embed, even, None)?;
+        let hs = self.transformer.norm_decoder_output(&t)?;
+        Ok(self.presence.forward(&hs)?.squeeze(1)?.to_vec1::<f32>()?)
+    }
+
+    /// Prepares [`Intr::class_query_logits`] for class `class` (0-based): the last layer's
+    /// self-attention once, and its cross-attention for that one query with no head and with each
+    /// head evened. Costs one decoder layer's self-attention and `heads + 1` one-query
+    /// cross-attentions.
+    pub fn class_query(&self, kept: &LastLayerInput, class: usize) -> Result<ClassQuery> {
+        let layer =
+            self.transformer.decoder.last().ok_or_else(|| Error::Config("the model has no decoder layers".into()))?;
+        if class >= self.config.num_queries {
+            return Err(Error::Request(format!("class {class} is not one of the model's {}", self.config.num_queries)));
+        }
+        let (residual, query) = layer.before_cross(&kept.input, &self.query_embed, &mut None)?;
+        let residual = residual.narrow(0, class, 1)?;
+        let query = query.narrow(0, class, 1)?;
+        let base = layer.cross_attention(&query, &kept.memory, &[])?;
+        let deltas = (0..self.config.nheads)
+            .map(|h| Ok((layer.cross_attention(&query, &kept.memory, &[h])? - &base)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ClassQuery { residual, base, deltas })
+    }
+
+    /// The logit of `cq`'s class with the heads of each set in `sets` (0-based) evened for that
+    /// class's query alone: one value per set, all sets in one batch through the rest of the layer.
+    pub fn class_query_logits(&self, cq: &ClassQuery, sets: &[Vec<usize>]) -> Result<Vec<f32>> {
+        let layer =
+            self.transformer.decoder.last().ok_or_else(|| Error::Config("the model has no decoder layers".into()))?;
+        if sets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sets
+            .iter()
+            .map(|set| {
+                set.iter().try_fold(cq.base.clone(), |acc, &h| {
+                    let d = cq.deltas.get(h).ok_or_else(|| {
+                        Error::Request(format!("head {h} is not one of the model's {}", cq.deltas.len()))
+                    })?;
+                    Ok::<_, Error>((acc + d)?)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ca = Tensor::cat(&rows, 0)?;
+        let residual = cq.residual.broadcast_as(ca.shape())?.contiguous()?;
+        let t = layer.after_cross(&residual, ca, None)?;
         let hs = self.transformer.norm_decoder_output(&t)?;
         Ok(self.presence.forward(&hs)?.squeeze(1)?.to_vec1::<f32>()?)
     }

@@ -104,12 +104,6 @@ impl DecoderLayer {
         even: &[usize],
         mut pass: Option<&mut TrainPass<'_>>,
     ) -> Result<(Tensor, Tensor)> {
-        let self_attend = |q: &Tensor, v: &Tensor, pass: &mut Option<&mut TrainPass<'_>>| -> Result<Tensor> {
-            match pass {
-                Some(p) => Ok(self.self_attn.forward_train(q, q, v, false, p)?.0),
-                None => self.self_attn.context(q, q, v),
-            }
-        };
         let cross = |q: &Tensor, pass: &mut Option<&mut TrainPass<'_>>| -> Result<(Tensor, Tensor)> {
             match pass {
                 Some(p) if even.is_empty() => self.cross_attn.forward_train(q, memory, memory, true, p),
@@ -117,26 +111,61 @@ impl DecoderLayer {
                 None => self.cross_attn.forward_evened(q, memory, memory, even),
             }
         };
+        let (residual, query) = self.before_cross(tgt, qpos, &mut pass)?;
+        let (ca, w) = cross(&query, &mut pass)?;
+        Ok((self.after_cross(&residual, ca, pass)?, w))
+    }
+
+    /// The layer up to its cross-attention: the self-attention among the class queries (which
+    /// mixes them) and the norm. Returns the residual stream and the cross-attention's queries;
+    /// everything after the self-attention treats each query on its own.
+    pub fn before_cross(
+        &self,
+        tgt: &Tensor,
+        qpos: &Tensor,
+        pass: &mut Option<&mut TrainPass<'_>>,
+    ) -> Result<(Tensor, Tensor)> {
+        let self_attend = |q: &Tensor, v: &Tensor, pass: &mut Option<&mut TrainPass<'_>>| -> Result<Tensor> {
+            match pass {
+                Some(p) => Ok(self.self_attn.forward_train(q, q, v, false, p)?.0),
+                None => self.self_attn.context(q, q, v),
+            }
+        };
         if self.pre_norm {
             let t2 = self.norm1.forward(tgt)?;
             let qk = (&t2 + qpos)?;
-            let sa = self_attend(&qk, &t2, &mut pass)?;
-            let tgt = (tgt + pass::drop(&mut pass, sa)?)?;
+            let sa = self_attend(&qk, &t2, pass)?;
+            let tgt = (tgt + pass::drop(pass, sa)?)?;
             let t2 = self.norm2.forward(&tgt)?;
-            let (ca, w) = cross(&(&t2 + qpos)?, &mut pass)?;
-            let tgt = (tgt + pass::drop(&mut pass, ca)?)?;
-            let t2 = self.norm3.forward(&tgt)?;
-            Ok(((&tgt + self.ffn.forward(&t2, pass)?)?, w))
+            let query = (&t2 + qpos)?;
+            Ok((tgt, query))
         } else {
             let qk = (tgt + qpos)?;
-            let sa = self_attend(&qk, tgt, &mut pass)?;
-            let tgt = self.norm1.forward(&(tgt + pass::drop(&mut pass, sa)?)?)?;
-            let (ca, w) = cross(&(&tgt + qpos)?, &mut pass)?;
-            let tgt = self.norm2.forward(&(tgt + pass::drop(&mut pass, ca)?)?)?;
-            let ff = self.ffn.forward(&tgt, pass)?;
-            let tgt = self.norm3.forward(&(&tgt + ff)?)?;
-            Ok((tgt, w))
+            let sa = self_attend(&qk, tgt, pass)?;
+            let tgt = self.norm1.forward(&(tgt + pass::drop(pass, sa)?)?)?;
+            let query = (&tgt + qpos)?;
+            Ok((tgt, query))
         }
+    }
+
+    /// The layer after its cross-attention, row by row: `residual` and `ca` (the cross-attention's
+    /// output) are (rows, D), any rows (in a training pass (B, Q, D)).
+    pub fn after_cross(&self, residual: &Tensor, ca: Tensor, mut pass: Option<&mut TrainPass<'_>>) -> Result<Tensor> {
+        if self.pre_norm {
+            let tgt = (residual + pass::drop(&mut pass, ca)?)?;
+            let t2 = self.norm3.forward(&tgt)?;
+            Ok((&tgt + self.ffn.forward(&t2, pass)?)?)
+        } else {
+            let tgt = self.norm2.forward(&(residual + pass::drop(&mut pass, ca)?)?)?;
+            let ff = self.ffn.forward(&tgt, pass)?;
+            self.norm3.forward(&(&tgt + ff)?)
+        }
+    }
+
+    /// The cross-attention's output for `query` (rows, D) over `memory`, with the heads in `even`
+    /// attending evenly (inference).
+    pub fn cross_attention(&self, query: &Tensor, memory: &Tensor, even: &[usize]) -> Result<Tensor> {
+        Ok(self.cross_attn.forward_evened(query, memory, memory, even)?.0)
     }
 }
 

@@ -15,9 +15,21 @@ pub fn evened_logits(model: &Intr, kept: &LastLayerInput) -> Result<Vec<Vec<f32>
 /// [`Intr::forward`] plus [`evened_logits`]: the backbone, encoder and earlier decoder layers run
 /// once; the last decoder layer once more per head.
 pub fn forward_evening_heads(model: &Intr, chw: &[f32], h: usize, w: usize) -> Result<(IntrOutput, Vec<Vec<f32>>)> {
+    let (out, evened, _) = forward_evening_heads_keeping(model, chw, h, w)?;
+    Ok((out, evened))
+}
+
+/// [`forward_evening_heads`], also returning what the last decoder layer read (for later probes
+/// such as [`crate::probe::rank_heads`]).
+pub fn forward_evening_heads_keeping(
+    model: &Intr,
+    chw: &[f32],
+    h: usize,
+    w: usize,
+) -> Result<(IntrOutput, Vec<Vec<f32>>, LastLayerInput)> {
     let (out, kept) = model.forward_keeping_last_layer(chw, h, w)?;
     let evened = evened_logits(model, &kept)?;
-    Ok((out, evened))
+    Ok((out, evened, kept))
 }
 
 #[cfg(test)]

@@ -81,6 +81,9 @@ pub struct Analysis {
     /// whole grid ([`probe::evened_logits`]): what each class's score owes to where the head looks.
     /// Empty when not asked for.
     pub evened: Vec<Vec<f32>>,
+    /// What the last decoder layer read, kept with the evening probe so that a class's heads can be
+    /// ranked later without another forward pass ([`Session::rank_heads`]).
+    pub last_layer: Option<Arc<crate::intr::model::LastLayerInput>>,
     pub mapping: GridMapping,
     pub class_names: Arc<Vec<String>>,
     /// Whether the photo looks like something the model knows ([`probe::ood`]).
@@ -185,10 +188,12 @@ impl Session {
             Error::File { .. } => e,
             other => Error::file(image, format!("forward pass failed: {other}")),
         };
-        let (output, evened) = if probes.evening {
-            probe::forward_evening_heads(&self.model, &prepared.chw, h, w).map_err(failed)?
+        let (output, evened, last_layer) = if probes.evening {
+            let (o, e, kept) =
+                probe::forward_evening_heads_keeping(&self.model, &prepared.chw, h, w).map_err(failed)?;
+            (o, e, Some(Arc::new(kept)))
         } else {
-            (self.model.forward(&prepared.chw, h, w).map_err(failed)?, Vec::new())
+            (self.model.forward(&prepared.chw, h, w).map_err(failed)?, Vec::new(), None)
         };
         let mapping = prepared.mapping(output.grid, self.model.config().stride());
         let ood = probe::out_of_domain(&output.logits);
@@ -200,10 +205,26 @@ impl Session {
             input_size: prepared.input_size,
             output,
             evened,
+            last_layer,
             mapping,
             class_names: Arc::clone(&self.names),
             took: started.elapsed(),
         })
+    }
+
+    /// Ranks the last layer's heads for `class` (0-based) of an analysis made with the evening
+    /// probe ([`probe::rank_heads`]: greedy cumulative evening of that class's query).
+    pub fn rank_heads(&self, a: &Analysis, class: usize) -> Result<probe::HeadRanking> {
+        let kept = a.last_layer.as_ref().ok_or_else(|| {
+            Error::Request(format!(
+                "{} was analysed without the evening probe; its heads cannot be ranked",
+                a.image_path.display()
+            ))
+        })?;
+        if class >= a.output.classes {
+            return Err(Error::Request(format!("class {} is not one of the model's {}", class + 1, a.output.classes)));
+        }
+        probe::rank_heads(&self.model, kept, &a.output.logits, class)
     }
 
     /// [`Session::prepare`] then [`Session::run`].
