@@ -401,3 +401,40 @@ fn a_figure_exported_from_the_window_can_be_remade_from_its_provenance() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&copy).unwrap(), before, "remake gives the window's figure byte for byte");
 }
+
+#[test]
+fn the_heads_are_ranked_for_the_viewed_class_and_the_gallery_can_follow_the_ranking() {
+    let bunting =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/intr-parity/Painted_Bunting_0004_16641.jpg");
+    let mut h = started(vec![bunting], |app| app.current_ranking().is_some());
+    let ranking = h.state().current_ranking().unwrap().clone().expect("the worker ranked the heads");
+    assert_eq!(ranking.class, h.state().view.class);
+    let ranked = ranking.ranked();
+    assert_eq!(ranked.len(), 4);
+    h.get_by_label("Heads ranked");
+    // The gallery by number, each head labelled with its rank; then in the ranking's order.
+    let x_of = |h: &Harness<'static, ExplorerApp>, rank: usize| {
+        let head = ranked[rank - 1].head + 1;
+        h.get_by_label_contains(&format!("#{rank} head {head}")).rect().min.x
+    };
+    let by_number: Vec<f32> = (1..=4).map(|r| x_of(&h, r)).collect();
+    h.get_by_label("order gallery").click();
+    h.run_steps(3);
+    assert!(h.state().view.gallery_by_rank);
+    let by_rank: Vec<f32> = (1..=4).map(|r| x_of(&h, r)).collect();
+    assert!(by_rank.windows(2).all(|w| w[0] < w[1]), "not in rank order: {by_rank:?}");
+    let heads: Vec<usize> = ranked.iter().map(|r| r.head).collect();
+    if heads != [0, 1, 2, 3] {
+        assert_ne!(by_number, by_rank, "the order did not change");
+    }
+    // Another class gets its own ranking.
+    let other = (h.state().view.class + 1) % 5;
+    h.state_mut().apply(intr_explorer::gui::Command::SelectClass(other));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while h.state().current_ranking().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no ranking for the other class");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(h.state().current_ranking().unwrap().as_ref().unwrap().class, other);
+}

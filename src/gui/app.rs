@@ -70,6 +70,8 @@ impl ExplorerApp {
             recent_models: persisted.recent_models,
             errors: Vec::new(),
             busy: None,
+            rankings: std::collections::HashMap::new(),
+            rankings_asked: std::collections::HashSet::new(),
             paper,
             export: persisted.export,
             models: super::models::ModelsState::default(),
@@ -144,6 +146,22 @@ impl ExplorerApp {
             OverlayResources::release(rs, a.id);
         }
         self.paper.forget(a.id);
+        self.rankings.retain(|k, _| k.0 != a.id);
+        self.rankings_asked.retain(|k| k.0 != a.id);
+    }
+
+    /// Asks the worker to rank the viewed class's heads for the current photo, once per (photo,
+    /// class); a full queue is tried again next frame.
+    fn ask_ranking(&mut self) {
+        let Some(a) = self.current() else { return };
+        let key = (a.id, self.view.class);
+        if a.last_layer.is_none() || self.rankings.contains_key(&key) || self.rankings_asked.contains(&key) {
+            return;
+        }
+        let req = Request::RankHeads { analysis: Arc::clone(a), class: self.view.class };
+        if self.worker.send(req).is_ok() {
+            self.rankings_asked.insert(key);
+        }
     }
 
     /// How many overlay scenes are on the GPU and paper-style textures kept (tests).
@@ -251,6 +269,7 @@ impl ExplorerApp {
             }
             Command::CloseImage(_) => {}
             Command::SelectClass(c) => self.view.class = c,
+            Command::GalleryByRank(on) => self.view.gallery_by_rank = on,
             Command::ToggleCompare(c) => {
                 if let Some(pos) = self.view.compare.iter().position(|&x| x == c) {
                     self.view.compare.remove(pos);
@@ -434,6 +453,14 @@ impl ExplorerApp {
                     }
                     self.busy = None;
                 }
+                Response::Ranked { id, class, ranking } => {
+                    // Kept only while the photo it was asked for is open with that analysis.
+                    if self.rankings_asked.remove(&(id, class))
+                        && self.images.iter().any(|e| e.analysis.as_ref().is_some_and(|a| a.id == id))
+                    {
+                        self.rankings.insert((id, class), ranking);
+                    }
+                }
                 Response::Failed { id, what } => {
                     self.busy = None;
                     if id == 0 {
@@ -514,6 +541,7 @@ impl eframe::App for ExplorerApp {
         for c in commands {
             self.apply(c);
         }
+        self.ask_ranking();
         self.built_in_ui(ui.ctx());
     }
 

@@ -196,6 +196,9 @@ fn images_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
 }
 
 fn ranking_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    if app.current().is_some_and(|a| a.last_layer.is_some()) {
+        egui::Panel::bottom("heads-ranked").show(ui, |ui| heads_ranked_ui(ui, app, cmds));
+    }
     ui.heading("Classes");
     let Some(a) = app.current() else {
         ui.label(RichText::new("No result yet.").weak());
@@ -272,6 +275,85 @@ fn ranking_row(
         ui.add(egui::ProgressBar::new(p).desired_width(160.0).text(format!("{:.1} %", p * 100.0)));
         ui.label(RichText::new(format!("logit {:.2}", a.output.logits[c])).small().weak());
     });
+}
+
+/// The viewed class's heads ranked by what its decision rests on (greedy evening of its query in
+/// the last layer), with the curve of its probability as heads are evened; a row shows its head.
+fn heads_ranked_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    ui.add_space(4.0);
+    ui.horizontal(|ui| {
+        ui.strong("Heads ranked").on_hover_text(
+            "Which heads of the last layer this class's score rests on, in order. Starting from the photo as it \
+             is, each step makes one more head look evenly over the whole image (for this class only) — the head \
+             the class needs least — until all do; the head evened last ranks first. Each row: the class's \
+             probability before and after that head was evened.",
+        );
+        let mut by_rank = app.view.gallery_by_rank;
+        if ui.checkbox(&mut by_rank, "order gallery").on_hover_text("order the head gallery by this ranking").changed()
+        {
+            cmds.push(Command::GalleryByRank(by_rank));
+        }
+    });
+    let ranking = match app.current_ranking() {
+        None => {
+            ui.label(RichText::new("ranking…").weak());
+            return;
+        }
+        Some(Err(e)) => {
+            ui.colored_label(ui.visuals().warn_fg_color, format!("(!) {e}"));
+            return;
+        }
+        Some(Ok(r)) => r,
+    };
+    probability_curve(ui, &ranking.curve());
+    ui.label(RichText::new("rank · head · probability before and after evening it").weak().small());
+    for r in ranking.ranked() {
+        let text = format!("{:>2}. head {}   {:.1} to {:.1} %", r.rank, r.head + 1, r.before * 100.0, r.after * 100.0);
+        if ui.selectable_label(app.view.head == Some(r.head), RichText::new(text).monospace().small()).clicked() {
+            cmds.push(Command::SelectHead(Some(r.head)));
+        }
+    }
+}
+
+/// A small line plot of the class's probability (0–100 %) as heads are evened, one point per step.
+fn probability_curve(ui: &mut egui::Ui, curve: &[f32]) {
+    let (rect, resp) = ui.allocate_exact_size(Vec2::new(ui.available_width().min(260.0), 56.0), Sense::hover());
+    let painter = ui.painter_at(rect);
+    let visuals = ui.visuals();
+    painter.rect_stroke(rect, 2.0, visuals.widgets.noninteractive.bg_stroke, egui::StrokeKind::Inside);
+    let n = curve.len().max(2) - 1;
+    let point = |i: usize, p: f32| {
+        egui::pos2(
+            rect.min.x + 4.0 + (rect.width() - 8.0) * i as f32 / n as f32,
+            rect.max.y - 4.0 - (rect.height() - 8.0) * p.clamp(0.0, 1.0),
+        )
+    };
+    let points: Vec<egui::Pos2> = curve.iter().enumerate().map(|(i, &p)| point(i, p)).collect();
+    let stroke = egui::Stroke::new(1.5, visuals.selection.bg_fill);
+    painter.add(egui::Shape::line(points.clone(), stroke));
+    for p in &points {
+        painter.circle_filled(*p, 2.0, stroke.color);
+    }
+    let font = egui::FontId::proportional(10.0);
+    painter.text(
+        rect.left_top() + Vec2::new(3.0, 1.0),
+        egui::Align2::LEFT_TOP,
+        "100 %",
+        font.clone(),
+        visuals.weak_text_color(),
+    );
+    painter.text(
+        rect.left_bottom() + Vec2::new(3.0, -1.0),
+        egui::Align2::LEFT_BOTTOM,
+        "0",
+        font,
+        visuals.weak_text_color(),
+    );
+    let steps: Vec<String> = curve.iter().map(|p| format!("{:.1}", p * 100.0)).collect();
+    resp.on_hover_text(format!(
+        "the class's probability as heads are evened, the least needed first (%): {}",
+        steps.join(", ")
+    ));
 }
 
 fn display_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
@@ -608,14 +690,23 @@ fn gallery(
     let w = (strip.width() / n as f32 - 6.0).max(20.0);
     // The viewed class's probability, which every head's evening figure compares with.
     let now = o.probabilities().get(app.view.class).copied();
-    for k in 0..n {
-        let head = (k < o.heads).then_some(k);
+    // By number, or by the ranking (most important first) when asked for and known; the mean last.
+    let ranked = match app.current_ranking() {
+        Some(Ok(r)) => Some(r.ranked()),
+        _ => None,
+    };
+    let order: Vec<Option<usize>> = match &ranked {
+        Some(r) if app.view.gallery_by_rank => r.iter().map(|x| Some(x.head)).chain([None]).collect(),
+        _ => (0..o.heads).map(Some).chain([None]).collect(),
+    };
+    let rank_of = |h: usize| ranked.as_ref().and_then(|r| r.iter().find(|x| x.head == h)).map(|x| x.rank);
+    for (k, &head) in order.iter().enumerate() {
         let cell = egui::Rect::from_min_size(
             strip.min + Vec2::new(k as f32 * (w + 6.0), 0.0),
             Vec2::new(w, strip.height() - 16.0),
         );
         let r = fit(cell, a.image.width, a.image.height);
-        let resp = ui.interact(r, ui.scope_id().with(("head", k)), Sense::click());
+        let resp = ui.interact(r, ui.scope_id().with(("head", head)), Sense::click());
         let style = app.style_for(a, app.view.class, head);
         overlay_in(ui, app, a, r, (app.view.class, head), &style, ([0.0, 0.0], [1.0, 1.0]), slot, cmds);
         if app.view.head == head {
@@ -629,13 +720,14 @@ fn gallery(
         // The evening is of the last layer's heads: shown only under that layer's maps.
         let last_layer = app.view.layer >= o.layers - 1;
         let reliance = head.filter(|_| last_layer).and_then(|h| evened_effect(a, h, app.view.class, now));
+        let rank = head.and_then(rank_of).map(|r| format!("#{r} ")).unwrap_or_default();
         let label = match (head, reliance) {
             (None, _) => "mean".to_string(),
             // From and to, in percent: "+53 %" read as a relative change.
             (Some(h), Some(e)) if e.points.abs() >= 0.5 => {
-                format!("head {} · {:.0} to {:.0} %", h + 1, e.now * 100.0, e.evened * 100.0)
+                format!("{rank}head {} · {:.0} to {:.0} %", h + 1, e.now * 100.0, e.evened * 100.0)
             }
-            (Some(h), _) => format!("head {}", h + 1),
+            (Some(h), _) => format!("{rank}head {}", h + 1),
         };
         let hover = match (head, reliance) {
             (Some(h), Some(e)) => format!(

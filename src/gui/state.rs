@@ -58,6 +58,8 @@ pub struct ViewState {
     pub overlay: bool,
     pub show_help: bool,
     pub show_export: bool,
+    /// Whether the head gallery is ordered by the heads' ranking (most important first).
+    pub gallery_by_rank: bool,
     pub search: String,
     /// Zoom factor (1 = fit) and pan in fractions of the image.
     pub zoom: f32,
@@ -75,6 +77,7 @@ impl Default for ViewState {
             overlay: true,
             show_help: false,
             show_export: false,
+            gallery_by_rank: false,
             search: String::new(),
             zoom: 1.0,
             pan: egui::Vec2::ZERO,
@@ -98,6 +101,8 @@ pub enum Command {
     Display(Look),
     ShowCompare(bool),
     ShowOverlay(bool),
+    /// Order the head gallery by the heads' ranking (or by number).
+    GalleryByRank(bool),
     ShowHelp(bool),
     Search(String),
     ViewTransform {
@@ -167,6 +172,10 @@ pub struct ExplorerApp {
     pub errors: Vec<Banner>,
     /// (request id, stage) of the work in progress.
     pub busy: Option<(u64, &'static str)>,
+    /// Head rankings by (analysis id, class), as the worker answered (or why it could not).
+    pub rankings: std::collections::HashMap<(u64, usize), Result<crate::probe::HeadRanking, String>>,
+    /// Rankings asked of the worker and not yet answered.
+    pub(super) rankings_asked: std::collections::HashSet<(u64, usize)>,
     /// Blurred overlays (official look), rendered in the background.
     pub paper: PaperCache,
     pub export: ExportSettings,
@@ -258,6 +267,13 @@ impl ExplorerApp {
     #[must_use]
     pub fn current(&self) -> Option<&Arc<Analysis>> {
         self.images.get(self.selected).and_then(|e| e.analysis.as_ref())
+    }
+
+    /// The ranking of the viewed class's heads for the current photo, once the worker has it.
+    #[must_use]
+    pub fn current_ranking(&self) -> Option<&Result<crate::probe::HeadRanking, String>> {
+        let a = self.current()?;
+        self.rankings.get(&(a.id, self.view.class))
     }
 
     /// The atlas holding every head map and head mean of every layer and class of `o`.

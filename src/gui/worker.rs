@@ -38,6 +38,8 @@ pub enum Request {
     LoadModel { spec: ModelSpec, focus: FocusRequest },
     /// Rank the classes of an image and return every attention map. `id` must increase.
     Analyze { id: u64, image: PathBuf, options: PreprocessOptions },
+    /// Rank the last layer's heads for `class` of a finished analysis (made by the model loaded now).
+    RankHeads { analysis: Arc<Analysis>, class: usize },
 }
 
 /// A finished analysis tagged with its request id.
@@ -84,6 +86,12 @@ pub enum Response {
         stage: &'static str,
     },
     Done(Box<Analysis>),
+    /// The heads of `class` ranked for analysis `id` (or why not).
+    Ranked {
+        id: u64,
+        class: usize,
+        ranking: Result<crate::probe::HeadRanking, String>,
+    },
     /// A readable message; `id` is 0 for model loading.
     Failed {
         id: u64,
@@ -146,6 +154,15 @@ impl Worker {
                             }
                             Err(what) => send(Response::Failed { id: 0, what }),
                         }
+                    }
+                    Request::RankHeads { analysis, class } => {
+                        let ranking = match &state {
+                            Some(s) => guarded("ranking the heads", || {
+                                s.rank_heads(&analysis.result, class).map_err(|e| e.to_string())
+                            }),
+                            None => Err("no model is loaded".into()),
+                        };
+                        send(Response::Ranked { id: analysis.id, class, ranking });
                     }
                     Request::Analyze { id, image, options } => {
                         if id < latest.load(Ordering::Acquire) {
