@@ -49,6 +49,7 @@ fn official_sized() -> Analysis {
                 timings: StageTimings::default(),
             },
             evened,
+            last_layer: None,
             mapping: GridMapping { original: (w, h), input: (1028, 800), grid: (gh, gw), stride: 32 },
             class_names: Arc::new((0..classes).map(|i| format!("Species number {i}")).collect()),
             took: Duration::ZERO,

@@ -142,7 +142,12 @@ fn settled_heap(h: &mut Harness<'static, ExplorerApp>) -> u64 {
         }
         h.step();
         let app = h.state();
-        if app.images.is_empty() && app.busy.is_none() && app.model_loading.is_none() && !app.paper.busy() {
+        if app.images.is_empty()
+            && app.busy.is_none()
+            && app.model_loading.is_none()
+            && !app.paper.busy()
+            && app.worker_idle()
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the window did not settle within a minute");

@@ -369,7 +369,7 @@ fn v_hides_the_overlay_and_f1_explains_the_terms_in_plain_words() {
     for term in ["Head", "Layer", "Normalisation", "Colour bar", "Out of domain"] {
         h.get_by_label(term);
     }
-    h.get_by_label_contains("if that head looked evenly over the whole image");
+    h.get_by_label_contains("if that head alone looked evenly over the whole image");
 }
 
 #[test]
@@ -437,4 +437,35 @@ fn the_heads_are_ranked_for_the_viewed_class_and_the_gallery_can_follow_the_rank
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(h.state().current_ranking().unwrap().as_ref().unwrap().class, other);
+}
+
+#[test]
+fn closing_the_photo_shown_shows_and_analyses_the_next_and_frees_what_was_drawn_for_it() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let bunting = dir.join("fixtures/intr-parity/Painted_Bunting_0004_16641.jpg");
+    let duck = dir.join("images/photos/duck.webp");
+    let mut h = started(vec![bunting, duck.clone()], |app| app.current().is_some());
+    assert_eq!(h.state().images.len(), 2);
+    assert_eq!(h.state().selected, 0);
+    let (scenes, _) = h.state().drawn_caches();
+    // The photo shown is closed with its × button; the next one is shown and analysed.
+    h.get_all_by_label("×").next().expect("a close button per photo").click();
+    h.run_steps(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while h.state().current().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the next photo was never analysed");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let app = h.state();
+    assert_eq!(app.images.len(), 1);
+    assert_eq!(app.images[0].path, duck);
+    assert_eq!(app.current().unwrap().image_path, duck);
+    // The closed photo's overlay scene went with it (the new one took its place).
+    assert_eq!(app.drawn_caches().0, scenes, "scenes: {:?} after, {scenes} before", app.drawn_caches());
+    // Delete closes the photo shown too.
+    h.key_press(egui::Key::Delete);
+    h.run_steps(2);
+    assert!(h.state().images.is_empty());
+    assert_eq!(h.state().drawn_caches(), (0, 0));
 }

@@ -135,7 +135,7 @@ pub fn heads(a: &HeadsArgs) -> Result<()> {
             "image": a.image.display().to_string(),
             "model": s.model_name(),
             "layer": an.output.layers,
-            "class": class + 1,
+            "class": class,
             "name": names[class],
             "probability": ranking.probability,
             "heads": heads,
@@ -145,15 +145,31 @@ pub fn heads(a: &HeadsArgs) -> Result<()> {
         return Ok(());
     }
     outln!("model: {}", s.model_name());
+    if s.is_demo() {
+        outln!("  (it knows only its invented species; give --model for real birds)");
+    }
     outln!("{}: {} ({:.1} %)", a.image.display(), names[class], ranking.probability * 100.0);
+    if an.ood.flagged {
+        outln!(
+            "  (!) out of domain? the model cannot decide between its best classes (score {:.2}): this photo may be \
+             outside what it knows",
+            an.ood.score
+        );
+    }
     outln!(
         "heads of layer {} ranked by what the decision rests on (greedy evening: each step evens the head the \
          class needs least; the last evened ranks first)",
         an.output.layers
     );
-    outln!("  rank  head  probability before → after evening it");
+    outln!("  rank  head  the class's probability once this head and those ranked below it are evened");
     for r in &ranked {
-        outln!("  {:>4}  {:>4}  {:>7.2} % → {:>7.2} %", r.rank, r.head + 1, r.before * 100.0, r.after * 100.0);
+        outln!(
+            "  {:>4}  {:>4}  {:>7.2} %   (before this head: {:.2} %)",
+            r.rank,
+            r.head + 1,
+            r.after * 100.0,
+            r.before * 100.0
+        );
     }
     let curve: Vec<String> = ranking.curve().iter().map(|p| format!("{:.1}", p * 100.0)).collect();
     outln!("  probability as heads are evened, %: {}", curve.join(" → "));

@@ -33,7 +33,10 @@ pub fn models() -> Result<i32> {
             e.dataset
         );
         outln!("             dataset: {}", e.dataset_url);
-        outln!("             class names: {}", e.names_hint());
+        match crate::hub::names::remembered(e.sha256).filter(|_| e.bundled_names().is_none()) {
+            Some(list) => outln!("             class names: from {} (given before, remembered)", list.display()),
+            None => outln!("             class names: {}", e.names_hint()),
+        }
         match e.cached(&env) {
             Some(p) => outln!("             downloaded: {}", p.display()),
             None => outln!("             not downloaded: `intr-explorer download {}`", e.name),

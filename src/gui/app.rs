@@ -265,7 +265,13 @@ impl ExplorerApp {
                     self.release(a);
                 }
                 self.errors.retain(|b| b.cause != Cause::Image(closed.path.clone()));
-                self.selected = self.selected.min(self.images.len().saturating_sub(1));
+                if i < self.selected {
+                    // The photo shown stays shown.
+                    self.selected -= 1;
+                } else if i == self.selected && !self.images.is_empty() {
+                    // The next photo (or the last) is shown, and analysed if it is not yet.
+                    self.apply(Command::SelectImage(i.min(self.images.len() - 1)));
+                }
             }
             Command::CloseImage(_) => {}
             Command::SelectClass(c) => self.view.class = c,

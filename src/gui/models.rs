@@ -122,7 +122,7 @@ impl ModelsState {
         let names = crate::session::classes::load(list).map_err(|err| err.to_string())?;
         crate::session::classes::check_count(list, &names, e.classes).map_err(|err| err.to_string())?;
         hub::names::remember(e.sha256, list);
-        self.outcome.insert(e.name.to_string(), format!("class names: {} ({} names)", list.display(), names.len()));
+        self.outcome.insert(e.name.to_string(), format!("class names checked: {} names, one per class", names.len()));
         Ok(())
     }
 
@@ -156,21 +156,61 @@ impl ModelsState {
 /// or the dataset's train folder), remembered for the model.
 fn names_row(ui: &mut egui::Ui, m: &ModelsState, e: &hub::Entry, cmds: &mut Vec<Command>) {
     if let Some(list) = hub::names::remembered(e.sha256) {
-        ui.label(RichText::new(format!("class names from {}", list.display())).small().weak());
-        return;
+        ui.horizontal(|ui| {
+            ui.label(RichText::new(format!("class names from {}", list.display())).small());
+            if ui.small_button("Change…").on_hover_text("give another names file or dataset folder").clicked() {
+                cmds.push(Command::NamesInput(e.name.to_string(), list.display().to_string()));
+            }
+        });
+        if !m.names_input.contains_key(e.name) {
+            return;
+        }
+    } else {
+        ui.label(RichText::new("classes are numbered until you give their names:").small())
+            .on_hover_text(e.names_hint());
+        ui.label(
+            RichText::new(
+                "a text file with one name per line, in the dataset's sorted class-folder order, or the dataset's \
+                 train folder itself",
+            )
+            .small()
+            .weak(),
+        );
     }
-    ui.label(RichText::new("classes are numbered until you give their names:").small().weak())
-        .on_hover_text(e.names_hint());
     ui.horizontal(|ui| {
         let mut text = m.names_input.get(e.name).cloned().unwrap_or_default();
         let edit = egui::TextEdit::singleline(&mut text).hint_text("names file or the dataset's train folder");
-        if ui.add(edit.desired_width(260.0)).changed() {
+        let field = ui.add(edit.desired_width(260.0));
+        if field.changed() {
             cmds.push(Command::NamesInput(e.name.to_string(), text.clone()));
         }
-        if ui.add_enabled(!text.trim().is_empty(), egui::Button::new("Use")).clicked() {
+        let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if ui.add_enabled(!text.trim().is_empty(), egui::Button::new("Use")).clicked()
+            || (entered && !text.trim().is_empty())
+        {
             cmds.push(Command::UseNames(e.name.to_string(), PathBuf::from(text.trim())));
         }
     });
+}
+
+/// The last outcome of a model's row: news in plain text, a failure in the error colour (with what
+/// to check when the Hub could not be reached).
+fn outcome_label(ui: &mut egui::Ui, o: &str) {
+    let ok = o.starts_with("downloaded") || o.starts_with("class names");
+    if ok {
+        ui.label(RichText::new(o).small());
+        return;
+    }
+    ui.colored_label(ui.visuals().error_fg_color, RichText::new(format!("(!) {o}")).small());
+    if o.contains("no answer from") || o.contains("failed to lookup") || o.contains("Connection refused") {
+        ui.label(
+            RichText::new(
+                "the Hub could not be reached: check the internet connection (or HF_ENDPOINT), then press Download \
+                 again",
+            )
+            .small(),
+        );
+    }
 }
 
 fn mb(b: u64) -> String {
@@ -239,7 +279,7 @@ pub fn models_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Comm
                         }
                     }
                     if let Some(o) = m.outcome.get(e.name) {
-                        ui.label(RichText::new(o).small().weak());
+                        outcome_label(ui, o);
                     }
                     if matches!(e.names, catalogue::ClassNames::DatasetFolders) {
                         names_row(ui, m, e, cmds);

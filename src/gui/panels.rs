@@ -60,6 +60,7 @@ fn keyboard(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>) {
             (egui::Key::O, _) if ctrl => cmds.push(Command::OpenImagesDialog),
             (egui::Key::E, _) if ctrl => cmds.push(Command::ShowExport(true)),
             (egui::Key::F1, _) => cmds.push(Command::ShowHelp(!app.view.show_help)),
+            (egui::Key::Delete, _) if !app.images.is_empty() => cmds.push(Command::CloseImage(app.selected)),
             (egui::Key::Escape, _) => cmds.push(Command::ShowHelp(false)),
             (egui::Key::ArrowDown | egui::Key::ArrowUp, Some(a)) => {
                 let ranking = a.output.ranking();
@@ -166,16 +167,26 @@ fn images_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
             let selected = i == app.selected;
             let name = e.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let resp = ui.scope(|ui| {
-                if let Some(t) = &e.thumbnail {
-                    ui.add(egui::Image::new(t).max_size(Vec2::splat(96.0)));
-                }
+                let thumb = e.thumbnail.as_ref().map(|t| {
+                    ui.add(egui::Image::new(t).max_size(Vec2::splat(96.0)).sense(Sense::click()))
+                        .on_hover_text("show this photo")
+                });
                 let mut text = RichText::new(&name);
                 if selected {
                     text = text.strong();
                 }
-                ui.selectable_label(selected, text)
+                let (label, close) = ui
+                    .horizontal(|ui| {
+                        let close = ui.small_button("×").on_hover_text("close this photo");
+                        (ui.selectable_label(selected, text), close)
+                    })
+                    .inner;
+                (label.clicked() || thumb.is_some_and(|t| t.clicked()), close.clicked())
             });
-            if resp.inner.clicked() {
+            let (select, close) = resp.inner;
+            if close {
+                cmds.push(Command::CloseImage(i));
+            } else if select {
                 cmds.push(Command::SelectImage(i));
             }
             if e.pending.is_some() {
@@ -196,8 +207,8 @@ fn images_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
 }
 
 fn ranking_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
-    if app.current().is_some_and(|a| a.last_layer.is_some()) {
-        egui::Panel::bottom("heads-ranked").show(ui, |ui| heads_ranked_ui(ui, app, cmds));
+    if let Some(a) = app.current().filter(|a| a.last_layer.is_some()) {
+        egui::Panel::bottom("heads-ranked").show(ui, |ui| heads_ranked_ui(ui, app, a, cmds));
     }
     ui.heading("Classes");
     let Some(a) = app.current() else {
@@ -279,7 +290,7 @@ fn ranking_row(
 
 /// The viewed class's heads ranked by what its decision rests on (greedy evening of its query in
 /// the last layer), with the curve of its probability as heads are evened; a row shows its head.
-fn heads_ranked_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+fn heads_ranked_ui(ui: &mut egui::Ui, app: &ExplorerApp, a: &Analysis, cmds: &mut Vec<Command>) {
     ui.add_space(4.0);
     ui.horizontal(|ui| {
         ui.strong("Heads ranked").on_hover_text(
@@ -306,26 +317,43 @@ fn heads_ranked_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>
         Some(Ok(r)) => r,
     };
     probability_curve(ui, &ranking.curve());
-    ui.label(RichText::new("rank · head · probability before and after evening it").weak().small());
+    ui.label(
+        RichText::new("rank · head · the class's probability once it and the heads ranked below it are evened").weak(),
+    );
+    let class = &a.class_names[ranking.class];
     for r in ranking.ranked() {
-        let text = format!("{:>2}. head {}   {:.1} to {:.1} %", r.rank, r.head + 1, r.before * 100.0, r.after * 100.0);
-        if ui.selectable_label(app.view.head == Some(r.head), RichText::new(text).monospace().small()).clicked() {
+        let text = format!("{:>2}. head {:<2}  {:>5.1} %", r.rank, r.head + 1, r.after * 100.0);
+        let hover = format!(
+            "head {}, rank {} for {class}: with the {} head(s) ranked below it evened, {class} scores {:.1} %; \
+             evening this one too leaves {:.1} %. Click to show the head.",
+            r.head + 1,
+            r.rank,
+            ranking.steps.len() - r.rank,
+            r.before * 100.0,
+            r.after * 100.0
+        );
+        let resp = ui.selectable_label(app.view.head == Some(r.head), RichText::new(text).monospace());
+        if resp.on_hover_text(hover).clicked() {
             cmds.push(Command::SelectHead(Some(r.head)));
         }
     }
 }
 
-/// A small line plot of the class's probability (0–100 %) as heads are evened, one point per step.
+/// A small line plot of the class's probability (0–100 %) as heads are evened, one point per step,
+/// with its axes named.
 fn probability_curve(ui: &mut egui::Ui, curve: &[f32]) {
-    let (rect, resp) = ui.allocate_exact_size(Vec2::new(ui.available_width().min(260.0), 56.0), Sense::hover());
-    let painter = ui.painter_at(rect);
+    let width = ui.available_width().min(280.0);
+    let (outer, resp) = ui.allocate_exact_size(Vec2::new(width, 70.0), Sense::hover());
+    // Room on the left for the probability axis and below for the steps.
+    let rect = egui::Rect::from_min_max(outer.min + Vec2::new(34.0, 4.0), outer.max - Vec2::new(4.0, 16.0));
+    let painter = ui.painter_at(outer);
     let visuals = ui.visuals();
     painter.rect_stroke(rect, 2.0, visuals.widgets.noninteractive.bg_stroke, egui::StrokeKind::Inside);
     let n = curve.len().max(2) - 1;
     let point = |i: usize, p: f32| {
         egui::pos2(
-            rect.min.x + 4.0 + (rect.width() - 8.0) * i as f32 / n as f32,
-            rect.max.y - 4.0 - (rect.height() - 8.0) * p.clamp(0.0, 1.0),
+            rect.min.x + 3.0 + (rect.width() - 6.0) * i as f32 / n as f32,
+            rect.max.y - 3.0 - (rect.height() - 6.0) * p.clamp(0.0, 1.0),
         )
     };
     let points: Vec<egui::Pos2> = curve.iter().enumerate().map(|(i, &p)| point(i, p)).collect();
@@ -335,23 +363,20 @@ fn probability_curve(ui: &mut egui::Ui, curve: &[f32]) {
         painter.circle_filled(*p, 2.0, stroke.color);
     }
     let font = egui::FontId::proportional(10.0);
+    let weak = visuals.weak_text_color();
+    painter.text(egui::pos2(rect.min.x - 3.0, rect.min.y), egui::Align2::RIGHT_TOP, "100 %", font.clone(), weak);
+    painter.text(egui::pos2(rect.min.x - 3.0, rect.max.y), egui::Align2::RIGHT_BOTTOM, "0 %", font.clone(), weak);
+    painter.text(egui::pos2(rect.min.x, rect.max.y + 2.0), egui::Align2::LEFT_TOP, "none", font.clone(), weak);
     painter.text(
-        rect.left_top() + Vec2::new(3.0, 1.0),
-        egui::Align2::LEFT_TOP,
-        "100 %",
-        font.clone(),
-        visuals.weak_text_color(),
-    );
-    painter.text(
-        rect.left_bottom() + Vec2::new(3.0, -1.0),
-        egui::Align2::LEFT_BOTTOM,
-        "0",
+        egui::pos2(rect.max.x, rect.max.y + 2.0),
+        egui::Align2::RIGHT_TOP,
+        format!("{n} heads evened"),
         font,
-        visuals.weak_text_color(),
+        weak,
     );
     let steps: Vec<String> = curve.iter().map(|p| format!("{:.1}", p * 100.0)).collect();
     resp.on_hover_text(format!(
-        "the class's probability as heads are evened, the least needed first (%): {}",
+        "the class's probability as heads are evened one after another, the least needed first (%): {}",
         steps.join(", ")
     ));
 }
@@ -880,9 +905,20 @@ fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
                 ("Mean", "The average of the heads' maps of the chosen class and layer."),
                 (
                     "Head · 62 to 7 %",
-                    "Under each head of the last layer: the class's probability now, then if that head looked evenly \
-                     over the whole image (everything else unchanged). A large drop means the decision rests on \
-                     where that head looks; a head on the background may be checking that a mark is absent.",
+                    "Under each head of the last layer: the class's probability now, then if that head alone looked \
+                     evenly over the whole image, for every class at once (everything else unchanged). A large drop \
+                     means the decision rests on where that head looks; a head on the background may be checking \
+                     that a mark is absent.",
+                ),
+                (
+                    "Heads ranked",
+                    "The order of the last layer's heads by what this class's decision rests on (as Prompt-CAM ranks \
+                     heads). Heads are evened one after another, for this class only, each step taking the head \
+                     whose evening leaves the class's probability highest — the one it needs least; the head left \
+                     to the end ranks first. Each row gives the class's probability once that head and every head \
+                     ranked below it are evened; the curve shows the probability after 0, 1, 2, … heads. Because \
+                     heads act together, a head's rank can differ from its figure under the gallery (one head \
+                     alone); early steps can even raise the probability, when a head was weighing against the class.",
                 ),
                 ("Colour bar", "Which attention values the colours stand for, under the chosen normalisation."),
                 (
@@ -913,6 +949,7 @@ fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
                     ("L", "next decoder layer"),
                     ("V", "overlay on / off (the photo alone)"),
                     ("Ctrl+O", "open images"),
+                    ("Delete", "close the photo shown"),
                     ("Ctrl+E", "export a figure (SVG, PDF, PNG)"),
                     ("wheel / drag / double-click", "zoom / pan / fit"),
                     ("F1", "this help"),

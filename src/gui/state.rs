@@ -269,6 +269,12 @@ impl ExplorerApp {
         self.images.get(self.selected).and_then(|e| e.analysis.as_ref())
     }
 
+    /// Whether the worker has handled every request sent to it (tests).
+    #[must_use]
+    pub fn worker_idle(&self) -> bool {
+        self.worker.idle()
+    }
+
     /// The ranking of the viewed class's heads for the current photo, once the worker has it.
     #[must_use]
     pub fn current_ranking(&self) -> Option<&Result<crate::probe::HeadRanking, String>> {

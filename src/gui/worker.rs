@@ -107,6 +107,8 @@ pub struct Worker {
     current: Arc<AtomicU64>,
     /// Makes the next analysis panic (tests of the panic boundary).
     fault: Arc<AtomicBool>,
+    /// Requests sent and not yet finished (queued or running).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Runs `f`, turning a panic anywhere below it (a reader, a probe, a renderer) into an error
@@ -125,6 +127,15 @@ pub fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T
     }
 }
 
+/// Marks one request handled when dropped (also when its handling panicked past the guard).
+struct Finished<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Pending requests the channel holds before `send` reports the worker busy.
 const QUEUE: usize = 8;
 
@@ -137,6 +148,8 @@ impl Worker {
         let latest = Arc::clone(&current);
         let fault = Arc::new(AtomicBool::new(false));
         let inject = Arc::clone(&fault);
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let finished = Arc::clone(&in_flight);
         std::thread::Builder::new().name("intr-worker".into()).spawn(move || {
             let mut state: Option<Session> = None;
             let send = |r: Response| {
@@ -144,6 +157,8 @@ impl Worker {
                 waker();
             };
             for req in requests {
+                // Counted as finished once handled, whatever the outcome.
+                let _done = Finished(&finished);
                 match req {
                     Request::LoadModel { spec, focus } => {
                         send(Response::Progress { id: 0, stage: "loading model" });
@@ -188,7 +203,13 @@ impl Worker {
                 }
             }
         })?;
-        Ok(Self { tx, rx, current, fault })
+        Ok(Self { tx, rx, current, fault, in_flight })
+    }
+
+    /// Whether every request sent has been handled (nothing queued or running).
+    #[must_use]
+    pub fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
     }
 
     /// Makes the next analysis panic inside the worker, to test that the panic boundary holds.
@@ -203,9 +224,13 @@ impl Worker {
         if let Request::Analyze { id, .. } = &req {
             self.current.fetch_max(*id, Ordering::AcqRel);
         }
-        self.tx.try_send(req).map_err(|e| match e {
-            TrySendError::Full(_) => "the model is busy; try again in a moment".to_string(),
-            TrySendError::Disconnected(_) => "the inference worker has stopped".to_string(),
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.tx.try_send(req).map_err(|e| {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                TrySendError::Full(_) => "the model is busy; try again in a moment".to_string(),
+                TrySendError::Disconnected(_) => "the inference worker has stopped".to_string(),
+            }
         })
     }
 

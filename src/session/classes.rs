@@ -114,8 +114,14 @@ pub fn find(names: &[String], wanted: &str) -> Result<usize> {
     let key = |s: &str| clean_name(s).to_lowercase();
     let w = key(wanted);
     let exact = wanted.trim().to_lowercase();
-    if let Some(i) =
-        names.iter().position(|n| n.to_lowercase() == exact).or_else(|| names.iter().position(|n| key(n) == w))
+    // Hyphens read as spaces too ("azure capped" for "Azure-capped").
+    let loose = |s: &str| key(s).replace('-', " ");
+    let lw = loose(wanted);
+    if let Some(i) = names
+        .iter()
+        .position(|n| n.to_lowercase() == exact)
+        .or_else(|| names.iter().position(|n| key(n) == w))
+        .or_else(|| names.iter().position(|n| loose(n) == lw))
     {
         return Ok(i);
     }
@@ -177,6 +183,7 @@ mod tests {
         assert_eq!(find(&names, "Painted_Bunting").ok(), Some(1));
         assert_eq!(find(&names, "016.Painted_Bunting").ok(), Some(1));
         assert_eq!(find(&names, "Black_footed_Albatross").ok(), Some(2));
+        assert_eq!(find(&names, "black footed albatross").ok(), Some(2));
         let e = find(&names, "Painted Buntin").map_err(|e| e.to_string()).unwrap_err();
         assert!(e.contains("did you mean `Painted Bunting`"), "{e}");
         let e = find(&names, "Bunting").map_err(|e| e.to_string()).unwrap_err();
