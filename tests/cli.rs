@@ -286,3 +286,49 @@ fn heads_ranks_every_head_once_and_chains_the_probabilities() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("No Such Bird"), "{}", stderr(&o));
 }
+
+#[test]
+fn head_names_are_set_listed_exported_imported_and_drawn_into_figures_and_summaries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config");
+    let model = fixture("tiny_postnorm_sine.pth");
+    let go =
+        |args: &[&str]| bin().args(args).env("INTR_EXPLORER_CONFIG", &config).current_dir(tmp.path()).output().unwrap();
+    let o = go(&["head-names", "--model", &model, "set", "2", "crown"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = go(&["head-names", "--model", &model, "set", "3", "red breast", "--class", "class 1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&go(&["head-names", "--model", &model, "list"]));
+    assert!(text.contains("head 2: crown") && text.contains("head 3 for class 1: red breast"), "{text}");
+    let o = go(&["head-names", "--model", &model, "set", "9", "tail"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("head 9 is not one of the model's heads 1 to 4"), "{}", stderr(&o));
+
+    // Exported, cleared, imported again; a file for another model is refused.
+    let o = go(&["head-names", "--model", &model, "export", "names.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    go(&["head-names", "--model", &model, "clear", "2"]);
+    assert!(!stdout(&go(&["head-names", "--model", &model, "list"])).contains("crown"));
+    let o = go(&["head-names", "--model", &model, "import", "names.json"]);
+    assert!(o.status.success() && stdout(&o).contains("head 2: crown"), "{}", stderr(&o));
+    let o = go(&["head-names", "import", "names.json"]);
+    assert!(!o.status.success() && stderr(&o).contains("another model"), "{}", stderr(&o));
+
+    // Figures and summaries name the heads; a remake draws the names it was made with.
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    std::fs::copy(bunting(), photos.join("bunting.jpg")).unwrap();
+    let o = go(&["explain", "--model", &model, "--class", "class 1", "--out", "figs", "photos"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = tmp.path().join("figs/bunting__class-1.svg");
+    let made = std::fs::read(&svg).unwrap();
+    let text = String::from_utf8_lossy(&made);
+    assert!(text.contains("head 2 · crown") && text.contains("head 3 · red breast"), "the figure does not name heads");
+    let summary = std::fs::read_to_string(tmp.path().join("figs/summary.csv")).unwrap();
+    assert!(summary.lines().next().unwrap().contains(",head,head_name,"), "{summary}");
+    assert!(summary.contains(",2,crown,") && summary.contains(",3,red breast,"), "{summary}");
+    go(&["head-names", "--model", &model, "set", "2", "wing bars"]);
+    let o = go(&["remake", svg.to_str().unwrap(), "--out", "again.svg"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(tmp.path().join("again.svg")).unwrap(), made, "the remake is not the same figure");
+}

@@ -109,6 +109,7 @@ fn figure_options(plan: &Plan, a: &Analysis) -> FigureOptions {
         photo_panel: o.photo_panel,
         evened: a.evened.clone(),
         width_mm: o.width_mm,
+        head_names: plan.head_names.clone(),
     }
 }
 
@@ -120,6 +121,10 @@ fn figure_of(plan: &Plan, a: &Analysis, names: &[String], source: &Source, view:
     let args = remake::args(&plan.output.remake, &a.image_path, view, names, plan.layer);
     prov.insert("remake".into(), remake::shell_join(&args));
     prov.insert("remake_args".into(), serde_json::to_string(&args)?);
+    // The names on the panels, so that a remake draws the same ones whatever the store says then.
+    if !plan.head_names.is_empty() {
+        prov.insert("head_names".into(), serde_json::to_string(&plan.head_names)?);
+    }
     Ok(figure::compose(&a.image, &a.output, names, view, &figure_options(plan, a), prov))
 }
 
@@ -182,7 +187,7 @@ fn explain_one(
         image: file.display().to_string(),
         image_sha256: source.image_sha256.clone(),
         top: ranking.iter().take(5).map(|&c| (names[c].clone(), probs[c])).collect(),
-        heads: head_records(&a, &probs, plan.layer, &classes, heads, &rankings, gallery),
+        heads: head_records(&a, &probs, plan, &classes, &rankings, gallery),
         figures: figures_out,
         error: None,
         plan: Some(plan.fingerprint(source)),

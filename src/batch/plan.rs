@@ -225,6 +225,8 @@ pub struct Plan {
     pub output: Output,
     /// The model's name, as the figures and summaries give it.
     pub model: String,
+    /// The names given to the model's heads (figures, summaries).
+    pub head_names: crate::session::head_names::HeadNames,
 }
 
 impl Plan {
@@ -251,7 +253,20 @@ impl Plan {
             r.compare.iter().map(|c| s.class_index(c).map_err(flag("compare", c))).collect::<Result<Vec<_>>>()?;
         let stems = stems(&files);
         let mine = (0..files.len()).filter(|&i| r.shard.takes(i)).collect();
-        Ok(Self { files, stems, mine, classes, layer, heads, compare, output: r.output, model: s.model_name() })
+        // Head names are a nicety: a model that cannot be hashed, or a damaged store, has none.
+        let head_names = s.head_names().unwrap_or_default();
+        Ok(Self {
+            files,
+            stems,
+            mine,
+            classes,
+            layer,
+            heads,
+            compare,
+            output: r.output,
+            model: s.model_name(),
+            head_names,
+        })
     }
 }
 
@@ -269,6 +284,7 @@ impl Plan {
             "class": format!("{:?}", self.classes),
             "layer": self.layer,
             "heads": self.heads,
+            "head_names": self.head_names,
             "compare": self.compare,
             "look": o.look,
             "format": o.format,

@@ -40,6 +40,9 @@ pub struct HeadRecord {
     pub class: String,
     /// 1-based head, or "mean".
     pub head: String,
+    /// The name given to the head (for this class, or for every class), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_name: Option<String>,
     /// 1-based decoder layer (`None` in records written before it was recorded).
     #[serde(default)]
     pub layer: Option<usize>,
@@ -103,20 +106,20 @@ pub fn finished(record_path: &Path, out: &Path, plan: &str) -> bool {
     r.error.is_none() && r.plan.as_deref() == Some(plan) && r.figures.iter().all(|f| out.join(f).is_file())
 }
 
-/// The records of `heads` (and their mean) for each of `classes` of an analysed photo (its class
-/// probabilities, and `evened[head]`: the logits with that head of the last layer attending evenly);
-/// `rankings` are the classes' head rankings (last layer only), `figure(class)` is the figure file
-/// showing the class.
+/// The records of the plan's heads (and their mean) at its layer, for each of `classes` of an
+/// analysed photo (its class probabilities, and `evened[head]`: the logits with that head of the
+/// last layer attending evenly), with the plan's head names; `rankings` are the classes' head
+/// rankings (last layer only), `figure(class)` is the figure file showing the class.
 #[must_use]
 pub fn head_records(
     a: &Analysis,
     probs: &[f32],
-    layer: usize,
+    plan: &super::Plan,
     classes: &[usize],
-    heads: &[usize],
     rankings: &[crate::probe::HeadRanking],
     figure: impl Fn(usize) -> Option<String>,
 ) -> Vec<HeadRecord> {
+    let (layer, heads, head_names) = (plan.layer, &plan.heads, &plan.head_names);
     let (o, evened, names) = (&a.output, &a.evened, &a.class_names);
     let (_, gw) = o.grid;
     let evened_probs: Vec<Vec<f32>> =
@@ -134,6 +137,7 @@ pub fn head_records(
             out.push(HeadRecord {
                 class: names[c].clone(),
                 head: h.map_or("mean".into(), |h| (h + 1).to_string()),
+                head_name: h.and_then(|h| head_names.name(&names[c], h)).map(str::to_string),
                 layer: Some(layer + 1),
                 peak_row: row + 1,
                 peak_col: col + 1,

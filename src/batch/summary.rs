@@ -23,7 +23,7 @@ pub fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Resu
     let json = serde_json::to_vec_pretty(&records)?;
     write_atomic(&out.join("summary.json"), |tmp| Ok(std::fs::write(tmp, &json)?))?;
     let mut csv = String::from(
-        "image,image_sha256,top1,top1_probability,top2,top2_probability,top3,top3_probability,top4,top4_probability,top5,top5_probability,class,layer,head,peak_row,peak_col,peak_x,peak_y,peak_value,entropy,class_probability,probability_if_evened,head_rank,cumulative_probability_if_evened,figure,model,out_of_domain_score,out_of_domain,error\n",
+        "image,image_sha256,top1,top1_probability,top2,top2_probability,top3,top3_probability,top4,top4_probability,top5,top5_probability,class,layer,head,head_name,peak_row,peak_col,peak_x,peak_y,peak_value,entropy,class_probability,probability_if_evened,head_rank,cumulative_probability_if_evened,figure,model,out_of_domain_score,out_of_domain,error\n",
     );
     let field =
         |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
@@ -41,16 +41,17 @@ pub fn write_summaries(out: &Path, records_dir: &Path, stems: &[String]) -> Resu
         let err = field(r.error.as_deref().unwrap_or(""));
         let tail = format!("{model},{ood},{err}");
         if r.heads.is_empty() {
-            csv.push_str(&format!("{},{},{top},,,,,,,,,,,,,,{tail}\n", field(&r.image), r.image_sha256));
+            csv.push_str(&format!("{},{},{top},,,,,,,,,,,,,,,{tail}\n", field(&r.image), r.image_sha256));
         }
         for h in &r.heads {
             csv.push_str(&format!(
-                "{},{},{top}{},{},{},{},{},{},{},{:.6e},{:.4},{},{},{},{},{},{tail}\n",
+                "{},{},{top}{},{},{},{},{},{},{},{},{:.6e},{:.4},{},{},{},{},{},{tail}\n",
                 field(&r.image),
                 r.image_sha256,
                 field(&h.class),
                 h.layer.map(|l| l.to_string()).unwrap_or_default(),
                 h.head,
+                field(h.head_name.as_deref().unwrap_or("")),
                 h.peak_row,
                 h.peak_col,
                 h.peak_x.map(|x| format!("{x:.1}")).unwrap_or_default(),

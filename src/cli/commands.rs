@@ -6,11 +6,12 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-use super::{AttentionArgs, ConvertArgs, HeadsArgs, InspectArgs, PredictArgs};
+use super::{AttentionArgs, ConvertArgs, HeadNamesAction, HeadNamesArgs, HeadsArgs, InspectArgs, PredictArgs};
 use crate::checkpoint::{
     self, Checkpoint, F32Tensor, META_CLASSES, META_CONFIG, META_FORMAT, META_TRAINING, write_safetensors,
 };
 use crate::intr;
+use crate::session::head_names::Store;
 use crate::session::{Analysis, Probes, classes, inputs};
 
 pub fn predict(a: &PredictArgs) -> Result<i32> {
@@ -115,12 +116,14 @@ pub fn heads(a: &HeadsArgs) -> Result<()> {
     };
     let ranking = s.rank_heads(&an, class)?;
     let names = s.class_names();
+    let head_names = s.head_names().unwrap_or_default();
     let ranked = ranking.ranked();
     if a.json {
         let heads: Vec<_> = ranked
             .iter()
             .map(|r| {
-                json!({"rank": r.rank, "head": r.head + 1, "probability_before": r.before, "probability_after": r.after})
+                json!({"rank": r.rank, "head": r.head + 1, "name": head_names.name(&names[class], r.head),
+                       "probability_before": r.before, "probability_after": r.after})
             })
             .collect();
         let order: Vec<_> = ranking
@@ -173,6 +176,53 @@ pub fn heads(a: &HeadsArgs) -> Result<()> {
     }
     let curve: Vec<String> = ranking.curve().iter().map(|p| format!("{:.1}", p * 100.0)).collect();
     outln!("  probability as heads are evened, %: {}", curve.join(" → "));
+    Ok(())
+}
+
+pub fn head_names(a: &HeadNamesArgs) -> Result<()> {
+    let s = super::open_session(&a.model.spec()?)?;
+    let sha = s.model_sha256()?;
+    let store = Store::default();
+    let mut names = store.load(&sha);
+    let head = |h: usize| s.head_indices(&[h]).map(|v| v[0]);
+    let class = |c: &Option<String>| -> Result<Option<String>> {
+        Ok(match c {
+            Some(c) => Some(s.class_names()[s.class_index(c)?].clone()),
+            None => None,
+        })
+    };
+    match &a.action {
+        HeadNamesAction::List => {}
+        HeadNamesAction::Set { head: h, name, class: c } => {
+            names.set(class(c)?.as_deref(), head(*h)?, name);
+            store.save(&sha, &names)?;
+        }
+        HeadNamesAction::Clear { head: h, class: c } => {
+            names.set(class(c)?.as_deref(), head(*h)?, "");
+            store.save(&sha, &names)?;
+        }
+        HeadNamesAction::Export { file } => {
+            store.export(&sha, file)?;
+            eprintln!("wrote {}", file.display());
+            return Ok(());
+        }
+        HeadNamesAction::Import { file } => {
+            names = store.import(&sha, s.config().nheads, file)?;
+        }
+    }
+    outln!("model: {} (SHA-256 {}…)", s.model_name(), &sha[..12]);
+    if names.is_empty() {
+        outln!("no head is named yet: `intr-explorer head-names set 3 crown` names head 3");
+    }
+    for (h, n) in &names.heads {
+        outln!("  head {h}: {n}");
+    }
+    for (c, m) in &names.classes {
+        for (h, n) in m {
+            outln!("  head {h} for {c}: {n}");
+        }
+    }
+    outln!("kept in {}", store.path.display());
     Ok(())
 }
 

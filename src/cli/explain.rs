@@ -173,8 +173,15 @@ fn plan_of(a: &ExplainArgs) -> Result<(Session, Plan)> {
 }
 
 /// Makes the figure of `view` that the recorded command `a` made, and writes only it, to `dest`.
-pub fn remake(a: &ExplainArgs, view: &View, dest: &Path) -> Result<i32> {
-    let (s, plan) = plan_of(a)?;
+pub fn remake(
+    a: &ExplainArgs,
+    view: &View,
+    head_names: Option<crate::session::head_names::HeadNames>,
+    dest: &Path,
+) -> Result<i32> {
+    let (s, mut plan) = plan_of(a)?;
+    // The names the figure was drawn with, not those given since.
+    plan.head_names = head_names.unwrap_or_default();
     batch::remake_figure(&plan, &s, a.model.preprocess_options(), view, dest)?;
     eprintln!("wrote {}", dest.display());
     Ok(0)

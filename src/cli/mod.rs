@@ -75,6 +75,9 @@ pub enum Command {
     /// Rank a class's heads: which of the last layer's heads the decision rests on, in order
     /// (greedy cumulative evening, as Prompt-CAM ranks heads).
     Heads(HeadsArgs),
+    /// Name heads ("head 3 = crown"), per model and optionally per class: list, set, clear, export,
+    /// import. Names show in the window, figures and summaries.
+    HeadNames(HeadNamesArgs),
     /// Describe a checkpoint (configuration, classes, parameters, training args) without loading it.
     Inspect(InspectArgs),
     /// Convert a checkpoint to a weights-only safetensors file that carries its configuration.
@@ -205,6 +208,37 @@ pub struct HeadsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HeadNamesArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(subcommand)]
+    pub action: HeadNamesAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeadNamesAction {
+    /// Print the model's head names.
+    List,
+    /// Name a head (1-based) for every class, or with --class for one.
+    Set {
+        head: usize,
+        name: String,
+        #[arg(long)]
+        class: Option<String>,
+    },
+    /// Remove a head's name (for every class, or with --class for one).
+    Clear {
+        head: usize,
+        #[arg(long)]
+        class: Option<String>,
+    },
+    /// Write the model's head names to a JSON file (with the model's SHA-256).
+    Export { file: PathBuf },
+    /// Read head names exported for this model and keep them.
+    Import { file: PathBuf },
+}
+
+#[derive(Debug, Args)]
 pub struct AttentionArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -323,7 +357,13 @@ fn remake(a: &RemakeArgs) -> anyhow::Result<i32> {
         Some(o) => o.clone(),
         None => a.figure.clone(),
     };
-    explain::remake(&e, &view, &dest)
+    let head_names = match prov.get("head_names") {
+        Some(j) => Some(
+            serde_json::from_str(j).map_err(|e| anyhow::anyhow!("{fig}: the recorded head names are damaged: {e}"))?,
+        ),
+        None => None,
+    };
+    explain::remake(&e, &view, head_names, &dest)
 }
 
 /// A first word that names no file and looks like a command (no dot, no slash) is a mistyped
@@ -404,6 +444,7 @@ pub fn run() -> anyhow::Result<i32> {
         Some(Command::Predict(a)) => commands::predict(&a),
         Some(Command::Attention(a)) => commands::attention(&a).map(|()| 0),
         Some(Command::Heads(a)) => commands::heads(&a).map(|()| 0),
+        Some(Command::HeadNames(a)) => commands::head_names(&a).map(|()| 0),
         Some(Command::Inspect(a)) => commands::inspect(&a).map(|()| 0),
         Some(Command::Convert(a)) => commands::convert(&a).map(|()| 0),
         Some(Command::Bench(a)) => bench::run(&a).map(|()| 0),

@@ -57,6 +57,8 @@ pub struct FigureOptions {
     /// The figure's printed width in millimetres; `None`: its natural size, at most
     /// [`super::MAX_WIDTH_MM`] (a journal page).
     pub width_mm: Option<f32>,
+    /// Names given to heads ("head 3 · crown" on the panels).
+    pub head_names: crate::session::head_names::HeadNames,
 }
 
 /// The line under the figure: the model, and a warning when the photo may be outside what it knows.
@@ -108,7 +110,9 @@ pub fn compose(
     let class_title = |c: usize| {
         format!("{} · {:.1} % · rank {}", names.get(c).map_or("?", String::as_str), probs[c] * 100.0, rank(c))
     };
-    let head_name = |h: Option<usize>| h.map_or("mean of heads".to_string(), |h| format!("head {}", h + 1));
+    let head_name = |c: usize, h: Option<usize>| {
+        h.map_or("mean of heads".to_string(), |h| opts.head_names.label(names.get(c).map_or("", String::as_str), h))
+    };
     // (class, head) of every panel, row-major, and the grid's column count.
     let (cells, columns, compared): (Vec<Cell>, usize, Vec<usize>) = match view {
         View::Single { class, head } => (vec![(*class, *head)], 1, vec![*class]),
@@ -164,11 +168,11 @@ pub fn compose(
                 (String::new(), String::new())
             } else {
                 match view {
-                    View::Compare { .. } => (head_name(h), evening.clone().unwrap_or_default()),
+                    View::Compare { .. } => (head_name(c, h), evening.clone().unwrap_or_default()),
                     // The layer is in the figure's class line.
-                    View::Gallery { .. } => (head_name(h), evening.clone().unwrap_or_default()),
+                    View::Gallery { .. } => (head_name(c, h), evening.clone().unwrap_or_default()),
                     View::Single { .. } => {
-                        (class_title(c), with_evening(format!("layer {} · {}", layer + 1, head_name(h))))
+                        (class_title(c), with_evening(format!("layer {} · {}", layer + 1, head_name(c, h))))
                     }
                 }
             };

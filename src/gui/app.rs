@@ -70,6 +70,7 @@ impl ExplorerApp {
             recent_models: persisted.recent_models,
             errors: Vec::new(),
             busy: None,
+            head_names: Default::default(),
             rankings: std::collections::HashMap::new(),
             rankings_asked: std::collections::HashSet::new(),
             paper,
@@ -148,6 +149,25 @@ impl ExplorerApp {
         self.paper.forget(a.id);
         self.rankings.retain(|k, _| k.0 != a.id);
         self.rankings_asked.retain(|k| k.0 != a.id);
+    }
+
+    /// Names a head of the open model and keeps the names for it.
+    fn name_head(&mut self, class: Option<usize>, head: usize, name: &str) {
+        let Some(m) = &self.model else { return };
+        if head >= m.config.nheads {
+            return;
+        }
+        let class_name = class.and_then(|c| m.class_names.get(c).cloned());
+        self.head_names.set(class_name.as_deref(), head, name);
+        let saved = match &m.sha256 {
+            Some(sha) => {
+                crate::session::head_names::Store::default().save(sha, &self.head_names).map_err(|e| e.to_string())
+            }
+            None => Err(format!("{}: the model file could not be read to keep head names for it", m.path.display())),
+        };
+        if let Err(e) = saved {
+            self.report(format!("the head name is used now but not kept: {e}"), Cause::Other);
+        }
     }
 
     /// Asks the worker to rank the viewed class's heads for the current photo, once per (photo,
@@ -276,6 +296,7 @@ impl ExplorerApp {
             Command::CloseImage(_) => {}
             Command::SelectClass(c) => self.view.class = c,
             Command::GalleryByRank(on) => self.view.gallery_by_rank = on,
+            Command::NameHead { class, head, name } => self.name_head(class, head, &name),
             Command::ToggleCompare(c) => {
                 if let Some(pos) = self.view.compare.iter().position(|&x| x == c) {
                     self.view.compare.remove(pos);
@@ -424,6 +445,11 @@ impl ExplorerApp {
                     self.recent_models.retain(|p| p != &info.path);
                     self.recent_models.insert(0, info.path.clone());
                     self.recent_models.truncate(RECENT);
+                    self.head_names = info
+                        .sha256
+                        .as_deref()
+                        .map(|sha| crate::session::head_names::Store::default().load(sha))
+                        .unwrap_or_default();
                     self.model = Some(*info);
                     // Another model has other classes: the comparison's were the old model's.
                     self.view.compare.clear();

@@ -28,6 +28,8 @@ pub struct ExportJob {
     pub settings: ExportSettings,
     /// The window's comparison set (shares one scale under the shared-classes normalisation).
     pub compare: Vec<usize>,
+    /// The names given to the model's heads.
+    pub head_names: crate::session::head_names::HeadNames,
     pub out: PathBuf,
 }
 
@@ -56,6 +58,7 @@ impl ExportJob {
             layer,
             settings: app.export.clone(),
             compare: app.view.compare.clone(),
+            head_names: app.head_names.clone(),
             out,
         })
     }
@@ -95,6 +98,9 @@ impl ExportJob {
             let args = remake::args(&recipe.remake(), &a.image_path, &self.view, names, self.layer);
             prov.insert("remake".into(), remake::shell_join(&args));
             prov.insert("remake_args".into(), serde_json::to_string(&args)?);
+            if !self.head_names.is_empty() {
+                prov.insert("head_names".into(), serde_json::to_string(&self.head_names)?);
+            }
         }
         let opts = FigureOptions {
             look: self.look,
@@ -111,6 +117,7 @@ impl ExportJob {
             photo_panel: s.photo_panel,
             evened: a.evened.clone(),
             width_mm: s.set_width.then_some(s.width_mm),
+            head_names: self.head_names.clone(),
         };
         let fig = figure::compose(&a.image, &a.output, names, &self.view, &opts, prov);
         figure::write(&fig, &self.out, format, s.dpi)?;

@@ -322,7 +322,8 @@ fn heads_ranked_ui(ui: &mut egui::Ui, app: &ExplorerApp, a: &Analysis, cmds: &mu
     );
     let class = &a.class_names[ranking.class];
     for r in ranking.ranked() {
-        let text = format!("{:>2}. head {:<2}  {:>5.1} %", r.rank, r.head + 1, r.after * 100.0);
+        let name = app.head_names.name(class, r.head).map(|n| format!(" · {n}")).unwrap_or_default();
+        let text = format!("{:>2}. head {:<2} {:>5.1} %{name}", r.rank, r.head + 1, r.after * 100.0);
         let hover = format!(
             "head {}, rank {} for {class}: with the {} head(s) ranked below it evened, {class} scores {:.1} %; \
              evening this one too leaves {:.1} %. Click to show the head.",
@@ -335,6 +336,45 @@ fn heads_ranked_ui(ui: &mut egui::Ui, app: &ExplorerApp, a: &Analysis, cmds: &mu
         let resp = ui.selectable_label(app.view.head == Some(r.head), RichText::new(text).monospace());
         if resp.on_hover_text(hover).clicked() {
             cmds.push(Command::SelectHead(Some(r.head)));
+        }
+    }
+}
+
+/// The gallery's right-click menu on a head: its name, for this class or for every class.
+fn name_head_menu(ui: &mut egui::Ui, app: &ExplorerApp, head: usize, cmds: &mut Vec<Command>) {
+    let class = app.view.class;
+    let class_name = app.current().and_then(|a| a.class_names.get(class).cloned()).unwrap_or_default();
+    let id = egui::Id::unique(("name-head", class, head));
+    let (mut text, mut only) = ui.data_mut(|d| {
+        d.get_temp::<(String, bool)>(id).unwrap_or_else(|| {
+            let own = app.head_names.classes.get(&class_name).and_then(|m| m.get(&(head + 1))).cloned();
+            let only = own.is_some();
+            (own.or_else(|| app.head_names.heads.get(&(head + 1)).cloned()).unwrap_or_default(), only)
+        })
+    });
+    ui.label(format!("Name head {} (e.g. crown, wing bars, tail)", head + 1));
+    let field = ui.add(egui::TextEdit::singleline(&mut text).hint_text("name").desired_width(180.0));
+    ui.checkbox(&mut only, format!("for {class_name} only"));
+    let entered = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+    let chosen = ui
+        .horizontal(|ui| {
+            if ui.button("Save").clicked() || entered {
+                Some(text.clone())
+            } else if ui.button("Clear").clicked() {
+                Some(String::new())
+            } else {
+                None
+            }
+        })
+        .inner;
+    match chosen {
+        Some(name) => {
+            cmds.push(Command::NameHead { class: only.then_some(class), head, name });
+            ui.data_mut(|d| d.remove::<(String, bool)>(id));
+            ui.close();
+        }
+        None => {
+            ui.data_mut(|d| d.insert_temp(id, (text, only)));
         }
     }
 }
@@ -568,7 +608,7 @@ fn central_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
             }
         }
         ui.separator();
-        let head_name = app.view.head.map_or("mean of heads".to_string(), |h| format!("head {}", h + 1));
+        let head_name = app.view.head.map_or("mean of heads".to_string(), |h| app.head_label(app.view.class, h));
         ui.label(head_name);
         if ui.button(if app.view.show_compare { "Hide comparison" } else { "Compare…" }).clicked() {
             cmds.push(Command::ShowCompare(!app.view.show_compare));
@@ -750,9 +790,14 @@ fn gallery(
             (None, _) => "mean".to_string(),
             // From and to, in percent: "+53 %" read as a relative change.
             (Some(h), Some(e)) if e.points.abs() >= 0.5 => {
-                format!("{rank}head {} · {:.0} to {:.0} %", h + 1, e.now * 100.0, e.evened * 100.0)
+                format!(
+                    "{rank}{} · {:.0} to {:.0} %",
+                    app.head_label(app.view.class, h),
+                    e.now * 100.0,
+                    e.evened * 100.0
+                )
             }
-            (Some(h), _) => format!("{rank}head {}", h + 1),
+            (Some(h), _) => format!("{rank}{}", app.head_label(app.view.class, h)),
         };
         let hover = match (head, reliance) {
             (Some(h), Some(e)) => format!(
@@ -769,7 +814,13 @@ fn gallery(
         let text_rect =
             egui::Rect::from_center_size(egui::pos2(r.center().x, cell.max.y + 8.0), Vec2::new(w + 6.0, 14.0));
         ui.put(text_rect, egui::Label::new(RichText::new(&label).size(11.0)).wrap_mode(egui::TextWrapMode::Truncate));
-        if resp.on_hover_text(&hover).clicked() {
+        let plain = head.map_or("mean".to_string(), |h| format!("head {}", h + 1));
+        resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, format!("gallery: {plain}")));
+        let resp = resp.on_hover_text(format!("{hover}\n(right-click to name this head)"));
+        if let Some(h) = head {
+            resp.context_menu(|ui| name_head_menu(ui, app, h, cmds));
+        }
+        if resp.clicked() {
             cmds.push(Command::SelectHead(head));
         }
     }
@@ -846,8 +897,19 @@ fn compare_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
         ui.horizontal(|ui| {
             ui.add_space(LABEL_W);
             for k in 0..cols {
-                let label = if k < o.heads { format!("head {}", k + 1) } else { "mean".to_string() };
-                ui.add_sized([cell_w, 14.0], egui::Label::new(RichText::new(label).small()));
+                // A name given for every class heads its column; names for one class are in its cells.
+                let label = if k < o.heads {
+                    app.head_names
+                        .heads
+                        .get(&(k + 1))
+                        .map_or(format!("head {}", k + 1), |n| format!("head {} · {n}", k + 1))
+                } else {
+                    "mean".to_string()
+                };
+                ui.add_sized(
+                    [cell_w, 14.0],
+                    egui::Label::new(RichText::new(label).small()).wrap_mode(egui::TextWrapMode::Truncate),
+                );
             }
         });
         for &c in &app.view.compare {
@@ -863,11 +925,8 @@ fn compare_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
                 for k in 0..cols {
                     let head = (k < o.heads).then_some(k);
                     let (r, resp) = ui.allocate_exact_size(Vec2::new(cell_w, cell_h), Sense::click());
-                    let what = format!(
-                        "{} · {}",
-                        a.class_names[c],
-                        head.map_or("mean".to_string(), |h| format!("head {}", h + 1))
-                    );
+                    let what =
+                        format!("{} · {}", a.class_names[c], head.map_or("mean".to_string(), |h| app.head_label(c, h)));
                     resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &what));
                     // Zoom and pan follow the main view, so every cell shows the same region.
                     overlay_in(ui, app, a, r, (c, head), &shared, view_uv(app), slot, cmds);

@@ -127,6 +127,13 @@ pub enum Command {
     NamesInput(String, String),
     /// Use (and remember) this class list for the catalogued model `name`.
     UseNames(String, PathBuf),
+    /// Name a head (0-based) of the open model, for one class (0-based) or every class (`None`);
+    /// an empty name removes it. Kept for the model.
+    NameHead {
+        class: Option<usize>,
+        head: usize,
+        name: String,
+    },
 }
 
 /// What a banner is about, so that it goes when its cause does.
@@ -172,6 +179,8 @@ pub struct ExplorerApp {
     pub errors: Vec<Banner>,
     /// (request id, stage) of the work in progress.
     pub busy: Option<(u64, &'static str)>,
+    /// The names given to the open model's heads.
+    pub head_names: crate::session::head_names::HeadNames,
     /// Head rankings by (analysis id, class), as the worker answered (or why it could not).
     pub rankings: std::collections::HashMap<(u64, usize), Result<crate::probe::HeadRanking, String>>,
     /// Rankings asked of the worker and not yet answered.
@@ -267,6 +276,13 @@ impl ExplorerApp {
     #[must_use]
     pub fn current(&self) -> Option<&Arc<Analysis>> {
         self.images.get(self.selected).and_then(|e| e.analysis.as_ref())
+    }
+
+    /// How head `head` (0-based) of class `class` is written: `head 3 · crown`, or `head 3`.
+    #[must_use]
+    pub fn head_label(&self, class: usize, head: usize) -> String {
+        let name = self.model.as_ref().and_then(|m| m.class_names.get(class)).map_or("", String::as_str);
+        self.head_names.label(name, head)
     }
 
     /// Whether the worker has handled every request sent to it (tests).

@@ -71,6 +71,8 @@ pub struct ModelInfo {
     pub class_names: Arc<Vec<String>>,
     /// The start focus, where the model has it.
     pub focus: Focus,
+    /// The model file's SHA-256 (head names are kept under it), if it could be hashed.
+    pub sha256: Option<String>,
     /// Why a part of the focus asked for was dropped (the model opened all the same), e.g.
     /// "--head 9: head 9 is not one of the model's heads 1 to 8".
     pub focus_errors: Vec<String>,
@@ -272,6 +274,7 @@ fn open(spec: &ModelSpec, focus: &FocusRequest) -> Result<(Session, ModelInfo), 
         class_names: Arc::clone(s.class_names()),
         focus: Focus { class, head, layer },
         focus_errors,
+        sha256: s.model_sha256().ok(),
     };
     Ok((s, info))
 }

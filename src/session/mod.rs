@@ -6,6 +6,7 @@
 
 pub mod assets;
 pub mod classes;
+pub mod head_names;
 pub mod inputs;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,7 @@ pub struct Session {
     path: PathBuf,
     names: Arc<Vec<String>>,
     demo: bool,
+    sha256: std::sync::OnceLock<String>,
 }
 
 /// What the bundled demo model is called wherever a result appears.
@@ -105,7 +107,21 @@ impl Session {
         let (model, ckpt) = crate::intr::load_model(&path, &spec.overrides, device)?;
         let names = class_names(spec, &path, &ckpt, model.config().num_queries)?;
         let demo = assets::demo_model().ok().is_some_and(|d| same_file(&d, &path));
-        Ok(Self { model, path, names: Arc::new(names), demo })
+        Ok(Self { model, path, names: Arc::new(names), demo, sha256: std::sync::OnceLock::new() })
+    }
+
+    /// The model file's SHA-256 (hashed once, and remembered across runs by path, size and time).
+    pub fn model_sha256(&self) -> Result<String> {
+        if let Some(s) = self.sha256.get() {
+            return Ok(s.clone());
+        }
+        let sha = head_names::model_sha256(&self.path)?;
+        Ok(self.sha256.get_or_init(|| sha).clone())
+    }
+
+    /// The head names given for this model ([`head_names::Store`]).
+    pub fn head_names(&self) -> Result<head_names::HeadNames> {
+        Ok(head_names::Store::default().load(&self.model_sha256()?))
     }
 
     /// The network.
