@@ -20,6 +20,7 @@ fn app_on_the_bunting() -> Harness<'static, ExplorerApp> {
         model: Some(model),
         images: vec![parity_dir().join("Painted_Bunting_0004_16641.jpg")],
         focus: Default::default(),
+        session: None,
     };
     let mut h = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))

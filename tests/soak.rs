@@ -93,6 +93,21 @@ impl Dialogs for RandomDialogs {
         let dir = if self.rng.below(5) == 0 { self.out.join("missing") } else { self.out.clone() };
         let _ = reply.send(Picked::ExportTo(dir.join(name)));
     }
+    fn session_file(&self, purpose: intr_explorer::gui::Purpose, reply: Sender<Picked>, _ctx: egui::Context) {
+        if self.cancelled() {
+            return;
+        }
+        let session = self.out.join(format!("session{}.json", self.rng.below(2)));
+        let _ = match purpose {
+            intr_explorer::gui::Purpose::SaveSession => reply.send(Picked::SaveSessionTo(session)),
+            // The one saved (if any), a photo that is no session, or one that is not there.
+            _ => reply.send(Picked::OpenSession(match self.rng.below(4) {
+                0 => self.photos[self.rng.below(self.photos.len())].clone(),
+                1 => self.out.join("no such session.json"),
+                _ => session,
+            })),
+        };
+    }
 }
 
 /// Bytes of heap in use now (glibc's `mallinfo2`: small blocks in use plus mapped large blocks).
@@ -150,7 +165,14 @@ fn settled_heap(h: &mut Harness<'static, ExplorerApp>) -> u64 {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "the window did not settle within a minute");
+        assert!(
+            Instant::now() < deadline,
+            "the window did not settle within a minute: busy {:?}, model loading {:?}, renders pending {}, worker idle {}",
+            app.busy,
+            app.model_loading,
+            app.paper.busy(),
+            app.worker_idle()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     h.run_steps(5);
@@ -223,6 +245,7 @@ fn the_window_survives_a_long_random_stream_of_events_files_and_cancels() {
         model: Some(intr_explorer::session::ModelSpec { path: Some(model), ..Default::default() }),
         images: vec![fixtures.join("Painted_Bunting_0004_16641.jpg")],
         focus: Default::default(),
+        session: None,
     };
     let mut dialogs = Some(dialogs);
     let hub_cache = out.path().join("hub");

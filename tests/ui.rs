@@ -210,6 +210,7 @@ impl Dialogs for SaveTo {
     ) {
         reply.send(Picked::ExportTo(self.0.clone())).unwrap();
     }
+    fn session_file(&self, _: intr_explorer::gui::Purpose, _: std::sync::mpsc::Sender<Picked>, _: egui::Context) {}
 }
 
 #[test]
@@ -256,7 +257,7 @@ fn started(images: Vec<PathBuf>, done: impl Fn(&ExplorerApp) -> bool) -> Harness
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/intr-parity");
     let model =
         intr_explorer::session::ModelSpec { path: Some(fixtures.join("tiny_postnorm_sine.pth")), ..Default::default() };
-    let start = intr_explorer::gui::Start { model: Some(model), images, focus: Default::default() };
+    let start = intr_explorer::gui::Start { model: Some(model), images, focus: Default::default(), session: None };
     let mut h = Harness::builder()
         .with_size(egui::vec2(1200.0, 800.0))
         .wgpu()

@@ -405,6 +405,11 @@ fn window(mut w: WindowArgs) -> anyhow::Result<i32> {
     }
     #[cfg(feature = "gui")]
     {
+        // A saved session opens the exact view it holds.
+        if let Some(i) = w.paths.iter().position(|p| crate::session::saved::SavedSession::is_session_file(p)) {
+            let session = Some(w.paths.remove(i));
+            return crate::gui::run(crate::gui::Start { session, ..Default::default() }).map(|()| 0);
+        }
         let (models, images): (Vec<PathBuf>, Vec<PathBuf>) =
             w.paths.into_iter().partition(|p| crate::gui::is_model_path(p));
         let model = models.into_iter().next();
@@ -414,7 +419,7 @@ fn window(mut w: WindowArgs) -> anyhow::Result<i32> {
             overrides: ConfigOverrides::default(),
         });
         let focus = crate::gui::worker::FocusRequest { class: w.class, head: w.head, layer: w.layer };
-        crate::gui::run(crate::gui::Start { model, images, focus }).map(|()| 0)
+        crate::gui::run(crate::gui::Start { model, images, focus, session: None }).map(|()| 0)
     }
     #[cfg(not(feature = "gui"))]
     {

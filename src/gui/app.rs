@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use eframe::egui;
 
-use super::dialogs::{BuiltIn, Dialogs, Picked};
+use super::dialogs::{BuiltIn, Dialogs, Picked, Purpose};
 use super::export::{self, ExportJob};
 use super::gpu::callback::OverlayResources;
 use super::paper_cache::{PaperCache, PaperJob};
@@ -15,6 +15,7 @@ use super::state::{
 };
 use super::worker::{Analysis, FocusRequest, Request, Response, Worker};
 use crate::image::preprocess::PreprocessOptions;
+use crate::session::saved::{self, SavedSession};
 use crate::session::{ModelSpec, inputs};
 
 impl ExplorerApp {
@@ -32,6 +33,7 @@ impl ExplorerApp {
                 model: model.map(|p| ModelSpec { path: Some(p), ..Default::default() }),
                 images,
                 focus: FocusRequest::default(),
+                session: None,
             },
         )
     }
@@ -56,6 +58,7 @@ impl ExplorerApp {
         }
         let (picked_tx, picked_rx) = std::sync::mpsc::channel();
         let (export_tx, export_rx) = std::sync::mpsc::channel();
+        let (thumbs_tx, thumbs_rx) = std::sync::mpsc::channel();
         let mut app = Self {
             worker,
             dialogs,
@@ -71,6 +74,11 @@ impl ExplorerApp {
             errors: Vec::new(),
             busy: None,
             head_names: Default::default(),
+            session_status: None,
+            pending_session: None,
+            thumbs_tx,
+            thumbs_rx,
+            thumbs_pending: Arc::default(),
             rankings: std::collections::HashMap::new(),
             rankings_asked: std::collections::HashSet::new(),
             paper,
@@ -86,6 +94,10 @@ impl ExplorerApp {
             gpu,
             ctx,
         };
+        if let Some(session) = start.session {
+            app.apply(Command::OpenSession(session));
+            return app;
+        }
         if let Some(spec) = start.model {
             app.load(spec, start.focus);
         }
@@ -149,6 +161,99 @@ impl ExplorerApp {
         self.paper.forget(a.id);
         self.rankings.retain(|k, _| k.0 != a.id);
         self.rankings_asked.retain(|k| k.0 != a.id);
+    }
+
+    /// The exact view, as a session file holds it.
+    #[must_use]
+    pub fn saved_session(&self) -> SavedSession {
+        let m = self.model.as_ref();
+        let name = |c: usize| m.and_then(|m| m.class_names.get(c).cloned());
+        let layers = m.map_or(1, |m| m.config.dec_layers);
+        SavedSession {
+            version: saved::VERSION,
+            model: m.filter(|m| !m.demo).map(|m| m.path.clone()),
+            classes: m.and_then(|m| m.spec.classes.clone()),
+            photos: self.images.iter().map(|e| e.path.clone()).collect(),
+            selected: self.selected,
+            class: name(self.view.class),
+            // The last layer is saved as "the last" (`None`), whatever the model's depth.
+            layer: (self.view.layer + 1 < layers).then_some(self.view.layer + 1),
+            head: self.view.head.map(|h| h + 1),
+            compare: self.view.compare.iter().filter_map(|&c| name(c)).collect(),
+            show_compare: self.view.show_compare,
+            gallery_by_rank: self.view.gallery_by_rank,
+            look: self.display,
+            head_names: self.head_names.clone(),
+        }
+    }
+
+    /// Opens a saved session: its model (with the class, layer and head to show), its photos and
+    /// look at once; the comparison, the photo shown and the head names once the model is there. A
+    /// missing model, class list or photo is reported, and the rest opens.
+    fn open_session(&mut self, path: &std::path::Path) {
+        let s = match SavedSession::read(path) {
+            Ok(s) => s,
+            Err(e) => return self.report(e.to_string(), Cause::Other),
+        };
+        let missing = |what: &str, p: &std::path::Path| {
+            format!("{}: its {what} {} is not there; the rest of the session opens", path.display(), p.display())
+        };
+        let mut notes = Vec::new();
+        let classes = s.classes.clone().filter(|c| {
+            let there = c.exists();
+            if !there {
+                notes.push(missing("class list", c));
+            }
+            there
+        });
+        match &s.model {
+            Some(m) if !m.exists() => notes.push(missing("model", m)),
+            model => {
+                let spec = ModelSpec { path: model.clone(), classes, ..Default::default() };
+                let focus = FocusRequest { class: s.class.clone(), head: s.head, layer: s.layer };
+                self.load(spec, focus);
+            }
+        }
+        self.display = s.look;
+        // The session's photos replace the open ones.
+        for i in (0..self.images.len()).rev() {
+            let closed = self.images.remove(i);
+            if let Some(a) = &closed.analysis {
+                self.release(a);
+            }
+        }
+        self.errors.retain(|b| !matches!(b.cause, Cause::Image(_)));
+        self.selected = 0;
+        let there: Vec<PathBuf> = s.photos.iter().filter(|p| p.exists()).cloned().collect();
+        for p in s.photos.iter().filter(|p| !p.exists()) {
+            notes.push(missing("photo", p));
+        }
+        if !there.is_empty() {
+            self.apply(Command::OpenImages(there));
+        }
+        if let Some(i) = s.photos.get(s.selected).and_then(|p| self.images.iter().position(|e| &e.path == p)) {
+            self.apply(Command::SelectImage(i));
+        }
+        for n in notes {
+            self.report(n, Cause::Other);
+        }
+        self.session_status = Some(format!("opened session {}", path.display()));
+        self.pending_session = Some(s);
+    }
+
+    /// What of a session being opened needs the model's classes: applied once it is there.
+    fn finish_session(&mut self) {
+        let (Some(s), Some(m)) = (self.pending_session.take(), &self.model) else { return };
+        let index = |n: &String| m.class_names.iter().position(|c| c == n);
+        self.view.compare = s.compare.iter().filter_map(index).collect();
+        self.view.show_compare = s.show_compare && self.view.compare.len() >= 2;
+        self.view.gallery_by_rank = s.gallery_by_rank;
+        if !s.head_names.is_empty() && s.head_names != self.head_names {
+            self.head_names = s.head_names;
+            if let Some(sha) = &m.sha256 {
+                let _ = crate::session::head_names::Store::default().save(sha, &self.head_names);
+            }
+        }
     }
 
     /// Names a head of the open model and keeps the names for it.
@@ -254,8 +359,10 @@ impl ExplorerApp {
                         return;
                     }
                 };
+                let mut added = Vec::new();
                 for p in files {
                     if !self.images.iter().any(|e| e.path == p) {
+                        added.push(p.clone());
                         self.images.push(ImageEntry {
                             path: p,
                             analysis: None,
@@ -264,6 +371,9 @@ impl ExplorerApp {
                             thumbnail: None,
                         });
                     }
+                }
+                if !added.is_empty() {
+                    spawn_thumbnails(added, self.thumbs_tx.clone(), Arc::clone(&self.thumbs_pending), self.ctx.clone());
                 }
                 if self.images.len() > first_new {
                     self.apply(Command::SelectImage(first_new));
@@ -297,6 +407,17 @@ impl ExplorerApp {
             Command::SelectClass(c) => self.view.class = c,
             Command::GalleryByRank(on) => self.view.gallery_by_rank = on,
             Command::NameHead { class, head, name } => self.name_head(class, head, &name),
+            Command::SaveSessionDialog => {
+                self.dialogs.session_file(Purpose::SaveSession, self.picked_tx.clone(), self.ctx.clone());
+            }
+            Command::OpenSessionDialog => {
+                self.dialogs.session_file(Purpose::OpenSession, self.picked_tx.clone(), self.ctx.clone());
+            }
+            Command::SaveSessionTo(path) => match self.saved_session().write(&path) {
+                Ok(()) => self.session_status = Some(format!("saved session {}", path.display())),
+                Err(e) => self.report(e.to_string(), Cause::Other),
+            },
+            Command::OpenSession(path) => self.open_session(&path),
             Command::ToggleCompare(c) => {
                 if let Some(pos) = self.view.compare.iter().position(|&x| x == c) {
                     self.view.compare.remove(pos);
@@ -375,6 +496,8 @@ impl ExplorerApp {
             Picked::Images(v) => self.apply(Command::OpenImages(v)),
             Picked::Model(m) => self.apply(Command::LoadModel(m)),
             Picked::ExportTo(p) => self.apply(Command::ExportTo(p)),
+            Picked::OpenSession(p) => self.apply(Command::OpenSession(p)),
+            Picked::SaveSessionTo(p) => self.apply(Command::SaveSessionTo(p)),
             Picked::Unavailable { purpose, why } => {
                 if !self.dialog_notice_given {
                     self.dialog_notice_given = true;
@@ -421,6 +544,11 @@ impl ExplorerApp {
         let image = self.images[i].path.clone();
         match self.worker.send(Request::Analyze { id, image, options: PreprocessOptions::default() }) {
             Ok(()) => {
+                // Every older request is stale now (the worker skips it): those photos are no
+                // longer being analysed, and will be when shown again.
+                for e in &mut self.images {
+                    e.pending = None;
+                }
                 self.images[i].pending = Some(id);
                 self.images[i].error = None;
                 self.busy = Some((id, "queued"));
@@ -471,6 +599,7 @@ impl ExplorerApp {
                     if selected.is_some_and(|e| e.pending.is_none()) {
                         self.analyze(self.selected);
                     }
+                    self.finish_session();
                 }
                 Response::Progress { id, stage } => {
                     if id == 0 || self.images.iter().any(|e| e.pending == Some(id)) {
@@ -497,6 +626,7 @@ impl ExplorerApp {
                     self.busy = None;
                     if id == 0 {
                         self.model_loading = None;
+                        self.pending_session = None;
                         self.report(what, Cause::Model);
                     } else if let Some(e) = self.images.iter_mut().find(|e| e.pending == Some(id)) {
                         // The failure is shown in place, on the photo; the banner says it once.
@@ -510,6 +640,12 @@ impl ExplorerApp {
                     }
                     // A failure of a superseded request is no news.
                 }
+            }
+        }
+        while let Ok((path, img)) = self.thumbs_rx.try_recv() {
+            if let Some(e) = self.images.iter_mut().find(|e| e.path == path && e.thumbnail.is_none()) {
+                e.thumbnail =
+                    Some(ctx.load_texture(format!("thumb-{}", path.display()), img, egui::TextureOptions::LINEAR));
             }
         }
         while let Ok(p) = self.picked_rx.try_recv() {
@@ -527,6 +663,10 @@ impl ExplorerApp {
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect()
         });
+        if let Some(session) = dropped.iter().find(|p| SavedSession::is_session_file(p)) {
+            self.apply(Command::OpenSession(session.clone()));
+            return;
+        }
         if !dropped.is_empty() {
             let (models, images): (Vec<PathBuf>, Vec<PathBuf>) =
                 dropped.into_iter().partition(|p| super::is_model_path(p));
@@ -542,7 +682,12 @@ impl ExplorerApp {
 
 /// A small texture of the photo for the image strip.
 fn thumbnail(ctx: &egui::Context, a: &Analysis) -> egui::TextureHandle {
-    let (w, h) = (a.image.width, a.image.height);
+    ctx.load_texture(format!("thumb-{}", a.id), thumbnail_image(&a.image), egui::TextureOptions::LINEAR)
+}
+
+/// The strip's picture of a photo: at most 96 pixels a side, nearest pixel.
+fn thumbnail_image(image: &crate::image::RgbImage) -> egui::ColorImage {
+    let (w, h) = (image.width, image.height);
     let scale = (96.0 / w.max(h) as f32).min(1.0);
     let (tw, th) = (((w as f32 * scale) as usize).max(1), ((h as f32 * scale) as usize).max(1));
     let mut rgba = Vec::with_capacity(tw * th * 4);
@@ -551,11 +696,50 @@ fn thumbnail(ctx: &egui::Context, a: &Analysis) -> egui::TextureHandle {
             let sx = (x * w / tw).min(w - 1);
             let sy = (y * h / th).min(h - 1);
             let p = (sy * w + sx) * 3;
-            rgba.extend_from_slice(&[a.image.data[p], a.image.data[p + 1], a.image.data[p + 2], 255]);
+            rgba.extend_from_slice(&[image.data[p], image.data[p + 1], image.data[p + 2], 255]);
         }
     }
-    let img = egui::ColorImage::from_rgba_unmultiplied([tw, th], &rgba);
-    ctx.load_texture(format!("thumb-{}", a.id), img, egui::TextureOptions::LINEAR)
+    egui::ColorImage::from_rgba_unmultiplied([tw, th], &rgba)
+}
+
+/// Decodes `paths` one after another on a helper thread and sends each photo's strip picture, so
+/// that photos opened together show before each is analysed. A photo that cannot be decoded sends
+/// nothing (its analysis says why).
+fn spawn_thumbnails(
+    paths: Vec<PathBuf>,
+    reply: std::sync::mpsc::Sender<(PathBuf, egui::ColorImage)>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    ctx: egui::Context,
+) {
+    use std::sync::atomic::Ordering;
+    let total = paths.len();
+    pending.fetch_add(total, Ordering::AcqRel);
+    let started = std::thread::Builder::new().name("thumbnails".into()).spawn({
+        let pending = Arc::clone(&pending);
+        let n = paths.len();
+        move || {
+            let mut left = n;
+            for p in paths {
+                let img = super::worker::guarded("drawing a thumbnail", || {
+                    crate::image::decode::decode_file(&p, true)
+                        .map(|d| thumbnail_image(&d.image))
+                        .map_err(|e| e.to_string())
+                });
+                pending.fetch_sub(1, Ordering::AcqRel);
+                left -= 1;
+                if let Ok(img) = img
+                    && reply.send((p, img)).is_err()
+                {
+                    pending.fetch_sub(left, Ordering::AcqRel);
+                    return;
+                }
+                ctx.request_repaint();
+            }
+        }
+    });
+    if started.is_err() {
+        pending.fetch_sub(total, Ordering::AcqRel);
+    }
 }
 
 impl eframe::App for ExplorerApp {

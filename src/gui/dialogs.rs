@@ -23,6 +23,10 @@ pub enum Purpose {
         suggested: String,
         format: Format,
     },
+    /// A session file to open.
+    OpenSession,
+    /// Where to save the session.
+    SaveSession,
 }
 
 /// File dialogs. Results arrive on the app's channel.
@@ -31,6 +35,9 @@ pub trait Dialogs {
     fn pick_model(&self, reply: Sender<Picked>, ctx: egui::Context);
     /// Asks where to save a figure (`suggested` file name, `format` for the filter).
     fn save_figure(&self, suggested: String, format: Format, reply: Sender<Picked>, ctx: egui::Context);
+    /// Asks for a session file to open ([`Purpose::OpenSession`]) or where to save one
+    /// ([`Purpose::SaveSession`]).
+    fn session_file(&self, purpose: Purpose, reply: Sender<Picked>, ctx: egui::Context);
 }
 
 /// Dialogs that never open (headless runs, benchmarks, tests).
@@ -40,6 +47,7 @@ impl Dialogs for NoDialogs {
     fn pick_images(&self, _reply: Sender<Picked>, _ctx: egui::Context) {}
     fn pick_model(&self, _reply: Sender<Picked>, _ctx: egui::Context) {}
     fn save_figure(&self, _: String, _: Format, _: Sender<Picked>, _: egui::Context) {}
+    fn session_file(&self, _: Purpose, _: Sender<Picked>, _: egui::Context) {}
 }
 
 /// Dialogs that report the system's dialog unavailable, as on a machine without a portal (tests).
@@ -60,6 +68,9 @@ impl Dialogs for UnavailableDialogs {
             "no system file dialog in this test".into(),
         );
     }
+    fn session_file(&self, purpose: Purpose, reply: Sender<Picked>, ctx: egui::Context) {
+        unavailable(&reply, &ctx, purpose, "no system file dialog in this test".into());
+    }
 }
 
 /// A dialog's answer.
@@ -68,6 +79,8 @@ pub enum Picked {
     Images(Vec<PathBuf>),
     Model(PathBuf),
     ExportTo(PathBuf),
+    OpenSession(PathBuf),
+    SaveSessionTo(PathBuf),
     /// The system dialog cannot open here (`why`): the built-in one should.
     Unavailable {
         purpose: Purpose,
@@ -167,6 +180,28 @@ impl Dialogs for NativeDialogs {
         };
         Self::run(purpose, reply, ctx, dialog, Picked::ExportTo);
     }
+
+    fn session_file(&self, purpose: Purpose, reply: Sender<Picked>, ctx: egui::Context) {
+        let save = purpose == Purpose::SaveSession;
+        let dialog = move || {
+            let d = rfd::FileDialog::new().add_filter("INTR Explorer session", &["json"]);
+            if save {
+                d.set_title("Save session").set_file_name("session.json").save_file()
+            } else {
+                d.set_title("Open session").pick_file()
+            }
+        };
+        let answer = move |p: PathBuf| if save { Picked::SaveSessionTo(with_json(p)) } else { Picked::OpenSession(p) };
+        Self::run(purpose, reply, ctx, dialog, answer);
+    }
+}
+
+/// `p`, with `.json` added when it has no extension.
+fn with_json(mut p: PathBuf) -> PathBuf {
+    if p.extension().is_none() {
+        p.set_extension("json");
+    }
+    p
 }
 
 /// The built-in file dialog (egui_file), for where the system's cannot open.
@@ -189,6 +224,12 @@ impl BuiltIn {
                 .show_files_filter(Box::new(|p: &Path| super::is_model_path(p))),
             Purpose::SaveFigure { suggested, .. } => {
                 egui_file::FileDialog::save_file().title("Export figure").default_filename(suggested.clone())
+            }
+            Purpose::OpenSession => egui_file::FileDialog::open_file()
+                .title("Open session")
+                .show_files_filter(Box::new(|p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")))),
+            Purpose::SaveSession => {
+                egui_file::FileDialog::save_file().title("Save session").default_filename("session.json")
             }
         }
         .initial_path(folder.to_path_buf())
@@ -222,6 +263,8 @@ impl BuiltIn {
                 }
                 Picked::ExportTo(p)
             }),
+            Purpose::OpenSession => self.dialog.path().map(|p| Picked::OpenSession(p.to_path_buf())),
+            Purpose::SaveSession => self.dialog.path().map(|p| Picked::SaveSessionTo(with_json(p.to_path_buf()))),
         }
     }
 }

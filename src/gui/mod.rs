@@ -18,7 +18,7 @@ use std::path::Path;
 
 use eframe::egui;
 
-pub use dialogs::{Dialogs, NativeDialogs, NoDialogs, Picked, UnavailableDialogs};
+pub use dialogs::{Dialogs, NativeDialogs, NoDialogs, Picked, Purpose, UnavailableDialogs};
 pub use export::ExportJob;
 pub use paper_cache::{PaperCache, PaperJob, PaperKey};
 pub use state::{Command, ExplorerApp, ExportSettings, ExportWhat, Start};

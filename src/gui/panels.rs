@@ -111,6 +111,19 @@ fn toolbar_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
         if ui.add_enabled(app.current().is_some(), egui::Button::new("Export…")).on_hover_text("Ctrl+E").clicked() {
             cmds.push(Command::ShowExport(true));
         }
+        ui.menu_button("Session", |ui| {
+            if ui.button("Save session…").on_hover_text("the exact view, to reopen later or share").clicked() {
+                cmds.push(Command::SaveSessionDialog);
+                ui.close();
+            }
+            if ui.button("Open session…").clicked() {
+                cmds.push(Command::OpenSessionDialog);
+                ui.close();
+            }
+            if let Some(st) = &app.session_status {
+                ui.label(RichText::new(st).weak().small());
+            }
+        });
         ui.menu_button("Recent models", |ui| {
             if app.recent_models.is_empty() {
                 ui.label("none yet");

@@ -127,6 +127,13 @@ pub enum Command {
     NamesInput(String, String),
     /// Use (and remember) this class list for the catalogued model `name`.
     UseNames(String, PathBuf),
+    /// Ask for a file to save the session to / a session to open.
+    SaveSessionDialog,
+    OpenSessionDialog,
+    /// Save the exact view (model, photos, class, layer, head, comparison, look, head names).
+    SaveSessionTo(PathBuf),
+    /// Open a saved session: a missing file is reported and the rest opens.
+    OpenSession(PathBuf),
     /// Name a head (0-based) of the open model, for one class (0-based) or every class (`None`);
     /// an empty name removes it. Kept for the model.
     NameHead {
@@ -160,6 +167,8 @@ pub struct Start {
     pub model: Option<ModelSpec>,
     pub images: Vec<PathBuf>,
     pub focus: FocusRequest,
+    /// A saved session to open (instead of `model` and `images`).
+    pub session: Option<PathBuf>,
 }
 
 /// The explorer application.
@@ -179,6 +188,14 @@ pub struct ExplorerApp {
     pub errors: Vec<Banner>,
     /// (request id, stage) of the work in progress.
     pub busy: Option<(u64, &'static str)>,
+    /// Strip pictures decoded in the background, and how many are still to come.
+    pub(super) thumbs_tx: Sender<(PathBuf, egui::ColorImage)>,
+    pub(super) thumbs_rx: Receiver<(PathBuf, egui::ColorImage)>,
+    pub(super) thumbs_pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// What the last session save or open did.
+    pub session_status: Option<String>,
+    /// A session being opened: the parts that need the model's classes wait for it.
+    pub(super) pending_session: Option<crate::session::saved::SavedSession>,
     /// The names given to the open model's heads.
     pub head_names: crate::session::head_names::HeadNames,
     /// Head rankings by (analysis id, class), as the worker answered (or why it could not).
@@ -285,10 +302,11 @@ impl ExplorerApp {
         self.head_names.label(name, head)
     }
 
-    /// Whether the worker has handled every request sent to it (tests).
+    /// Whether the worker has handled every request sent to it and every strip picture asked for
+    /// is drawn (tests).
     #[must_use]
     pub fn worker_idle(&self) -> bool {
-        self.worker.idle()
+        self.worker.idle() && self.thumbs_pending.load(std::sync::atomic::Ordering::Acquire) == 0
     }
 
     /// The ranking of the viewed class's heads for the current photo, once the worker has it.

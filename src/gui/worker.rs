@@ -223,17 +223,28 @@ impl Worker {
     /// Queues a request. An analysis marks every older analysis stale. Fails if the queue is full
     /// or the worker is gone.
     pub fn send(&self, req: Request) -> Result<(), String> {
-        if let Request::Analyze { id, .. } = &req {
-            self.current.fetch_max(*id, Ordering::AcqRel);
-        }
+        let newest = match &req {
+            Request::Analyze { id, .. } => Some(*id),
+            _ => None,
+        };
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.tx.try_send(req).map_err(|e| {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            match e {
-                TrySendError::Full(_) => "the model is busy; try again in a moment".to_string(),
-                TrySendError::Disconnected(_) => "the inference worker has stopped".to_string(),
+        match self.tx.try_send(req) {
+            Ok(()) => {
+                // Older analyses are stale only once this one is on its way: a request refused
+                // because the queue is full leaves the one in flight to finish and answer.
+                if let Some(id) = newest {
+                    self.current.fetch_max(id, Ordering::AcqRel);
+                }
+                Ok(())
             }
-        })
+            Err(e) => {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                Err(match e {
+                    TrySendError::Full(_) => "the model is busy; try again in a moment".to_string(),
+                    TrySendError::Disconnected(_) => "the inference worker has stopped".to_string(),
+                })
+            }
+        }
     }
 
     /// Marks every analysis up to and including `id` cancelled.

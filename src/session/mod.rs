@@ -8,6 +8,7 @@ pub mod assets;
 pub mod classes;
 pub mod head_names;
 pub mod inputs;
+pub mod saved;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
