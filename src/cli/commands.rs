@@ -166,8 +166,9 @@ pub fn heads(a: &HeadsArgs) -> Result<()> {
     );
     outln!("  rank  head  the class's probability once this head and those ranked below it are evened");
     for r in &ranked {
+        let name = head_names.name(&names[class], r.head).map(|n| format!("  {n}")).unwrap_or_default();
         outln!(
-            "  {:>4}  {:>4}  {:>7.2} %   (before this head: {:.2} %)",
+            "  {:>4}  {:>4}  {:>7.2} %   (before this head: {:.2} %){name}",
             r.rank,
             r.head + 1,
             r.after * 100.0,
@@ -191,15 +192,29 @@ pub fn head_names(a: &HeadNamesArgs) -> Result<()> {
             None => None,
         })
     };
+    let scope = |c: &Option<String>| c.as_ref().map_or(String::new(), |c| format!(" for {c}"));
     match &a.action {
         HeadNamesAction::List => {}
         HeadNamesAction::Set { head: h, name, class: c } => {
+            if name.trim().is_empty() {
+                return Err(crate::Error::Request(format!(
+                    "an empty name: to remove head {h}'s name, use `intr-explorer head-names clear {h}`"
+                ))
+                .into());
+            }
             names.set(class(c)?.as_deref(), head(*h)?, name);
             store.save(&sha, &names)?;
+            eprintln!("head {h}{} is now called {}", scope(c), name.trim());
         }
         HeadNamesAction::Clear { head: h, class: c } => {
+            let before = names.clone();
             names.set(class(c)?.as_deref(), head(*h)?, "");
-            store.save(&sha, &names)?;
+            if names == before {
+                eprintln!("head {h}{} had no name", scope(c));
+            } else {
+                store.save(&sha, &names)?;
+                eprintln!("cleared head {h}'s name{}", scope(c));
+            }
         }
         HeadNamesAction::Export { file } => {
             store.export(&sha, file)?;
@@ -208,6 +223,8 @@ pub fn head_names(a: &HeadNamesArgs) -> Result<()> {
         }
         HeadNamesAction::Import { file } => {
             names = store.import(&sha, s.config().nheads, file)?;
+            let n = names.heads.len() + names.classes.values().map(std::collections::BTreeMap::len).sum::<usize>();
+            eprintln!("imported {n} head name(s) from {}", file.display());
         }
     }
     outln!("model: {} (SHA-256 {}…)", s.model_name(), &sha[..12]);

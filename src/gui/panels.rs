@@ -120,9 +120,6 @@ fn toolbar_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
                 cmds.push(Command::OpenSessionDialog);
                 ui.close();
             }
-            if let Some(st) = &app.session_status {
-                ui.label(RichText::new(st).weak().small());
-            }
         });
         ui.menu_button("Recent models", |ui| {
             if app.recent_models.is_empty() {
@@ -156,6 +153,10 @@ fn toolbar_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
             (None, None) => {
                 ui.label(RichText::new("no model").weak());
             }
+        }
+        if let Some(st) = &app.session_status {
+            ui.separator();
+            ui.label(RichText::new(st).weak().small());
         }
         if let Some((_, stage)) = app.busy {
             ui.separator();
@@ -798,7 +799,8 @@ fn gallery(
         // The evening is of the last layer's heads: shown only under that layer's maps.
         let last_layer = app.view.layer >= o.layers - 1;
         let reliance = head.filter(|_| last_layer).and_then(|h| evened_effect(a, h, app.view.class, now));
-        let rank = head.and_then(rank_of).map(|r| format!("#{r} ")).unwrap_or_default();
+        // The ranking is of the last layer's heads: shown only under that layer's maps.
+        let rank = head.filter(|_| last_layer).and_then(rank_of).map(|r| format!("#{r} ")).unwrap_or_default();
         let label = match (head, reliance) {
             (None, _) => "mean".to_string(),
             // From and to, in percent: "+53 %" read as a relative change.
@@ -831,7 +833,10 @@ fn gallery(
         resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, format!("gallery: {plain}")));
         let resp = resp.on_hover_text(format!("{hover}\n(right-click to name this head)"));
         if let Some(h) = head {
-            resp.context_menu(|ui| name_head_menu(ui, app, h, cmds));
+            // Clicks in the menu (its text field, its checkbox) must not close it.
+            egui::Popup::context_menu(&resp)
+                .close_behavior(egui::PopupCloseBehavior::CloseOnClickOutside)
+                .show(|ui| name_head_menu(ui, app, h, cmds));
         }
         if resp.clicked() {
             cmds.push(Command::SelectHead(head));
@@ -981,6 +986,12 @@ fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
                      evenly over the whole image, for every class at once (everything else unchanged). A large drop \
                      means the decision rests on where that head looks; a head on the background may be checking \
                      that a mark is absent.",
+                ),
+                (
+                    "Head names",
+                    "Right-click a head in the gallery to name it (\"crown\"), for every class or for the class \
+                     shown only. Names are kept for the model and appear in the gallery, ranking, comparison, \
+                     figures and summaries.",
                 ),
                 (
                     "Heads ranked",

@@ -173,8 +173,8 @@ impl Store {
             return Err(Error::file(
                 file,
                 format!(
-                    "holds head names for another model (SHA-256 {}…), not this one",
-                    &e.model_sha256.get(..12).unwrap_or("?")
+                    "holds head names for another model (SHA-256 {}), not this one",
+                    e.model_sha256.get(..12).map_or_else(|| e.model_sha256.clone(), |s| format!("{s}…"))
                 ),
             ));
         }
