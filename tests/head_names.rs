@@ -1,5 +1,6 @@
 //! Head names in the window: named from the gallery's right-click menu, shown in the gallery and in
 //! an exported figure, kept for the model, and there again in a fresh window.
+#![cfg(feature = "gui")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Saved sessions: the exact view saved from one window and opened in a fresh one draws the same
 //! frame; a session whose files are partly missing opens the rest and says what is missing.
+#![cfg(feature = "gui")]
 
 mod common;
 
