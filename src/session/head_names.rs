@@ -115,12 +115,7 @@ impl Default for Store {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    if meta.len() > MAX_FILE {
-        return Err(Error::file(path, format!("is {} bytes; head names are at most {MAX_FILE}", meta.len())));
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::file(path, format!("is not a head-names file: {e}")))
+    super::read_json_file(path, MAX_FILE, "head names are", "a head-names file")
 }
 
 impl Store {

@@ -283,6 +283,18 @@ impl Session {
     }
 }
 
+/// Reads a small JSON file of ours (head names, sessions): at most `max` bytes, checked before
+/// reading. `limit` and `kind` word the errors ("head names are" at most N; "is not a head-names
+/// file").
+fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path, max: u64, limit: &str, kind: &str) -> Result<T> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    if meta.len() > max {
+        return Err(Error::file(path, format!("is {} bytes; {limit} at most {max}", meta.len())));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::file(path, format!("is not {kind}: {e}")))
+}
+
 /// Whether `a` and `b` name the same file.
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {

@@ -100,13 +100,7 @@ impl SavedSession {
 
     /// Reads a session from `file`, its paths made usable from here.
     pub fn read(file: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(file).map_err(|e| Error::file(file, format!("cannot read: {e}")))?;
-        if meta.len() > MAX_FILE {
-            return Err(Error::file(file, format!("is {} bytes; a session is at most {MAX_FILE}", meta.len())));
-        }
-        let bytes = std::fs::read(file).map_err(|e| Error::file(file, format!("cannot read: {e}")))?;
-        let s: Self = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::file(file, format!("is not an INTR Explorer session: {e}")))?;
+        let s: Self = super::read_json_file(file, MAX_FILE, "a session is", "an INTR Explorer session")?;
         if s.version != VERSION {
             return Err(Error::file(
                 file,
