@@ -199,6 +199,11 @@ impl Checkpoint {
                 format!("tensor `{name}` holds {:?} integers where floating-point weights belong", info.dtype),
             ));
         }
+        if let Backing::Safetensors(map) = &self.backing {
+            // Mapped: converted straight from the map, without a copy of the bytes first.
+            let bytes = self.storage_slice(map, name, info)?;
+            return Ok(gather_f32(bytes, info, self.big_endian));
+        }
         let bytes = self.read_storage(name, info)?;
         Ok(gather_f32(&bytes, info, self.big_endian))
     }
@@ -219,14 +224,16 @@ impl Checkpoint {
                     .map_err(|e| Error::file(&self.path, format!("cannot read tensor `{name}`: {e}")))?;
                 Ok(buf)
             }
-            Backing::Safetensors(map) => {
-                let s = usize::try_from(start).unwrap_or(usize::MAX);
-                let slice = s.checked_add(len).and_then(|e| map.get(s..e));
-                let slice =
-                    slice.ok_or_else(|| Error::file(&self.path, format!("tensor `{name}` lies outside the file")))?;
-                Ok(slice.to_vec())
-            }
+            Backing::Safetensors(map) => Ok(self.storage_slice(map, name, info)?.to_vec()),
         }
+    }
+
+    /// The bytes of the storage range that `info` touches, inside a mapped file.
+    fn storage_slice<'m>(&self, map: &'m [u8], name: &str, info: &TensorInfo) -> Result<&'m [u8]> {
+        let (start, len) = info.location;
+        let s = usize::try_from(start).unwrap_or(usize::MAX);
+        let slice = usize::try_from(len).ok().and_then(|len| s.checked_add(len)).and_then(|e| map.get(s..e));
+        slice.ok_or_else(|| Error::file(&self.path, format!("tensor `{name}` lies outside the file")))
     }
 }
 
@@ -254,6 +261,11 @@ fn gather_f32(bytes: &[u8], info: &TensorInfo, big_endian: bool) -> Vec<f32> {
         return out;
     }
     let contiguous = is_contiguous(&info.shape, &info.stride);
+    if contiguous && info.dtype == DType::F32 && !big_endian {
+        // The common case (every official weight): a straight little-endian copy.
+        out.extend(bytes[..n * 4].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        return out;
+    }
     if contiguous {
         out.extend((0..n).map(convert));
         return out;

@@ -61,17 +61,10 @@ impl ConvBn {
         let beta = bn.values("bias", &[cout])?;
         let mean = bn.values("running_mean", &[cout])?;
         let var = bn.values("running_var", &[cout])?;
-        let per_out = cin * kh * kw;
-        let mut folded = w;
-        let mut bias = vec![0.0f32; cout];
-        for o in 0..cout {
-            let scale = f64::from(gamma[o]) / (f64::from(var[o]) + BN_EPS).sqrt();
-            for v in &mut folded[o * per_out..(o + 1) * per_out] {
-                *v = (f64::from(*v) * scale) as f32;
-            }
-            bias[o] = (f64::from(beta[o]) - f64::from(mean[o]) * scale) as f32;
-        }
-        Ok(Self::Folded(ConvKernel::from_oihw(&folded, bias, (cout, cin, kh), geometry)))
+        let scale: Vec<f64> = (0..cout).map(|o| f64::from(gamma[o]) / (f64::from(var[o]) + BN_EPS).sqrt()).collect();
+        #[allow(clippy::cast_possible_truncation)]
+        let bias = (0..cout).map(|o| (f64::from(beta[o]) - f64::from(mean[o]) * scale[o]) as f32).collect();
+        Ok(Self::Folded(ConvKernel::from_oihw_scaled(&w, Some(&scale), bias, (cout, cin, kh), geometry)))
     }
 
     /// (cout, cin, k, stride).

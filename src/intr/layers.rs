@@ -29,13 +29,11 @@ pub enum Linear {
 impl Linear {
     /// From a (out, in) row-major weight and its bias, for inference.
     pub fn from_parts(w: Vec<f32>, b: Vec<f32>, out: usize, inp: usize, dev: &Device) -> Result<Self> {
-        let w_t = Tensor::from_vec(w, (out, inp), dev)?.t()?.contiguous()?;
-        let packed = if dev.is_cpu() && packed_gemm::available() {
-            Some(PackedB::new(&w_t.flatten_all()?.to_vec1::<f32>()?, &b, inp, out))
+        let (w_t, packed) = if dev.is_cpu() && packed_gemm::available() {
+            (None, Some(PackedB::from_fn(inp, out, &b, |p, c| w[c * inp + p])))
         } else {
-            None
+            (Some(Tensor::from_vec(w, (out, inp), dev)?.t()?.contiguous()?), None)
         };
-        let w_t = if packed.is_some() { None } else { Some(w_t) };
         Ok(Self::Inference { w_t, b: Tensor::from_vec(b, out, dev)?, packed, out })
     }
 

@@ -134,22 +134,43 @@ impl ConvKernel {
         shape: (usize, usize, usize),
         geometry: (usize, usize, usize),
     ) -> Self {
+        Self::from_oihw_scaled(oihw, None, bias, shape, geometry)
+    }
+
+    /// Like [`ConvKernel::from_oihw`], each output channel `o`'s weights multiplied by `scale[o]`
+    /// (in f64, rounded once: folding a frozen batch norm) on the way. Reads the PyTorch layout
+    /// straight into the kernels' layout, on every core, with no intermediate copy.
+    #[must_use]
+    pub fn from_oihw_scaled(
+        oihw: &[f32],
+        scale: Option<&[f64]>,
+        bias: Vec<f32>,
+        shape: (usize, usize, usize),
+        geometry: (usize, usize, usize),
+    ) -> Self {
+        use rayon::prelude::*;
         let (cout, cin, k) = shape;
         let (stride, pad, dilation) = geometry;
-        let mut weight = vec![0.0f32; k * k * cin * cout];
-        for o in 0..cout {
-            for i in 0..cin {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        weight[((ky * k + kx) * cin + i) * cout + o] = oihw[((o * cin + i) * k + ky) * k + kx];
+        let (kk, rows) = (k * k, k * k * cin);
+        // GEMM row p = (ky·k + kx)·cin + i, column o  ←  oihw[((o·cin + i)·k + ky)·k + kx].
+        let at = |p: usize, o: usize| {
+            let v = oihw[(o * cin + p % cin) * kk + p / cin];
+            #[allow(clippy::cast_possible_truncation)]
+            scale.map_or(v, |s| (f64::from(v) * s[o]) as f32)
+        };
+        let (weight, packed) = if packed_gemm::available() {
+            (Vec::new(), Some(packed_gemm::PackedB::from_fn(rows, cout, &bias, at)))
+        } else {
+            let mut weight = vec![0.0f32; rows * cout];
+            if cout > 0 {
+                weight.par_chunks_mut(cout).enumerate().for_each(|(p, row)| {
+                    for (o, v) in row.iter_mut().enumerate() {
+                        *v = at(p, o);
                     }
-                }
+                });
             }
-        }
-        let packed = packed_gemm::available().then(|| packed_gemm::PackedB::new(&weight, &bias, k * k * cin, cout));
-        if packed.is_some() {
-            weight = Vec::new();
-        }
+            (weight, None)
+        };
         Self { cin, cout, k, stride, pad, dilation, weight, bias, packed }
     }
 

@@ -40,14 +40,23 @@ impl PackedB {
     }
 
     /// Packs the (k, n) matrix whose element (p, c) is `at(p, c)`, with bias (n) or none (empty).
-    pub fn from_fn(k: usize, n: usize, bias: &[f32], at: impl Fn(usize, usize) -> f32) -> Self {
+    /// Large matrices (weights at load time) are packed on every core, one panel per task.
+    pub fn from_fn(k: usize, n: usize, bias: &[f32], at: impl Fn(usize, usize) -> f32 + Sync) -> Self {
         let panels = n.div_ceil(NR);
         let mut data = vec![0.0f32; panels * k * NR];
-        for q in 0..panels {
-            for p in 0..k {
-                for c in 0..NR.min(n - q * NR) {
-                    data[(q * k + p) * NR + c] = at(p, q * NR + c);
+        let fill = |(q, panel): (usize, &mut [f32])| {
+            let width = NR.min(n - q * NR);
+            for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (c, v) in row[..width].iter_mut().enumerate() {
+                    *v = at(p, q * NR + c);
                 }
+            }
+        };
+        if k > 0 {
+            if k * n >= 1 << 16 {
+                data.par_chunks_mut(k * NR).enumerate().for_each(fill);
+            } else {
+                data.chunks_mut(k * NR).enumerate().for_each(fill);
             }
         }
         let mut b = vec![0.0f32; panels * NR];
