@@ -319,3 +319,97 @@ fn the_summary_says_what_each_last_layer_head_is_worth_to_the_class() {
     assert_eq!(rows.len(), 15);
     assert!(rows.iter().all(|r| r["probability_if_evened"].is_empty() && r["head_rank"].is_empty()), "{rows:?}");
 }
+
+/// Six generated birds of one species (the demo model's), and that species' name.
+fn six_birds(dir: &Path) -> (Vec<String>, String) {
+    let generated = dir.join("gen");
+    let o = run(&["synth", "--out", &generated.display().to_string(), "--count", "96", "--val-fraction", "0", "--seed", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let species = std::fs::read_dir(generated.join("train")).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let mut photos: Vec<String> =
+        std::fs::read_dir(&species).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
+    photos.sort();
+    assert_eq!(photos.len(), 6, "{photos:?}");
+    (photos, species.file_name().unwrap().to_string_lossy().into_owned())
+}
+
+#[test]
+fn a_sheet_over_six_photos_has_six_rows_of_heads_and_mean_named_as_the_heads_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, species) = six_birds(tmp.path());
+    let config = tmp.path().join("config");
+    let with_config = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_intr-explorer")).args(args).env("INTR_EXPLORER_CONFIG", &config).output().unwrap()
+    };
+    let o = with_config(&["head-names", "set", "2", "crown"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = tmp.path().join("out");
+    let mut args = vec!["explain", "--sheet", "--class", &species, "--out", out.to_str().unwrap()];
+    args.extend(photos.iter().map(String::as_str));
+    let o = with_config(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 specimen sheet"), "{}", stderr(&o));
+    let sheets: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("sheet__"))
+        .collect();
+    assert_eq!(sheets.len(), 1, "one sheet for the one class: {sheets:?}");
+    let svg = std::fs::read_to_string(&sheets[0]).unwrap();
+    // Six rows of the demo model's 8 heads and their mean, each row named by its photo.
+    assert_eq!(svg.matches("<image ").count(), 6 * 9, "six rows of nine panels");
+    for p in &photos {
+        let name = Path::new(p).file_name().unwrap().to_string_lossy().into_owned();
+        assert!(svg.contains(&format!(">{name}</text>")), "row of {name}");
+    }
+    assert!(svg.contains(">crown</text>") && svg.contains("Heads: 2 = crown."), "the head's name labels its column");
+    assert!(svg.contains(">mean</text>"));
+    // A rerun reuses every photo's figures and still writes the whole sheet.
+    std::fs::remove_file(&sheets[0]).unwrap();
+    let o = with_config(&args);
+    assert!(stderr(&o).contains("6 reused") && stderr(&o).contains("1 specimen sheet"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&sheets[0]).unwrap(), svg);
+    // A sheet needs every photo: it cannot be sharded.
+    let mut sharded = args.clone();
+    sharded.extend(["--shard", "1/2"]);
+    let o = with_config(&sharded);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--sheet") && stderr(&o).contains("shard"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_contrast_figure_shows_two_classes_difference_and_remake_rebuilds_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (photos, _) = six_birds(tmp.path());
+    let out = tmp.path().join("out");
+    let o = run(&["explain", "--contrast", "runner-up", "--format", "png", "--out", out.to_str().unwrap(), &photos[0]]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let contrast: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains("__minus__"))
+        .collect();
+    assert_eq!(contrast.len(), 1, "{contrast:?}");
+    let prov = intr_explorer::figure::read_provenance(&contrast[0]).unwrap();
+    let view: intr_explorer::figure::View = serde_json::from_str(&prov["view"]).unwrap();
+    let intr_explorer::figure::View::Contrast { first, second, .. } = view else { panic!("{view:?}") };
+    assert_ne!(first, second);
+    // The top class minus the runner-up: the photo's two best classes, in order.
+    let stem = Path::new(&photos[0]).file_stem().unwrap().to_string_lossy().into_owned();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(".records").join(format!("{stem}.json"))).unwrap()).unwrap();
+    let top = |i: usize| record["top"][i][0].as_str().unwrap().to_string();
+    assert_eq!(prov["class"], format!("{} minus {}", top(0), top(1)), "{record}");
+    assert!(prov["colormap"].starts_with("viridis"), "the run's look is recorded: {prov:?}");
+    let before = std::fs::read(&contrast[0]).unwrap();
+    std::fs::remove_file(&contrast[0]).unwrap();
+    let copy = tmp.path().join("found.png");
+    std::fs::write(&copy, &before).unwrap();
+    let o = run(&["remake", &copy.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&copy).unwrap(), before, "remake gives the same contrast figure");
+    // A class that does not exist is refused before any work, naming the flag.
+    let o = run(&["explain", "--contrast", "No Such Bird", "--out", out.to_str().unwrap(), &photos[0]]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--contrast No Such Bird"), "{}", stderr(&o));
+}

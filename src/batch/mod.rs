@@ -13,11 +13,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use plan::ClassPick;
+use plan::{ClassPick, ContrastPick};
 pub use plan::{Plan, Request};
 use records::{PhotoRecord, head_records};
 
-use crate::figure::{self, Figure, FigureOptions, Source, View};
+use crate::figure::{self, Figure, FigureOptions, SheetRow, Source, View};
 use crate::files::write_atomic;
 use crate::image::preprocess::PreprocessOptions;
 use crate::session::{Analysis, Probes, Session};
@@ -33,6 +33,8 @@ pub struct Outcome {
     pub made: usize,
     pub reused: usize,
     pub failed: usize,
+    /// Specimen sheets written.
+    pub sheets: usize,
 }
 
 /// Runs `plan` on the session's model; `options` say how photos are read; `progress(k, stem)` is
@@ -51,6 +53,16 @@ pub fn run(
     // The run's provenance entries that do not depend on the photo.
     let info = Source::of_model(Some(s.path()), s.class_names())?;
     let (mut made, mut reused, mut failures) = (0, 0, 0);
+    // Specimen sheets' rows, per class in the order the classes first appear.
+    let mut sheets: Vec<(usize, Vec<SheetRow>)> = Vec::new();
+    let mut add_rows = |rows: Vec<(usize, SheetRow)>| {
+        for (c, row) in rows {
+            match sheets.iter_mut().find(|(k, _)| *k == c) {
+                Some((_, v)) => v.push(row),
+                None => sheets.push((c, vec![row])),
+            }
+        }
+    };
     for (k, &i) in plan.mine.iter().enumerate() {
         let (file, stem) = (&plan.files[i], &plan.stems[i]);
         progress(k, stem);
@@ -62,11 +74,19 @@ pub fn run(
             && records::finished(&record_path, &plan.output.out, &plan.fingerprint(source))
         {
             reused += 1;
+            // Its figures stand; a sheet still needs what the photo shows.
+            if plan.sheet {
+                match s.analyse(file, options, Probes::default()) {
+                    Ok(a) => add_rows(sheet_rows(plan, &a)),
+                    Err(e) => failed(&format!("{e:#}")),
+                }
+            }
             continue;
         }
         let record = match source.and_then(|source| explain_one(plan, s, options, &source, file, stem)) {
-            Ok(r) => {
+            Ok((r, rows)) => {
                 made += 1;
+                add_rows(rows);
                 r
             }
             Err(e) => {
@@ -80,7 +100,68 @@ pub fn run(
         write_atomic(&record_path, |tmp| Ok(std::fs::write(tmp, &json)?))?;
     }
     summary::write_summaries(&plan.output.out, &records_dir, &plan.stems)?;
-    Ok(Outcome { photos: plan.files.len(), in_shard: plan.mine.len(), made, reused, failed: failures })
+    let mut written = 0;
+    for (class, rows) in &sheets {
+        written += write_sheets(plan, s, *class, rows)?;
+    }
+    Ok(Outcome { photos: plan.files.len(), in_shard: plan.mine.len(), made, reused, failed: failures, sheets: written })
+}
+
+/// The classes a photo's figures explain.
+fn explained(plan: &Plan, out: &crate::intr::IntrOutput) -> Vec<usize> {
+    match plan.classes {
+        ClassPick::Top(n) => out.ranking().into_iter().take(n).collect(),
+        ClassPick::One(c) => vec![c],
+    }
+}
+
+/// A photo's rows of the specimen sheets (one per explained class), if sheets are asked for.
+fn sheet_rows(plan: &Plan, a: &Analysis) -> Vec<(usize, SheetRow)> {
+    if !plan.sheet {
+        return Vec::new();
+    }
+    let name = a.image_path.file_name().map_or_else(|| a.image_path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    // Sheets have many narrow panels: at most 240 pixels each, never enlarged.
+    let width = Some(plan.output.panel_width.unwrap_or_else(|| (a.image.width as u32).min(240)));
+    explained(plan, &a.output)
+        .into_iter()
+        .map(|c| (c, SheetRow::new(name.clone(), &a.image, &a.output, plan.layer, c, width)))
+        .collect()
+}
+
+/// Writes the specimen sheets of `class` (`sheet__CLASS`, then `sheet__CLASS__2`… for each
+/// further [`figure::sheet::SHEET_ROWS`] photos); returns how many.
+fn write_sheets(plan: &Plan, s: &Session, class: usize, rows: &[SheetRow]) -> Result<usize> {
+    let names = s.class_names();
+    let pages: Vec<&[SheetRow]> = rows.chunks(figure::sheet::SHEET_ROWS).collect();
+    for (k, page) in pages.iter().enumerate() {
+        let view = View::Gallery { class, heads: plan.heads.clone(), mean: true };
+        let mut prov = figure::look_provenance(&plan.output.look, plan.layer, &view, names);
+        prov.remove("view");
+        prov.insert("sheet_photos".into(), page.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" | "));
+        Source::of_model(Some(s.path()), names)?.add_to(&mut prov);
+        if !plan.head_names.is_empty() {
+            prov.insert("head_names".into(), serde_json::to_string(&plan.head_names)?);
+        }
+        let o = &plan.output;
+        let opts = FigureOptions {
+            look: o.look,
+            layer: plan.layer,
+            letters: o.letters,
+            labels: o.labels,
+            title: o.title.clone(),
+            caption: o.caption.clone(),
+            model: Some(plan.model.clone()),
+            width_mm: o.width_mm,
+            head_names: plan.head_names.clone(),
+            ..Default::default()
+        };
+        let fig = figure::compose_sheet(page, &names[class], &plan.heads, plan.layer, &opts, prov);
+        let part = if k == 0 { String::new() } else { format!("__{}", k + 1) };
+        let fname = format!("sheet__{}{part}.{}", slug(&names[class]), o.format.extension());
+        figure::write(&fig, &o.out.join(fname), o.format, o.dpi)?;
+    }
+    Ok(pages.len())
 }
 
 fn slug(s: &str) -> String {
@@ -140,7 +221,7 @@ pub fn remake_figure(plan: &Plan, s: &Session, options: PreprocessOptions, view:
 
 /// Analyses one photo (with each last-layer head's evening, for the summary's
 /// `probability_if_evened`, and each explained class's head ranking), writes its figures and
-/// returns its record.
+/// returns its record and its rows of the specimen sheets.
 fn explain_one(
     plan: &Plan,
     s: &Session,
@@ -148,15 +229,12 @@ fn explain_one(
     source: &Source,
     file: &Path,
     stem: &str,
-) -> Result<PhotoRecord> {
+) -> Result<(PhotoRecord, Vec<(usize, SheetRow)>)> {
     let a = s.analyse(file, options, Probes { evening: true })?;
     let (out, names) = (&a.output, s.class_names());
     let ranking = out.ranking();
     let probs = out.probabilities();
-    let classes: Vec<usize> = match plan.classes {
-        ClassPick::Top(n) => ranking.iter().copied().take(n).collect(),
-        ClassPick::One(c) => vec![c],
-    };
+    let classes = explained(plan, out);
     // Each explained class's heads ranked by greedy evening (the summary's rank columns).
     let rankings = if plan.layer + 1 == out.layers {
         classes.iter().map(|&c| s.rank_heads(&a, c)).collect::<crate::Result<Vec<_>>>()?
@@ -174,6 +252,22 @@ fn explain_one(
             "compare".into(),
         ));
     }
+    // Each explained class against its contrast class (its closest look-alike: the photo's best
+    // other class, or the one named).
+    for &c in &classes {
+        let other = match plan.contrast {
+            None => continue,
+            Some(ContrastPick::Class(k)) => k,
+            Some(ContrastPick::RunnerUp) => match ranking.iter().copied().find(|&k| k != c) {
+                Some(k) => k,
+                None => continue,
+            },
+        };
+        if other != c {
+            let view = View::Contrast { first: c, second: other, heads: heads.clone(), mean: true };
+            views.push((view, format!("{}__minus__{}", slug(&names[c]), slug(&names[other]))));
+        }
+    }
     let mut figures_out = Vec::new();
     for (view, name) in &views {
         let fig = figure_of(plan, &a, names, source, view)?;
@@ -181,9 +275,9 @@ fn explain_one(
         figure::write(&fig, &plan.output.out.join(&fname), plan.output.format, plan.output.dpi)?;
         figures_out.push(fname);
     }
-    // The gallery figure of each class (the comparison, if any, comes last).
+    // The gallery figure of each class (the comparison and contrasts, if any, come after).
     let gallery = |c: usize| classes.iter().position(|&k| k == c).and_then(|i| figures_out.get(i).cloned());
-    Ok(PhotoRecord {
+    let record = PhotoRecord {
         image: file.display().to_string(),
         image_sha256: source.image_sha256.clone(),
         top: ranking.iter().take(5).map(|&c| (names[c].clone(), probs[c])).collect(),
@@ -193,5 +287,6 @@ fn explain_one(
         plan: Some(plan.fingerprint(source)),
         model: Some(plan.model.clone()),
         out_of_domain: Some(a.ood),
-    })
+    };
+    Ok((record, sheet_rows(plan, &a)))
 }

@@ -156,6 +156,15 @@ pub enum ClassPick {
     One(usize),
 }
 
+/// Which class each explained class is contrasted with (`--contrast`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContrastPick {
+    /// The photo's best class other than the explained one: its closest look-alike.
+    RunnerUp,
+    /// One class, by index.
+    Class(usize),
+}
+
 /// How the figures look and where they go: what needs no check against the model.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -193,6 +202,10 @@ pub struct Request {
     pub heads: Heads,
     /// Classes of a comparison figure, by name.
     pub compare: Vec<String>,
+    /// `runner-up` or a class name: a contrast figure of each explained class against it.
+    pub contrast: Option<String>,
+    /// One specimen sheet per explained class over all the photos.
+    pub sheet: bool,
     pub shard: Shard,
     pub output: Output,
 }
@@ -222,6 +235,10 @@ pub struct Plan {
     pub heads: Vec<usize>,
     /// 0-based classes of the comparison figure (none: no comparison).
     pub compare: Vec<usize>,
+    /// The contrast figure of each explained class, if asked for.
+    pub contrast: Option<ContrastPick>,
+    /// Specimen sheets: one per explained class, its rows the photos that explain it.
+    pub sheet: bool,
     pub output: Output,
     /// The model's name, as the figures and summaries give it.
     pub model: String,
@@ -251,6 +268,17 @@ impl Plan {
         };
         let compare =
             r.compare.iter().map(|c| s.class_index(c).map_err(flag("compare", c))).collect::<Result<Vec<_>>>()?;
+        let contrast = match r.contrast.as_deref() {
+            None => None,
+            Some("runner-up") => Some(ContrastPick::RunnerUp),
+            Some(name) => Some(ContrastPick::Class(s.class_index(name).map_err(flag("contrast", &name))?)),
+        };
+        if r.sheet && r.shard != Shard::ALL {
+            return Err(Error::Request(format!(
+                "--sheet --shard {}/{}: a sheet shows every photo of the run, so it cannot be split into shards",
+                r.shard.k, r.shard.n
+            )));
+        }
         let stems = stems(&files);
         let mine = (0..files.len()).filter(|&i| r.shard.takes(i)).collect();
         // Head names are a nicety: a model that cannot be hashed, or a damaged store, has none.
@@ -263,6 +291,8 @@ impl Plan {
             layer,
             heads,
             compare,
+            contrast,
+            sheet: r.sheet,
             output: r.output,
             model: s.model_name(),
             head_names,
@@ -286,6 +316,7 @@ impl Plan {
             "heads": self.heads,
             "head_names": self.head_names,
             "compare": self.compare,
+            "contrast": format!("{:?}", self.contrast),
             "look": o.look,
             "format": o.format,
             "dpi": o.dpi,

@@ -119,6 +119,9 @@ pub fn args(r: &Remake, file: &Path, view: &View, names: &[String], layer: usize
             v.push(classes.iter().map(|&c| names[c].as_str()).collect::<Vec<_>>().join(","));
         }
         View::Gallery { class, .. } | View::Single { class, .. } => v.extend(["--class".into(), names[*class].clone()]),
+        View::Contrast { first, second, .. } => {
+            v.extend(["--class".into(), names[*first].clone(), "--contrast".into(), names[*second].clone()]);
+        }
     }
     v.extend(["--layer".into(), (layer + 1).to_string()]);
     v.extend(r.tail.iter().cloned());

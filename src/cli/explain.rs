@@ -35,6 +35,15 @@ pub struct ExplainArgs {
     /// Also write a comparison figure of these classes (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     pub compare: Vec<String>,
+    /// Also write, for each explained class, a figure of where it looks differently from another
+    /// class: `runner-up` (the photo's best other class, its closest look-alike) or a class name.
+    /// Per head, the first class's attention minus the second's, on one symmetric red–blue scale.
+    #[arg(long)]
+    pub contrast: Option<String>,
+    /// Also write a specimen sheet per explained class: its heads and their mean (columns) on
+    /// every photo that explains it (rows), 24 photos to a sheet (`sheet__CLASS.svg`).
+    #[arg(long)]
+    pub sheet: bool,
     #[arg(long, value_enum, default_value_t = Colormap::Viridis)]
     pub colormap: Colormap,
     #[arg(long, value_enum, default_value_t = Normalization::PerMap)]
@@ -150,6 +159,8 @@ fn plan_of(a: &ExplainArgs) -> Result<(Session, Plan)> {
         layer: a.layer,
         heads: a.heads.clone(),
         compare: a.compare.clone(),
+        contrast: a.contrast.clone(),
+        sheet: a.sheet,
         shard: a.shard.unwrap_or(Shard::ALL),
         output: Output {
             look: a.look(),
@@ -210,8 +221,13 @@ pub fn explain(a: &ExplainArgs) -> Result<i32> {
     pb.finish_and_clear();
     let count = |n: usize| if n == 1 { "1 photo".to_string() } else { format!("{n} photos") };
     let shard = if a.shard.is_some() { format!(" ({} in this shard)", outcome.in_shard) } else { String::new() };
+    let sheets = match outcome.sheets {
+        0 => String::new(),
+        1 => "; 1 specimen sheet (sheet__…)".to_string(),
+        n => format!("; {n} specimen sheets (sheet__…)"),
+    };
     eprintln!(
-        "{}{shard}: {} made, {} reused (same photo and options), {} failed; summary in {}",
+        "{}{shard}: {} made, {} reused (same photo and options), {} failed{sheets}; summary in {}",
         count(outcome.photos),
         outcome.made,
         outcome.reused,

@@ -26,6 +26,30 @@ pub enum View {
     Gallery { class: usize, heads: Vec<usize>, mean: bool },
     /// Rows = classes, columns = the given heads (+ mean), one shared colour scale.
     Compare { classes: Vec<usize>, heads: Vec<usize>, mean: bool },
+    /// Per head (+ mean), `first`'s attention minus `second`'s on one symmetric scale, drawn with
+    /// the diverging red–blue colormap: where the two classes look differently.
+    Contrast { first: usize, second: usize, heads: Vec<usize>, mean: bool },
+}
+
+/// The contrast of two classes' maps: `first − second`, cell by cell.
+#[must_use]
+pub fn contrast_map(o: &IntrOutput, layer: usize, (first, second): (usize, usize), head: Option<usize>) -> Vec<f32> {
+    let (a, b) = (o.map_values(layer, first, head), o.map_values(layer, second, head));
+    a.iter().zip(&b).map(|(x, y)| x - y).collect()
+}
+
+/// The symmetric range `(−m, m)` of contrast maps, `m` their largest magnitude (never 0).
+#[must_use]
+pub fn contrast_range<'a>(maps: impl IntoIterator<Item = &'a [f32]>) -> (f32, f32) {
+    let m = maps.into_iter().flatten().map(|v| v.abs()).filter(|v| v.is_finite()).fold(0.0f32, f32::max);
+    let m = if m > 0.0 { m } else { 1e-6 };
+    (-m, m)
+}
+
+/// The look of a contrast: the diverging colormap, nothing thresholded away.
+#[must_use]
+pub fn contrast_look(look: &Look) -> Look {
+    Look { colormap: crate::overlay::colormap::Colormap::RedBlue, threshold: 0.0, ..*look }
 }
 
 /// Figure settings besides the look.
@@ -135,7 +159,25 @@ pub fn compose(
             let per_row = heads.len() + usize::from(*mean);
             (v, per_row.max(1), classes.clone())
         }
+        View::Contrast { first, second, heads, mean } => {
+            let mut v: Vec<Cell> = heads.iter().map(|&h| (*first, Some(h))).collect();
+            if *mean {
+                v.push((*first, None));
+            }
+            let n = v.len().max(1);
+            (v, n.min(5), vec![*first, *second])
+        }
     };
+    let contrast = match view {
+        View::Contrast { first, second, .. } => Some((*first, *second)),
+        _ => None,
+    };
+    let contrast_maps: Vec<Vec<f32>> = match contrast {
+        Some(pair) => cells.iter().map(|&(_, h)| contrast_map(o, layer, pair, h)).collect(),
+        None => Vec::new(),
+    };
+    let contrast_scale = contrast.map(|_| contrast_range(contrast_maps.iter().map(Vec::as_slice)));
+    let diff_look = contrast_look(&opts.look);
     let compare = matches!(view, View::Compare { .. });
     // The comparison shares one scale over its classes (as the window's comparison grid).
     let shared = compare.then(|| match opts.look.normalization {
@@ -148,12 +190,16 @@ pub fn compose(
     let mut bar_range: Option<(f32, f32)> = None;
     let panels: Vec<Panel> = cells
         .iter()
-        .map(|&(c, h)| {
-            let range = shared.unwrap_or_else(|| value_range(o, layer, opts.look.normalization, (c, h), &shared_with));
+        .enumerate()
+        .map(|(i, &(c, h))| {
+            let range = contrast_scale
+                .or(shared)
+                .unwrap_or_else(|| value_range(o, layer, opts.look.normalization, (c, h), &shared_with));
             bar_range = Some(bar_range.map_or(range, |(lo, hi)| (lo.min(range.0), hi.max(range.1))));
-            let st = style(&opts.look, range);
-            let map = o.map_values(layer, c, h);
-            let rgba = overlay_pixels(&base, &GridMap::new(&map, (gw, gh), o.placement()), &opts.look, &st);
+            let look = if contrast.is_some() { &diff_look } else { &opts.look };
+            let st = style(look, range);
+            let map = contrast_maps.get(i).cloned().unwrap_or_else(|| o.map_values(layer, c, h));
+            let rgba = overlay_pixels(&base, &GridMap::new(&map, (gw, gh), o.placement()), look, &st);
             // What the class owes to where this head looks (last layer only): now → if evened.
             let evening = h
                 .filter(|_| layer + 1 == o.layers)
@@ -169,6 +215,7 @@ pub fn compose(
             } else {
                 match view {
                     View::Compare { .. } => (head_name(c, h), evening.clone().unwrap_or_default()),
+                    View::Contrast { .. } => (head_name(c, h), String::new()),
                     // The layer is in the figure's class line.
                     View::Gallery { .. } => (head_name(c, h), evening.clone().unwrap_or_default()),
                     View::Single { .. } => {
@@ -205,7 +252,10 @@ pub fn compose(
     let per_map = opts.look.normalization == Normalization::PerMap && !compare;
     // Per-map scales differ between panels: the bar then states the normalised scale.
     let blur = if opts.look.official_blur { ", official blur" } else { "" };
-    let (lo, hi, label) = if per_map && cells.len() > 1 {
+    let (lo, hi, label) = if let (Some((a, b)), Some((lo, hi))) = (contrast, contrast_scale) {
+        let name = |c: usize| names.get(c).map_or("?", String::as_str);
+        (lo, hi, format!("attention of {} minus {}{blur}", name(a), name(b)))
+    } else if per_map && cells.len() > 1 {
         (0.0, 1.0, format!("0 = each map's min, 1 = its max{blur}"))
     } else if compare && opts.look.normalization != Normalization::Absolute {
         let (lo, hi) = bar_range.unwrap_or((0.0, 1.0));
@@ -214,12 +264,13 @@ pub fn compose(
         let (lo, hi) = bar_range.unwrap_or((0.0, 1.0));
         (lo, hi, scale_label(&opts.look))
     };
+    let bar_look = if contrast.is_some() { &diff_look } else { &opts.look };
     let colour_bar = Some(ColourBar {
-        lut: opts.look.colormap.lut(),
+        lut: bar_look.colormap.lut(),
         lo,
         hi,
         label,
-        colormap: opts.look.colormap.name().to_string(),
+        colormap: bar_look.colormap.name().to_string(),
     });
     let scale_bar = opts.scale.as_ref().map(|(per_px, unit)| ScaleBar {
         units_per_pixel: *per_px,
@@ -230,10 +281,16 @@ pub fn compose(
     // class stays, under it.
     let class_line = match view {
         View::Gallery { class, .. } if opts.labels => Some(format!("{} · layer {}", class_title(*class), layer + 1)),
+        View::Contrast { first, second, .. } if opts.labels => {
+            let named = |c: usize| format!("{} ({:.1} %)", names.get(c).map_or("?", String::as_str), probs[c] * 100.0);
+            Some(format!("red: {} · blue: {} · layer {}", named(*first), named(*second), layer + 1))
+        }
         _ => None,
     };
     let (title, subtitle) = match (&opts.title, class_line) {
         (Some(t), class) => (Some(t.clone()), class),
+        // A contrast's two classes are too long for one bold line: its title says what it is.
+        (None, Some(class)) if contrast.is_some() => (Some("Where the two classes look differently".into()), Some(class)),
         (None, class) => (class, None),
     };
     let mut fig = Figure {
@@ -333,6 +390,38 @@ mod tests {
         assert!(fig.panels[1].subtitle.contains("if evened 82 → 38 %"), "{}", fig.panels[1].subtitle);
         assert!(fig.panels[2].subtitle.contains("if evened 82 → 82 %"), "{}", fig.panels[2].subtitle);
         assert!(!fig.panels[3].subtitle.contains("evened"), "the mean is not a head");
+    }
+
+    #[test]
+    fn a_contrast_is_red_where_the_first_class_looks_more_and_blue_where_the_second_does() {
+        // One head; class 0 looks at the top-left cell, class 1 at the bottom-right one.
+        let (gh, gw) = (2, 2);
+        let o = IntrOutput {
+            logits: vec![1.0, 0.5],
+            attention: vec![0.7, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.7],
+            layers: 1,
+            heads: 1,
+            classes: 2,
+            grid: (gh, gw),
+            input: (32, 32),
+            stride: 16,
+            timings: Default::default(),
+        };
+        let photo = RgbImage { width: 32, height: 32, data: vec![128; 32 * 32 * 3] };
+        let view = View::Contrast { first: 0, second: 1, heads: vec![0], mean: false };
+        let opts = FigureOptions { labels: true, look: Look { opacity: 1.0, ..Default::default() }, ..Default::default() };
+        let fig = compose(&photo, &o, &names(), &view, &opts, Default::default());
+        let bar = fig.colour_bar.as_ref().unwrap();
+        assert!((bar.lo + 0.6).abs() < 1e-6 && (bar.hi - 0.6).abs() < 1e-6, "symmetric: {} {}", bar.lo, bar.hi);
+        assert!(bar.colormap.starts_with("red-blue"), "{}", bar.colormap);
+        let px = |x: usize, y: usize| {
+            let p = &fig.panels[0].rgba[(y * 32 + x) * 4..];
+            (i32::from(p[0]), i32::from(p[2]))
+        };
+        let ((r0, b0), (r1, b1)) = (px(2, 2), px(29, 29));
+        assert!(r0 > b0 + 60, "first class's cell is red: {r0} {b0}");
+        assert!(b1 > r1 + 60, "second class's cell is blue: {r1} {b1}");
+        assert!(fig.subtitle.as_deref().unwrap_or_default().starts_with("red: Speckled"), "{:?}", fig.subtitle);
     }
 
     /// The `width` attribute of an SVG's root, in px.

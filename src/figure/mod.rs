@@ -11,6 +11,7 @@ mod layout;
 pub mod provenance;
 mod raster;
 mod readback;
+pub mod sheet;
 mod svg;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ pub use layout::{Layout, Rect, ScaleBarLayout, TextLine, fit_to_width, layout};
 pub use provenance::{Source, look_provenance};
 pub use raster::{to_pdf, to_png};
 pub use readback::{read_provenance, read_provenance_bytes};
+pub use sheet::{SheetRow, compose_sheet};
 pub use svg::to_svg;
 
 /// One raster panel: the photo with its overlay already composited, as the app draws it.

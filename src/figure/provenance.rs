@@ -76,6 +76,9 @@ pub fn look_provenance(look: &Look, layer: usize, view: &View, names: &[String])
         View::Compare { classes, heads: hs, mean } => {
             (classes.iter().map(name).collect::<Vec<_>>().join(" | "), heads(hs, *mean))
         }
+        View::Contrast { first, second, heads: hs, mean } => {
+            (format!("{} minus {}", name(first), name(second)), heads(hs, *mean))
+        }
     };
     p.insert("view".into(), serde_json::to_string(view).unwrap_or_default());
     p.insert("class".into(), classes);

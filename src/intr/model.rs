@@ -135,6 +135,24 @@ impl IntrOutput {
         &self.attention[i..i + n]
     }
 
+    /// One layer and one class alone (as layer 0, class 0, with that class's logit): what a
+    /// specimen sheet keeps of each photo.
+    #[must_use]
+    pub fn only(&self, layer: usize, class: usize) -> IntrOutput {
+        let attention = (0..self.heads).flat_map(|h| self.map(layer, h, class).iter().copied()).collect();
+        IntrOutput {
+            logits: vec![self.logits.get(class).copied().unwrap_or(0.0)],
+            attention,
+            layers: 1,
+            heads: self.heads,
+            classes: 1,
+            grid: self.grid,
+            input: self.input,
+            stride: self.stride,
+            timings: self.timings,
+        }
+    }
+
     /// The mean over heads of one layer and class: h·w values.
     #[must_use]
     pub fn head_mean(&self, layer: usize, class: usize) -> Vec<f32> {

@@ -27,10 +27,14 @@ pub enum Colormap {
     /// uses `cv2.applyColorMap`); close to matplotlib's jet but with the breaks at 1/8, 3/8, 5/8, 7/8.
     #[value(name = "jet-opencv")]
     JetOpenCv,
+    /// ColorBrewer's diverging red–blue (colour-blind safe): blue for negative, white at the middle,
+    /// red for positive. The contrast of two classes' attention is drawn with it.
+    #[value(name = "red-blue")]
+    RedBlue,
 }
 
 impl Colormap {
-    pub const ALL: [Colormap; 7] = [
+    pub const ALL: [Colormap; 8] = [
         Colormap::Viridis,
         Colormap::Cividis,
         Colormap::Magma,
@@ -38,6 +42,7 @@ impl Colormap {
         Colormap::Turbo,
         Colormap::Jet,
         Colormap::JetOpenCv,
+        Colormap::RedBlue,
     ];
 
     /// Display name.
@@ -51,6 +56,7 @@ impl Colormap {
             Colormap::Turbo => "turbo",
             Colormap::Jet => "jet",
             Colormap::JetOpenCv => "jet (OpenCV, paper)",
+            Colormap::RedBlue => "red-blue (diverging)",
         }
     }
 
@@ -62,6 +68,11 @@ impl Colormap {
             *c = match self {
                 Colormap::Jet => jet(i as f64 / (LUT_SIZE - 1) as f64),
                 Colormap::JetOpenCv => jet_opencv(i),
+                Colormap::RedBlue => {
+                    // colorous runs red → blue; entry 0 is the most negative value: blue.
+                    let c = colorous::RED_BLUE.eval_rational(LUT_SIZE - 1 - i, LUT_SIZE);
+                    [c.r, c.g, c.b]
+                }
                 other => {
                     let g = match other {
                         Colormap::Viridis => colorous::VIRIDIS,
