@@ -470,3 +470,45 @@ fn closing_the_photo_shown_shows_and_analyses_the_next_and_frees_what_was_drawn_
     assert!(h.state().images.is_empty());
     assert_eq!(h.state().drawn_caches(), (0, 0));
 }
+
+#[test]
+fn the_comparison_contrasts_the_top_class_with_its_closest_look_alike_on_one_symmetric_scale() {
+    let mut h = harness();
+    h.state_mut().apply(intr_explorer::gui::Command::ShowCompare(true));
+    h.run();
+    let (scenes, _) = h.state().drawn_caches();
+    h.get_by_label("contrast").click();
+    h.run();
+    // With no class compared yet: the top class (Painted Bunting) minus the runner-up (Indigo).
+    assert_eq!(h.state().view.compare, [1, 0]);
+    let cs = h.state().contrast_scene().expect("the contrast is on the GPU");
+    assert_eq!(cs.pair, (1, 0));
+    assert!(cs.range.0 < 0.0 && (cs.range.0 + cs.range.1).abs() < 1e-7, "symmetric: {:?}", cs.range);
+    // Its largest difference is the scale's end: head maps peak at 10/… in different cells.
+    let a = h.state().current().unwrap().clone();
+    let o = &a.output;
+    let most = (0..o.heads)
+        .flat_map(|k| o.map(1, k, 1).iter().zip(o.map(1, k, 0)).map(|(x, y)| (x - y).abs()).collect::<Vec<_>>())
+        .fold(0.0f32, f32::max);
+    assert!(most <= cs.range.1 + 1e-7 && most >= 0.5 * cs.range.1, "{most} vs {:?}", cs.range);
+    assert_eq!(h.state().drawn_caches().0, scenes + 1, "one scene more: the contrast's");
+    for label in ["contrast · head 1", "contrast · head 3", "contrast · mean"] {
+        h.get_by_label(label);
+    }
+    h.get_by_label_contains("Painted Bunting minus Indigo Bunting");
+    h.snapshot("explorer_contrast");
+    // Swapped, it is subtracted the other way round (and drawn again).
+    h.get_by_label("swap").click();
+    h.run();
+    assert_eq!(h.state().contrast_scene().map(|c| c.pair), Some((0, 1)));
+    h.get_by_label_contains("Indigo Bunting minus Painted Bunting");
+    // The layer follows the main view's.
+    h.state_mut().apply(intr_explorer::gui::Command::SelectLayer(0));
+    h.run();
+    assert_eq!(h.state().contrast_scene().map(|c| c.layer), Some(0));
+    // Closing the comparison frees the contrast's scene.
+    h.state_mut().apply(intr_explorer::gui::Command::ShowCompare(false));
+    h.run();
+    assert!(h.state().contrast_scene().is_none());
+    assert_eq!(h.state().drawn_caches().0, scenes);
+}

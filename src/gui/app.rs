@@ -10,13 +10,17 @@ use super::dialogs::{BuiltIn, Dialogs, Picked, Purpose};
 use super::export::{self, ExportJob};
 use super::gpu::callback::OverlayResources;
 use super::paper_cache::{PaperCache, PaperJob};
+use super::gpu::pipeline::AtlasLayout;
 use super::state::{
-    Banner, Cause, Command, ExplorerApp, GPU_SCENES, ImageEntry, Persisted, RECENT, STORAGE_KEY, Start, ViewState,
+    Banner, Cause, Command, ContrastScene, ExplorerApp, GPU_SCENES, ImageEntry, Persisted, RECENT, STORAGE_KEY, Start, ViewState,
 };
 use super::worker::{Analysis, FocusRequest, Request, Response, Worker};
 use crate::image::preprocess::PreprocessOptions;
 use crate::session::saved::{self, SavedSession};
 use crate::session::{ModelSpec, inputs};
+
+/// The GPU scene key of the comparison's contrast (one at a time; analyses count up from 1).
+pub const CONTRAST_SCENE: u64 = u64::MAX;
 
 impl ExplorerApp {
     /// Creates the app; loads `model` (or nothing: the window then says how to open one) and `images`.
@@ -81,6 +85,7 @@ impl ExplorerApp {
             thumbs_pending: Arc::default(),
             rankings: std::collections::HashMap::new(),
             rankings_asked: std::collections::HashSet::new(),
+            contrast: None,
             paper,
             export: persisted.export,
             models: super::models::ModelsState::default(),
@@ -159,6 +164,9 @@ impl ExplorerApp {
             OverlayResources::release(rs, a.id);
         }
         self.paper.forget(a.id);
+        if self.contrast.is_some_and(|c| c.analysis == a.id) {
+            self.drop_contrast();
+        }
         self.rankings.retain(|k, _| k.0 != a.id);
         self.rankings_asked.retain(|k| k.0 != a.id);
     }
@@ -181,6 +189,7 @@ impl ExplorerApp {
             head: self.view.head.map(|h| h + 1),
             compare: self.view.compare.iter().filter_map(|&c| name(c)).collect(),
             show_compare: self.view.show_compare,
+            contrast: self.view.contrast,
             gallery_by_rank: self.view.gallery_by_rank,
             look: self.display,
             head_names: self.head_names.clone(),
@@ -247,6 +256,7 @@ impl ExplorerApp {
         let index = |n: &String| m.class_names.iter().position(|c| c == n);
         self.view.compare = s.compare.iter().filter_map(index).collect();
         self.view.show_compare = s.show_compare && self.view.compare.len() >= 2;
+        self.view.contrast = s.contrast;
         self.view.gallery_by_rank = s.gallery_by_rank;
         if !s.head_names.is_empty() && s.head_names != self.head_names {
             self.head_names = s.head_names;
@@ -286,6 +296,66 @@ impl ExplorerApp {
         let req = Request::RankHeads { analysis: Arc::clone(a), class: self.view.class };
         if self.worker.send(req).is_ok() {
             self.rankings_asked.insert(key);
+        }
+    }
+
+    /// The classes the comparison contrasts (first minus second), when it is asked to.
+    #[must_use]
+    pub fn contrast_pair(&self) -> Option<(usize, usize)> {
+        let c = &self.view.compare;
+        (self.view.show_compare && self.view.contrast && c.len() >= 2).then(|| (c[0], c[1]))
+    }
+
+    /// The contrast scene on the GPU for the current photo, its pair and layer, if drawn.
+    #[must_use]
+    pub fn contrast_scene(&self) -> Option<ContrastScene> {
+        let a = self.current()?;
+        let pair = self.contrast_pair()?;
+        let layer = self.view.layer.min(a.output.layers.saturating_sub(1));
+        self.contrast.filter(|c| c.analysis == a.id && c.pair == pair && c.layer == layer)
+    }
+
+    /// Puts the contrast the comparison shows on the GPU (its heads and mean), replacing the one
+    /// there; frees it when none is shown.
+    fn sync_contrast(&mut self) {
+        let Some(a) = self.current().cloned() else {
+            self.drop_contrast();
+            return;
+        };
+        let Some(pair) = self.contrast_pair() else {
+            self.drop_contrast();
+            return;
+        };
+        let o = &a.output;
+        let layer = self.view.layer.min(o.layers.saturating_sub(1));
+        if pair.0 >= o.classes || pair.1 >= o.classes || self.contrast_scene().is_some() {
+            return;
+        }
+        let heads: Vec<Option<usize>> = (0..o.heads).map(Some).chain([None]).collect();
+        let maps: Vec<Vec<f32>> = heads.iter().map(|&h| crate::figure::compose::contrast_map(o, layer, pair, h)).collect();
+        let range = crate::figure::compose::contrast_range(maps.iter().map(Vec::as_slice));
+        let (gh, gw) = o.grid;
+        if let (Some(rs), Some(atlas)) = (&self.gpu, AtlasLayout::new(heads.len(), gw as u32, gh as u32)) {
+            let rgba: Vec<u8> = a.image.data.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+            let flat: Vec<f32> = maps.concat();
+            OverlayResources::upload(
+                rs,
+                CONTRAST_SCENE,
+                &rgba,
+                (a.image.width as u32, a.image.height as u32),
+                atlas,
+                &flat,
+                GPU_SCENES + 1,
+            );
+        }
+        self.contrast = Some(ContrastScene { analysis: a.id, pair, layer, range });
+    }
+
+    fn drop_contrast(&mut self) {
+        if self.contrast.take().is_some()
+            && let Some(rs) = &self.gpu
+        {
+            OverlayResources::release(rs, CONTRAST_SCENE);
         }
     }
 
@@ -430,6 +500,25 @@ impl ExplorerApp {
             Command::SelectLayer(l) => self.view.layer = l,
             Command::Display(d) => self.display = d,
             Command::ShowCompare(b) => self.view.show_compare = b,
+            Command::ShowContrast(on) => {
+                self.view.contrast = on;
+                // With fewer than two classes: the top class and its closest look-alike.
+                if on && self.view.compare.len() < 2 {
+                    if let Some(a) = self.current() {
+                        let ranking = a.output.ranking();
+                        let first = self.view.compare.first().copied().or(ranking.first().copied());
+                        if let Some(first) = first {
+                            let second = ranking.iter().copied().find(|&c| c != first);
+                            self.view.compare = std::iter::once(first).chain(second).collect();
+                        }
+                    }
+                }
+            }
+            Command::SwapContrast => {
+                if self.view.compare.len() >= 2 {
+                    self.view.compare.swap(0, 1);
+                }
+            }
             Command::ShowOverlay(b) => self.view.overlay = b,
             Command::ShowHelp(b) => self.view.show_help = b,
             Command::Search(s) => self.view.search = s,
@@ -753,10 +842,12 @@ impl eframe::App for ExplorerApp {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.sync_contrast();
         let commands = super::panels::layout(ui, self);
         for c in commands {
             self.apply(c);
         }
+        self.sync_contrast();
         self.ask_ranking();
         self.built_in_ui(ui.ctx());
     }

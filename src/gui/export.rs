@@ -47,6 +47,12 @@ impl ExportJob {
                 View::Compare { classes: app.view.compare.clone(), heads, mean: true }
             }
             ExportWhat::Comparison => return Err("the comparison needs two or more classes (+ in the ranking)".into()),
+            ExportWhat::Contrast if app.view.compare.len() >= 2 => {
+                View::Contrast { first: app.view.compare[0], second: app.view.compare[1], heads, mean: true }
+            }
+            ExportWhat::Contrast => {
+                return Err("the contrast needs two classes: tick \"contrast\" in the comparison".into());
+            }
         };
         Ok(Self {
             analysis: a,
@@ -147,6 +153,7 @@ pub fn suggested_name(app: &ExplorerApp) -> String {
         ExportWhat::Current => "view",
         ExportWhat::Gallery => "heads",
         ExportWhat::Comparison => "compare",
+        ExportWhat::Contrast => "contrast",
     };
     format!("{stem}_{what}.{}", app.export.format.extension())
 }
@@ -162,6 +169,7 @@ pub fn export_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Comm
                 ui.selectable_value(&mut s.what, ExportWhat::Current, "current view");
                 ui.selectable_value(&mut s.what, ExportWhat::Gallery, "all heads");
                 ui.selectable_value(&mut s.what, ExportWhat::Comparison, "comparison");
+                ui.selectable_value(&mut s.what, ExportWhat::Contrast, "contrast");
             });
             ui.end_row();
             ui.label("format");

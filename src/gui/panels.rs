@@ -900,12 +900,20 @@ fn compare_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
     let cols = o.heads + 1;
     // One colour scale shared by every row and column of the comparison.
     let shared = app.compare_style(a);
-    ui.label(format!(
-        "shared scale {} – {} ({}) · click a cell to show it",
-        scale_value(shared.lo),
-        scale_value(shared.hi),
-        shared.colormap.name()
-    ));
+    ui.horizontal(|ui| {
+        ui.label(format!(
+            "shared scale {} – {} ({}) · click a cell to show it",
+            scale_value(shared.lo),
+            scale_value(shared.hi),
+            shared.colormap.name()
+        ));
+        let mut on = app.view.contrast;
+        let hint = "a row of where the first two classes look differently: per head, the first's attention minus \
+                    the second's on one scale (red: the first looks more, blue: the second)";
+        if ui.checkbox(&mut on, "contrast").on_hover_text(hint).changed() {
+            cmds.push(Command::ShowContrast(on));
+        }
+    });
     const LABEL_W: f32 = 170.0;
     egui::ScrollArea::both().auto_shrink([false, false]).show(ui, |ui| {
         // Cells share the scroll area's width: what is drawn never widens the window.
@@ -930,6 +938,9 @@ fn compare_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
                 );
             }
         });
+        if let (Some((first, second)), Some(cs)) = (app.contrast_pair(), app.contrast_scene()) {
+            contrast_row(ui, app, a, (first, second), &cs, (LABEL_W, cell_w, cell_h), slot, cmds);
+        }
         for &c in &app.view.compare {
             ui.horizontal(|ui| {
                 ui.vertical(|ui| {
@@ -954,6 +965,60 @@ fn compare_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
                     }
                 }
             });
+        }
+    });
+}
+
+/// The comparison's contrast row: per head and for the mean, `first`'s attention minus
+/// `second`'s, drawn from the contrast scene on one symmetric red–blue scale.
+#[allow(clippy::too_many_arguments)]
+fn contrast_row(
+    ui: &mut egui::Ui,
+    app: &ExplorerApp,
+    a: &Analysis,
+    (first, second): (usize, usize),
+    cs: &crate::gui::state::ContrastScene,
+    (label_w, cell_w, cell_h): (f32, f32, f32),
+    slot: &mut usize,
+    cmds: &mut Vec<Command>,
+) {
+    let o = &a.output;
+    let (gh, gw) = o.grid;
+    let Some(atlas) = crate::gui::gpu::pipeline::AtlasLayout::new(o.heads + 1, gw as u32, gh as u32) else { return };
+    let style = crate::overlay::colormap::OverlayStyle {
+        colormap: crate::overlay::colormap::Colormap::RedBlue,
+        interpolation: app.display.interpolation,
+        lo: cs.range.0,
+        hi: cs.range.1,
+        threshold: 0.0,
+        opacity: if app.view.overlay { app.display.opacity } else { 0.0 },
+    };
+    let gap = ui.spacing().item_spacing.x;
+    ui.horizontal(|ui| {
+        ui.vertical(|ui| {
+            ui.set_width(label_w - gap);
+            let (a_name, b_name) = (&a.class_names[first], &a.class_names[second]);
+            ui.add(egui::Label::new(RichText::new(format!("{a_name} minus {b_name}")).strong()).wrap());
+            ui.label(
+                RichText::new(format!("red: {a_name} looks more · blue: {b_name} · ±{}", scale_value(cs.range.1)))
+                    .small(),
+            );
+            if ui.small_button("swap").on_hover_text("subtract the other way round").clicked() {
+                cmds.push(Command::SwapContrast);
+            }
+        });
+        for k in 0..=o.heads {
+            let head = (k < o.heads).then_some(k);
+            let (r, resp) = ui.allocate_exact_size(Vec2::new(cell_w, cell_h), Sense::hover());
+            let what = format!("contrast · {}", head.map_or("mean".to_string(), |h| app.head_label(first, h)));
+            resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &what));
+            let uniforms = OverlayUniforms::new(&atlas, k, a.mapping.placement(), &style, view_uv(app), true);
+            ui.painter().add(OverlayCallback { scene: crate::gui::app::CONTRAST_SCENE, slot: *slot, uniforms }.paint(r));
+            *slot += 1;
+            resp.on_hover_text(format!(
+                "{what}: red where {} looks more than {}, blue where it looks less",
+                a.class_names[first], a.class_names[second]
+            ));
         }
     });
 }
@@ -1002,6 +1067,13 @@ fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
                      ranked below it are evened; the curve shows the probability after 0, 1, 2, … heads. Because \
                      heads act together, a head's rank can differ from its figure under the gallery (one head \
                      alone); early steps can even raise the probability, when a head was weighing against the class.",
+                ),
+                (
+                    "Contrast",
+                    "In the comparison, tick \"contrast\" for where its first two classes look differently (with \
+                     fewer classes, the top class and its closest look-alike): per head, the first class's attention \
+                     minus the second's, on one scale — red where the first looks more, blue where the second does, \
+                     white where they agree.",
                 ),
                 ("Colour bar", "Which attention values the colours stand for, under the chosen normalisation."),
                 (

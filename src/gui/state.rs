@@ -54,6 +54,8 @@ pub struct ViewState {
     pub layer: usize,
     pub compare: Vec<usize>,
     pub show_compare: bool,
+    /// Whether the comparison also shows the contrast of its first two classes.
+    pub contrast: bool,
     /// Whether the attention is drawn over the photo (V).
     pub overlay: bool,
     pub show_help: bool,
@@ -74,6 +76,7 @@ impl Default for ViewState {
             layer: usize::MAX,
             compare: Vec::new(),
             show_compare: false,
+            contrast: false,
             overlay: true,
             show_help: false,
             show_export: false,
@@ -100,6 +103,11 @@ pub enum Command {
     SelectLayer(usize),
     Display(Look),
     ShowCompare(bool),
+    /// Show the contrast of the first two compared classes (with fewer, the top class and its
+    /// closest look-alike are compared).
+    ShowContrast(bool),
+    /// Swap the first two compared classes (which is subtracted from which).
+    SwapContrast,
     ShowOverlay(bool),
     /// Order the head gallery by the heads' ranking (or by number).
     GalleryByRank(bool),
@@ -204,6 +212,9 @@ pub struct ExplorerApp {
     pub(super) rankings_asked: std::collections::HashSet<(u64, usize)>,
     /// Blurred overlays (official look), rendered in the background.
     pub paper: PaperCache,
+    /// The contrast on the GPU (scene [`super::app::CONTRAST_SCENE`]): of which analysis, classes
+    /// and layer, and its symmetric value range.
+    pub(super) contrast: Option<ContrastScene>,
     pub export: ExportSettings,
     /// The Models window: the catalogue, the cache, downloads in progress.
     pub models: super::models::ModelsState,
@@ -223,6 +234,17 @@ pub struct ExplorerApp {
     pub(super) ctx: egui::Context,
 }
 
+/// What the contrast scene on the GPU holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContrastScene {
+    pub analysis: u64,
+    /// (first, second): first's attention minus second's.
+    pub pair: (usize, usize),
+    pub layer: usize,
+    /// The symmetric range of its maps.
+    pub range: (f32, f32),
+}
+
 /// Which view a figure shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum ExportWhat {
@@ -233,6 +255,8 @@ pub enum ExportWhat {
     Gallery,
     /// The comparison grid.
     Comparison,
+    /// The contrast of the first two compared classes.
+    Contrast,
 }
 
 /// Export settings, remembered between runs.

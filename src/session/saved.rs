@@ -46,6 +46,9 @@ pub struct SavedSession {
     pub compare: Vec<String>,
     #[serde(default)]
     pub show_compare: bool,
+    /// Whether the comparison shows the contrast of its first two classes.
+    #[serde(default)]
+    pub contrast: bool,
     /// Whether the head gallery follows the heads' ranking.
     #[serde(default)]
     pub gallery_by_rank: bool,
@@ -147,6 +150,7 @@ mod tests {
             head: Some(3),
             compare: vec!["Painted Bunting".into(), "Indigo Bunting".into()],
             show_compare: true,
+            contrast: true,
             gallery_by_rank: true,
             look: Look::default(),
             head_names: HeadNames::default(),
