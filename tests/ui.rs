@@ -512,3 +512,46 @@ fn the_comparison_contrasts_the_top_class_with_its_closest_look_alike_on_one_sym
     assert!(h.state().contrast_scene().is_none());
     assert_eq!(h.state().drawn_caches().0, scenes);
 }
+
+#[test]
+fn the_specimen_sheet_shows_the_class_heads_over_the_ticked_photos_and_exports_them() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let bunting = dir.join("fixtures/intr-parity/Painted_Bunting_0004_16641.jpg");
+    let duck = dir.join("images/photos/duck.webp");
+    let mut h = started(vec![bunting.clone(), duck.clone()], |app| app.current().is_some());
+    // The second photo is analysed when shown.
+    h.state_mut().apply(intr_explorer::gui::Command::SelectImage(1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while h.state().images.iter().any(|e| e.analysis.is_none()) {
+        assert!(std::time::Instant::now() < deadline, "the duck was never analysed");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    h.run();
+    h.get_by_label("Sheet…").click();
+    h.run();
+    assert!(h.state().view.show_sheet);
+    let heads = h.state().current().unwrap().output.heads;
+    for photo in ["Painted_Bunting_0004_16641.jpg", "duck.webp"] {
+        for k in 1..=heads {
+            h.get_by_label(&format!("{photo} · head {k}"));
+        }
+        h.get_by_label(&format!("{photo} · mean"));
+    }
+    // Export it while both photos are on it: one row each.
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("sheet.svg");
+    h.state_mut().export.what = intr_explorer::gui::ExportWhat::Sheet;
+    h.state_mut().export.format = intr_explorer::figure::Format::Svg;
+    let job = intr_explorer::gui::ExportJob::from_app(h.state(), file.clone()).unwrap();
+    job.run().unwrap();
+    let svg = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(svg.matches("<image ").count(), 2 * (heads + 1), "two rows of heads and the mean");
+    assert!(svg.contains(">Painted_Bunting_0004_16641.jpg</text>") && svg.contains(">duck.webp</text>"));
+    // Unticked, a photo leaves the sheet.
+    h.get_by_role_and_label(egui::accesskit::Role::CheckBox, "duck.webp").click();
+    h.run();
+    assert_eq!(h.state().sheet_photos().len(), 1);
+    assert!(h.query_by_label("duck.webp · mean").is_none());
+    h.get_by_label("Painted_Bunting_0004_16641.jpg · mean");
+}

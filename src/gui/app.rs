@@ -22,6 +22,9 @@ use crate::session::{ModelSpec, inputs};
 /// The GPU scene key of the comparison's contrast (one at a time; analyses count up from 1).
 pub const CONTRAST_SCENE: u64 = u64::MAX;
 
+/// Most photos on the window's specimen sheet (each needs its scene on the GPU).
+pub const SHEET_PHOTOS: usize = 12;
+
 impl ExplorerApp {
     /// Creates the app; loads `model` (or nothing: the window then says how to open one) and `images`.
     pub fn new(
@@ -351,6 +354,31 @@ impl ExplorerApp {
         self.contrast = Some(ContrastScene { analysis: a.id, pair, layer, range });
     }
 
+    /// The specimen sheet's photos: the strip's analysed photos not left out, at most
+    /// [`SHEET_PHOTOS`] (their scenes must all fit on the GPU).
+    #[must_use]
+    pub fn sheet_photos(&self) -> Vec<Arc<Analysis>> {
+        self.images
+            .iter()
+            .filter(|e| !self.view.sheet_left_out.contains(&e.path))
+            .filter_map(|e| e.analysis.clone())
+            .take(SHEET_PHOTOS)
+            .collect()
+    }
+
+    /// Puts back on the GPU the scenes of the sheet's photos that were evicted.
+    fn sync_sheet(&mut self) {
+        if !self.view.show_sheet {
+            return;
+        }
+        let Some(rs) = &self.gpu else { return };
+        let missing: Vec<Arc<Analysis>> =
+            self.sheet_photos().into_iter().filter(|a| !OverlayResources::has(rs, a.id)).collect();
+        for a in missing {
+            self.upload(&a);
+        }
+    }
+
     fn drop_contrast(&mut self) {
         if self.contrast.take().is_some()
             && let Some(rs) = &self.gpu
@@ -512,6 +540,13 @@ impl ExplorerApp {
                             self.view.compare = std::iter::once(first).chain(second).collect();
                         }
                     }
+                }
+            }
+            Command::ShowSheet(on) => self.view.show_sheet = on,
+            Command::SheetPhoto(path, on) => {
+                self.view.sheet_left_out.retain(|p| *p != path);
+                if !on {
+                    self.view.sheet_left_out.push(path);
                 }
             }
             Command::SwapContrast => {
@@ -843,6 +878,7 @@ impl eframe::App for ExplorerApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.sync_contrast();
+        self.sync_sheet();
         let commands = super::panels::layout(ui, self);
         for c in commands {
             self.apply(c);

@@ -30,6 +30,8 @@ pub struct ExportJob {
     pub compare: Vec<usize>,
     /// The names given to the model's heads.
     pub head_names: crate::session::head_names::HeadNames,
+    /// The specimen sheet's photos, when the sheet is exported (then `view` names its class).
+    pub sheet: Vec<Arc<Analysis>>,
     pub out: PathBuf,
 }
 
@@ -53,6 +55,7 @@ impl ExportJob {
             ExportWhat::Contrast => {
                 return Err("the contrast needs two classes: tick \"contrast\" in the comparison".into());
             }
+            ExportWhat::Sheet => View::Gallery { class: app.view.class, heads, mean: true },
         };
         Ok(Self {
             analysis: a,
@@ -65,12 +68,56 @@ impl ExportJob {
             settings: app.export.clone(),
             compare: app.view.compare.clone(),
             head_names: app.head_names.clone(),
+            sheet: if app.export.what == ExportWhat::Sheet { app.sheet_photos() } else { Vec::new() },
             out,
         })
     }
 
+    /// Composes and writes the specimen sheet of the view's class over the sheet's photos.
+    fn run_sheet(self) -> anyhow::Result<PathBuf> {
+        let View::Gallery { class, heads, .. } = &self.view else { anyhow::bail!("a sheet shows one class") };
+        let names: &[String] = &self.analysis.class_names;
+        let s = &self.settings;
+        let format = Format::from_path(&self.out).unwrap_or(s.format);
+        let mut prov = figure::look_provenance(&self.look, self.layer, &self.view, names);
+        prov.remove("view");
+        let rows: Vec<figure::SheetRow> = self
+            .sheet
+            .iter()
+            .map(|a| {
+                let name = a.image_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let width = Some((a.image.width as u32).min(240));
+                figure::SheetRow::new(name, &a.image, &a.output, self.layer, *class, width)
+            })
+            .collect();
+        prov.insert("sheet_photos".into(), rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" | "));
+        Source::hash(self.model_path.as_deref(), names, &self.analysis.image_path)?.add_to(&mut prov);
+        prov.remove("image");
+        prov.remove("image_sha256");
+        if !self.head_names.is_empty() {
+            prov.insert("head_names".into(), serde_json::to_string(&self.head_names)?);
+        }
+        let opts = FigureOptions {
+            look: self.look,
+            layer: self.layer,
+            labels: s.labels,
+            title: Some(s.title.clone()).filter(|t| !t.trim().is_empty()),
+            caption: Some(s.caption.clone()).filter(|t| !t.trim().is_empty()),
+            model: self.model_name.clone(),
+            width_mm: s.set_width.then_some(s.width_mm),
+            head_names: self.head_names.clone(),
+            ..Default::default()
+        };
+        let fig = figure::compose_sheet(&rows, &names[*class], heads, self.layer, &opts, prov);
+        figure::write(&fig, &self.out, format, s.dpi)?;
+        Ok(self.out)
+    }
+
     /// Composes and writes the figure (atomically); returns the path written.
     pub fn run(self) -> anyhow::Result<PathBuf> {
+        if !self.sheet.is_empty() {
+            return self.run_sheet();
+        }
         let a = &self.analysis;
         let names: &[String] = &a.class_names;
         let mut prov = figure::look_provenance(&self.look, self.layer, &self.view, names);
@@ -154,6 +201,7 @@ pub fn suggested_name(app: &ExplorerApp) -> String {
         ExportWhat::Gallery => "heads",
         ExportWhat::Comparison => "compare",
         ExportWhat::Contrast => "contrast",
+        ExportWhat::Sheet => "sheet",
     };
     format!("{stem}_{what}.{}", app.export.format.extension())
 }
@@ -170,6 +218,7 @@ pub fn export_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Comm
                 ui.selectable_value(&mut s.what, ExportWhat::Gallery, "all heads");
                 ui.selectable_value(&mut s.what, ExportWhat::Comparison, "comparison");
                 ui.selectable_value(&mut s.what, ExportWhat::Contrast, "contrast");
+                ui.selectable_value(&mut s.what, ExportWhat::Sheet, "sheet");
             });
             ui.end_row();
             ui.label("format");

@@ -24,6 +24,9 @@ pub fn layout(ui: &mut egui::Ui, app: &ExplorerApp) -> Vec<Command> {
     egui::Panel::right("ranking").default_size(300.0).show(ui, |ui| ranking_ui(ui, app, &mut cmds));
     let mut slot = 0;
     egui::CentralPanel::default_margins().show(ui, |ui| central_ui(ui, app, &mut cmds, &mut slot));
+    if app.view.show_sheet {
+        sheet_window(ui.ctx(), app, &mut cmds, &mut slot);
+    }
     if app.view.show_compare {
         compare_window(ui.ctx(), app, &mut cmds, &mut slot);
     }
@@ -627,6 +630,10 @@ fn central_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
         if ui.button(if app.view.show_compare { "Hide comparison" } else { "Compare…" }).clicked() {
             cmds.push(Command::ShowCompare(!app.view.show_compare));
         }
+        let sheet = ui.button(if app.view.show_sheet { "Hide sheet" } else { "Sheet…" });
+        if sheet.on_hover_text("this class's heads over several photos of the strip (a specimen sheet)").clicked() {
+            cmds.push(Command::ShowSheet(!app.view.show_sheet));
+        }
     });
     let gallery_h = 110.0;
     let avail = ui.available_rect_before_wrap();
@@ -1023,6 +1030,103 @@ fn contrast_row(
     });
 }
 
+/// The specimen sheet's window id.
+pub const SHEET_WINDOW: &str = "sheet-window";
+
+/// The specimen sheet: the viewed class's heads and their mean (columns) over the strip's analysed
+/// photos (rows), each photo ticked in or out. Photos are analysed when shown.
+fn sheet_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>, slot: &mut usize) {
+    let mut open = true;
+    let max = ctx.content_rect().size() * Vec2::new(0.9, 0.8);
+    let size = Vec2::new(900.0f32.min(max.x), 520.0f32.min(max.y));
+    egui::Window::new("Specimen sheet")
+        .id(egui::Id::unique(SHEET_WINDOW))
+        .open(&mut open)
+        .default_size(size)
+        .max_size(max)
+        .constrain(true)
+        .show(ctx, |ui| sheet_ui(ui, app, cmds, slot));
+    if !open {
+        cmds.push(Command::ShowSheet(false));
+    }
+}
+
+fn sheet_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slot: &mut usize) {
+    let Some(shown) = app.current() else {
+        ui.label("No result yet.");
+        return;
+    };
+    let class = app.view.class;
+    let layer = app.view.layer.min(shown.output.layers.saturating_sub(1));
+    let rows = app.sheet_photos();
+    ui.label(format!(
+        "{} · layer {} · {} photo{} · columns: heads, then their mean · export it with Export (sheet)",
+        shown.class_names[class],
+        layer + 1,
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
+    // The strip's photos: ticked ones are on the sheet; a photo not analysed yet is when shown.
+    ui.horizontal_wrapped(|ui| {
+        for (i, e) in app.images.iter().enumerate() {
+            let name = e.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if e.analysis.is_some() {
+                let mut on = !app.view.sheet_left_out.contains(&e.path);
+                if ui.checkbox(&mut on, &name).changed() {
+                    cmds.push(Command::SheetPhoto(e.path.clone(), on));
+                }
+            } else if ui.small_button(format!("{name} (show to analyse)")).clicked() {
+                cmds.push(Command::SelectImage(i));
+            }
+        }
+    });
+    if app.images.iter().filter(|e| e.analysis.is_some()).count() > crate::gui::app::SHEET_PHOTOS {
+        ui.label(RichText::new(format!("the first {} ticked photos are shown", crate::gui::app::SHEET_PHOTOS)).small());
+    }
+    ui.separator();
+    const LABEL_W: f32 = 150.0;
+    let cols = shown.output.heads + 1;
+    egui::ScrollArea::both().auto_shrink([false, false]).show(ui, |ui| {
+        let gap = ui.spacing().item_spacing.x;
+        let cell_w = ((ui.available_width() - LABEL_W - gap) / cols as f32 - gap).floor().clamp(24.0, 160.0);
+        ui.horizontal(|ui| {
+            ui.add_space(LABEL_W);
+            for k in 0..cols {
+                let label = if k + 1 < cols { app.head_label(class, k) } else { "mean".to_string() };
+                ui.add_sized(
+                    [cell_w, 14.0],
+                    egui::Label::new(RichText::new(label).small()).wrap_mode(egui::TextWrapMode::Truncate),
+                );
+            }
+        });
+        for a in &rows {
+            if a.output.classes <= class || a.output.heads + 1 != cols {
+                continue;
+            }
+            let cell_h = cell_w * a.image.height as f32 / a.image.width.max(1) as f32;
+            let name = a.image_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let p = a.output.probabilities()[class];
+            let rank = a.output.ranking().iter().position(|&c| c == class).map_or(0, |r| r + 1);
+            ui.horizontal(|ui| {
+                ui.vertical(|ui| {
+                    ui.set_width(LABEL_W - gap);
+                    ui.add(egui::Label::new(RichText::new(&name).strong()).wrap());
+                    ui.label(format!("{:.1} % · rank {rank}", p * 100.0));
+                });
+                for k in 0..cols {
+                    let head = (k + 1 < cols).then_some(k);
+                    let (r, resp) = ui.allocate_exact_size(Vec2::new(cell_w, cell_h), Sense::hover());
+                    let what = format!("{name} · {}", head.map_or("mean".to_string(), |h| app.head_label(class, h)));
+                    resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &what));
+                    let style = app.style_for(a, class, head);
+                    overlay_in(ui, app, a, r, (class, head), &style, ([0.0, 0.0], [1.0, 1.0]), slot, cmds);
+                    resp.on_hover_text(what);
+                }
+            });
+        }
+    });
+}
+
 fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
     let mut open = true;
     egui::Window::new("Help").open(&mut open).default_width(560.0).show(ctx, |ui| {
@@ -1074,6 +1178,12 @@ fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
                      fewer classes, the top class and its closest look-alike): per head, the first class's attention \
                      minus the second's, on one scale — red where the first looks more, blue where the second does, \
                      white where they agree.",
+                ),
+                (
+                    "Sheet",
+                    "A specimen sheet: the class shown, its heads and their mean across the strip's photos, one \
+                     row per photo (untick photos to leave them out; a photo is analysed when shown). Does head 3 \
+                     find the crown on every specimen? Export it as a figure with Export (sheet).",
                 ),
                 ("Colour bar", "Which attention values the colours stand for, under the chosen normalisation."),
                 (

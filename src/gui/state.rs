@@ -56,6 +56,10 @@ pub struct ViewState {
     pub show_compare: bool,
     /// Whether the comparison also shows the contrast of its first two classes.
     pub contrast: bool,
+    /// Whether the specimen sheet is open, and the photos left out of it (all analysed photos of
+    /// the strip are in it unless unticked).
+    pub show_sheet: bool,
+    pub sheet_left_out: Vec<PathBuf>,
     /// Whether the attention is drawn over the photo (V).
     pub overlay: bool,
     pub show_help: bool,
@@ -77,6 +81,8 @@ impl Default for ViewState {
             compare: Vec::new(),
             show_compare: false,
             contrast: false,
+            show_sheet: false,
+            sheet_left_out: Vec::new(),
             overlay: true,
             show_help: false,
             show_export: false,
@@ -108,6 +114,10 @@ pub enum Command {
     ShowContrast(bool),
     /// Swap the first two compared classes (which is subtracted from which).
     SwapContrast,
+    /// Open or close the specimen sheet (the viewed class's heads over the strip's photos).
+    ShowSheet(bool),
+    /// Put a photo of the strip on the sheet or leave it out.
+    SheetPhoto(PathBuf, bool),
     ShowOverlay(bool),
     /// Order the head gallery by the heads' ranking (or by number).
     GalleryByRank(bool),
@@ -257,6 +267,8 @@ pub enum ExportWhat {
     Comparison,
     /// The contrast of the first two compared classes.
     Contrast,
+    /// The specimen sheet: the class's heads over the sheet's photos.
+    Sheet,
 }
 
 /// Export settings, remembered between runs.

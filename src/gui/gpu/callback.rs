@@ -50,6 +50,12 @@ impl OverlayResources {
         }
     }
 
+    /// Whether the scene under `key` is on the GPU.
+    #[must_use]
+    pub fn has(rs: &egui_wgpu::RenderState, key: u64) -> bool {
+        rs.renderer.read().callback_resources.get::<Self>().is_some_and(|r| r.scenes.contains_key(&key))
+    }
+
     /// How many scenes are on the GPU.
     #[must_use]
     pub fn scene_count(rs: &egui_wgpu::RenderState) -> usize {
