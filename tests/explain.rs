@@ -323,7 +323,17 @@ fn the_summary_says_what_each_last_layer_head_is_worth_to_the_class() {
 /// Six generated birds of one species (the demo model's), and that species' name.
 fn six_birds(dir: &Path) -> (Vec<String>, String) {
     let generated = dir.join("gen");
-    let o = run(&["synth", "--out", &generated.display().to_string(), "--count", "96", "--val-fraction", "0", "--seed", "5"]);
+    let o = run(&[
+        "synth",
+        "--out",
+        &generated.display().to_string(),
+        "--count",
+        "96",
+        "--val-fraction",
+        "0",
+        "--seed",
+        "5",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let species = std::fs::read_dir(generated.join("train")).unwrap().map(|e| e.unwrap().path()).min().unwrap();
     let mut photos: Vec<String> =
@@ -339,7 +349,11 @@ fn a_sheet_over_six_photos_has_six_rows_of_heads_and_mean_named_as_the_heads_are
     let (photos, species) = six_birds(tmp.path());
     let config = tmp.path().join("config");
     let with_config = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_intr-explorer")).args(args).env("INTR_EXPLORER_CONFIG", &config).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_intr-explorer"))
+            .args(args)
+            .env("INTR_EXPLORER_CONFIG", &config)
+            .output()
+            .unwrap()
     };
     let o = with_config(&["head-names", "set", "2", "crown"]);
     assert!(o.status.success(), "{}", stderr(&o));

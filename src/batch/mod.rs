@@ -120,7 +120,10 @@ fn sheet_rows(plan: &Plan, a: &Analysis) -> Vec<(usize, SheetRow)> {
     if !plan.sheet {
         return Vec::new();
     }
-    let name = a.image_path.file_name().map_or_else(|| a.image_path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = a
+        .image_path
+        .file_name()
+        .map_or_else(|| a.image_path.display().to_string(), |n| n.to_string_lossy().into_owned());
     // Sheets have many narrow panels: at most 240 pixels each, never enlarged.
     let width = Some(plan.output.panel_width.unwrap_or_else(|| (a.image.width as u32).min(240)));
     explained(plan, &a.output)

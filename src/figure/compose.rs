@@ -265,13 +265,8 @@ pub fn compose(
         (lo, hi, scale_label(&opts.look))
     };
     let bar_look = if contrast.is_some() { &diff_look } else { &opts.look };
-    let colour_bar = Some(ColourBar {
-        lut: bar_look.colormap.lut(),
-        lo,
-        hi,
-        label,
-        colormap: bar_look.colormap.name().to_string(),
-    });
+    let colour_bar =
+        Some(ColourBar { lut: bar_look.colormap.lut(), lo, hi, label, colormap: bar_look.colormap.name().to_string() });
     let scale_bar = opts.scale.as_ref().map(|(per_px, unit)| ScaleBar {
         units_per_pixel: *per_px,
         unit: unit.clone(),
@@ -290,7 +285,9 @@ pub fn compose(
     let (title, subtitle) = match (&opts.title, class_line) {
         (Some(t), class) => (Some(t.clone()), class),
         // A contrast's two classes are too long for one bold line: its title says what it is.
-        (None, Some(class)) if contrast.is_some() => (Some("Where the two classes look differently".into()), Some(class)),
+        (None, Some(class)) if contrast.is_some() => {
+            (Some("Where the two classes look differently".into()), Some(class))
+        }
         (None, class) => (class, None),
     };
     let mut fig = Figure {
@@ -409,7 +406,8 @@ mod tests {
         };
         let photo = RgbImage { width: 32, height: 32, data: vec![128; 32 * 32 * 3] };
         let view = View::Contrast { first: 0, second: 1, heads: vec![0], mean: false };
-        let opts = FigureOptions { labels: true, look: Look { opacity: 1.0, ..Default::default() }, ..Default::default() };
+        let opts =
+            FigureOptions { labels: true, look: Look { opacity: 1.0, ..Default::default() }, ..Default::default() };
         let fig = compose(&photo, &o, &names(), &view, &opts, Default::default());
         let bar = fig.colour_bar.as_ref().unwrap();
         assert!((bar.lo + 0.6).abs() < 1e-6 && (bar.hi - 0.6).abs() < 1e-6, "symmetric: {} {}", bar.lo, bar.hi);

@@ -80,22 +80,31 @@ pub fn compose_sheet(
                 _ => value_range(o, 0, norm, (0, h), &[]),
             };
             let map = o.map_values(0, 0, h);
-            let rgba =
-                overlay_pixels(&row.photo, &GridMap::new(&map, (gw, gh), o.placement()), &opts.look, &style(&opts.look, range));
+            let rgba = overlay_pixels(
+                &row.photo,
+                &GridMap::new(&map, (gw, gh), o.placement()),
+                &opts.look,
+                &style(&opts.look, range),
+            );
             // Column headings on the first row only: the head's number, its name under it (the
             // panels of a sheet are narrow).
             let (title, subtitle) = if r == 0 && opts.labels {
                 match h {
-                    Some(h) => (
-                        (h + 1).to_string(),
-                        opts.head_names.name(class, h).map(str::to_string).unwrap_or_default(),
-                    ),
+                    Some(h) => {
+                        ((h + 1).to_string(), opts.head_names.name(class, h).map(str::to_string).unwrap_or_default())
+                    }
                     None => ("mean".to_string(), String::new()),
                 }
             } else {
                 (String::new(), String::new())
             };
-            panels.push(Panel { rgba, width: row.photo.width as u32, height: row.photo.height as u32, title, subtitle });
+            panels.push(Panel {
+                rgba,
+                width: row.photo.width as u32,
+                height: row.photo.height as u32,
+                title,
+                subtitle,
+            });
         }
     }
     let row_labels = if opts.labels {
@@ -129,10 +138,8 @@ pub fn compose_sheet(
         (None, class) => (class, columns_line),
     };
     // The names in full (the panels are too narrow for them), before the caption.
-    let named: Vec<String> = heads
-        .iter()
-        .filter_map(|&h| opts.head_names.name(class, h).map(|n| format!("{} = {n}", h + 1)))
-        .collect();
+    let named: Vec<String> =
+        heads.iter().filter_map(|&h| opts.head_names.name(class, h).map(|n| format!("{} = {n}", h + 1))).collect();
     let caption = match (named.is_empty() || !opts.labels, &opts.caption) {
         (true, c) => c.clone(),
         (false, None) => Some(format!("Heads: {}.", named.join(", "))),

@@ -9,10 +9,11 @@ use eframe::egui;
 use super::dialogs::{BuiltIn, Dialogs, Picked, Purpose};
 use super::export::{self, ExportJob};
 use super::gpu::callback::OverlayResources;
-use super::paper_cache::{PaperCache, PaperJob};
 use super::gpu::pipeline::AtlasLayout;
+use super::paper_cache::{PaperCache, PaperJob};
 use super::state::{
-    Banner, Cause, Command, ContrastScene, ExplorerApp, GPU_SCENES, ImageEntry, Persisted, RECENT, STORAGE_KEY, Start, ViewState,
+    Banner, Cause, Command, ContrastScene, ExplorerApp, GPU_SCENES, ImageEntry, Persisted, RECENT, STORAGE_KEY, Start,
+    ViewState,
 };
 use super::worker::{Analysis, FocusRequest, Request, Response, Worker};
 use crate::image::preprocess::PreprocessOptions;
@@ -335,7 +336,8 @@ impl ExplorerApp {
             return;
         }
         let heads: Vec<Option<usize>> = (0..o.heads).map(Some).chain([None]).collect();
-        let maps: Vec<Vec<f32>> = heads.iter().map(|&h| crate::figure::compose::contrast_map(o, layer, pair, h)).collect();
+        let maps: Vec<Vec<f32>> =
+            heads.iter().map(|&h| crate::figure::compose::contrast_map(o, layer, pair, h)).collect();
         let range = crate::figure::compose::contrast_range(maps.iter().map(Vec::as_slice));
         let (gh, gw) = o.grid;
         if let (Some(rs), Some(atlas)) = (&self.gpu, AtlasLayout::new(heads.len(), gw as u32, gh as u32)) {
@@ -531,14 +533,15 @@ impl ExplorerApp {
             Command::ShowContrast(on) => {
                 self.view.contrast = on;
                 // With fewer than two classes: the top class and its closest look-alike.
-                if on && self.view.compare.len() < 2 {
-                    if let Some(a) = self.current() {
-                        let ranking = a.output.ranking();
-                        let first = self.view.compare.first().copied().or(ranking.first().copied());
-                        if let Some(first) = first {
-                            let second = ranking.iter().copied().find(|&c| c != first);
-                            self.view.compare = std::iter::once(first).chain(second).collect();
-                        }
+                if on
+                    && self.view.compare.len() < 2
+                    && let Some(a) = self.current()
+                {
+                    let ranking = a.output.ranking();
+                    let first = self.view.compare.first().copied().or(ranking.first().copied());
+                    if let Some(first) = first {
+                        let second = ranking.iter().copied().find(|&c| c != first);
+                        self.view.compare = std::iter::once(first).chain(second).collect();
                     }
                 }
             }

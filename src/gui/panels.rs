@@ -1020,7 +1020,8 @@ fn contrast_row(
             let what = format!("contrast · {}", head.map_or("mean".to_string(), |h| app.head_label(first, h)));
             resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, &what));
             let uniforms = OverlayUniforms::new(&atlas, k, a.mapping.placement(), &style, view_uv(app), true);
-            ui.painter().add(OverlayCallback { scene: crate::gui::app::CONTRAST_SCENE, slot: *slot, uniforms }.paint(r));
+            ui.painter()
+                .add(OverlayCallback { scene: crate::gui::app::CONTRAST_SCENE, slot: *slot, uniforms }.paint(r));
             *slot += 1;
             resp.on_hover_text(format!(
                 "{what}: red where {} looks more than {}, blue where it looks less",
