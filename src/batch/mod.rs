@@ -4,6 +4,7 @@
 //! skipped; the [`summary`] is rebuilt from all records at the end. Each figure records the command
 //! that re-makes it ([`remake`]).
 
+pub mod parts;
 pub mod plan;
 pub mod records;
 pub mod remake;

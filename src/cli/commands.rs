@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::json;
 
-use super::{AttentionArgs, ConvertArgs, HeadNamesAction, HeadNamesArgs, HeadsArgs, InspectArgs, PredictArgs};
+use super::{
+    AttentionArgs, ConvertArgs, HeadNamesAction, HeadNamesArgs, HeadsArgs, InspectArgs, PartsArgs, PredictArgs,
+};
 use crate::checkpoint::{
     self, Checkpoint, F32Tensor, META_CLASSES, META_CONFIG, META_FORMAT, META_TRAINING, write_safetensors,
 };
@@ -105,6 +107,63 @@ fn print_table(path: &Path, an: &Analysis, top: &[serde_json::Value]) -> Result<
         );
     }
     Ok(())
+}
+
+/// `parts`: the head × part table of the annotated folder; exit code 1 if any photo failed.
+pub fn parts(a: &PartsArgs) -> Result<i32> {
+    use crate::batch::parts;
+    let mut data = parts::load(&a.data)?;
+    if let Some(n) = a.limit {
+        data.items.truncate(n);
+    }
+    let s = super::open_session(&a.model.spec()?)?;
+    let pb = indicatif::ProgressBar::new(data.items.len() as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("scoring {bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = parts::score(&s, &data, a.radius.map(f64::from), a.model.preprocess_options(), |k, _| {
+        pb.set_position(k as u64);
+    })?;
+    pb.finish_and_clear();
+    for (p, e) in &report.failed {
+        eprintln!("error: {}: {e}", p.display());
+    }
+    if let Some(f) = &a.figure {
+        let format = crate::figure::Format::from_path(f)
+            .ok_or_else(|| anyhow::anyhow!("--figure {}: name it .svg, .pdf or .png", f.display()))?;
+        crate::figure::write(&report.figure(&s.model_name()), f, format, 150.0)?;
+        eprintln!("wrote {}", f.display());
+    }
+    if a.take_names {
+        let sha = s.model_sha256()?;
+        let store = crate::session::head_names::Store::default();
+        let mut names = s.head_names().unwrap_or_default();
+        for (h, sug) in report.suggested.iter().enumerate() {
+            if let Some((name, _)) = sug {
+                names.set(None, h, name);
+            }
+        }
+        store.save(&sha, &names)?;
+        eprintln!("kept the suggested names as the head names of {}", s.model_name());
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} · {} photos ({}) · layer {} · {}",
+            s.model_name(),
+            report.all.photos,
+            report.format,
+            report.layer,
+            match report.radius {
+                Some(r) => format!("hit rate: a keypoint within {r:.0} px of the head's peak"),
+                None => "hit rate: the head's peak inside the part's mask".to_string(),
+            }
+        );
+        print!("{}", report.table());
+    }
+    Ok(i32::from(!report.failed.is_empty()))
 }
 
 pub fn heads(a: &HeadsArgs) -> Result<()> {

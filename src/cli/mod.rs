@@ -78,6 +78,9 @@ pub enum Command {
     /// Name heads ("head 3 = crown"), per model and optionally per class: list, set, clear, export,
     /// import. Names show in the window, figures and summaries.
     HeadNames(HeadNamesArgs),
+    /// Where each head looks, over a folder of photos with part annotations (CUB's keypoints or the
+    /// generated birds' masks): a head × part table of hit rates with a suggested name per head.
+    Parts(PartsArgs),
     /// Describe a checkpoint (configuration, classes, parameters, training args) without loading it.
     Inspect(InspectArgs),
     /// Convert a checkpoint to a weights-only safetensors file that carries its configuration.
@@ -205,6 +208,32 @@ pub struct HeadsArgs {
     pub json: bool,
     /// Image file.
     pub image: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PartsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The annotated folder: CUB-200-2011's layout (images.txt, parts/parts.txt, parts/part_locs.txt,
+    /// images/; image_class_labels.txt if present) or a generated dataset (`synth`: dataset.json, masks/).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A CUB keypoint counts when it lies within this many photo pixels of a head's peak
+    /// (default: one attention-grid cell).
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
+    pub radius: Option<f32>,
+    /// Score at most this many photos (the first ones listed).
+    #[arg(long, value_parser = count, allow_negative_numbers = true)]
+    pub limit: Option<usize>,
+    /// Also draw the table as a figure (SVG, PDF or PNG by the extension).
+    #[arg(long)]
+    pub figure: Option<PathBuf>,
+    /// Keep the suggested names as the model's head names (for every class).
+    #[arg(long)]
+    pub take_names: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -449,6 +478,7 @@ pub fn run() -> anyhow::Result<i32> {
         Some(Command::Predict(a)) => commands::predict(&a),
         Some(Command::Attention(a)) => commands::attention(&a).map(|()| 0),
         Some(Command::Heads(a)) => commands::heads(&a).map(|()| 0),
+        Some(Command::Parts(a)) => commands::parts(&a),
         Some(Command::HeadNames(a)) => commands::head_names(&a).map(|()| 0),
         Some(Command::Inspect(a)) => commands::inspect(&a).map(|()| 0),
         Some(Command::Convert(a)) => commands::convert(&a).map(|()| 0),
