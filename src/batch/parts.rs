@@ -335,11 +335,10 @@ pub fn score(
         }
     }
     if all.photos == 0 {
-        return Err(Error::Request(format!(
-            "no photo of the {} could be analysed{}",
-            if data.items.is_empty() { "annotations (they list none)" } else { "annotations" },
-            failed.first().map(|(p, e)| format!(" (first: {}: {e})", p.display())).unwrap_or_default()
-        )));
+        return Err(Error::Missing(match failed.first() {
+            Some((_, e)) => format!("no photo of the annotations could be analysed; the first: {e}"),
+            None => "the annotations list no photos".to_string(),
+        }));
     }
     let suggested = (0..heads).map(|h| all.best(h).map(|(p, r)| (data.parts[p].clone(), r))).collect();
     Ok(PartReport {
