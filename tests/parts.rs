@@ -7,11 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn run(args: &[&str], config: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_intr-explorer"))
-        .args(args)
-        .env("INTR_EXPLORER_CONFIG", config)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_intr-explorer")).args(args).env("INTR_EXPLORER_CONFIG", config).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -155,7 +151,8 @@ fn on_generated_birds_the_heads_find_the_parts_the_species_differ_in_and_cub_key
 
     // The table, the figure, and the suggested names kept as head names.
     let fig = tmp.path().join("parts.svg");
-    let o = run(&["parts", "--data", data.to_str().unwrap(), "--figure", fig.to_str().unwrap(), "--take-names"], &config);
+    let o =
+        run(&["parts", "--data", data.to_str().unwrap(), "--figure", fig.to_str().unwrap(), "--take-names"], &config);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("suggested name") && text.lines().count() == 2 + heads, "{text}");

@@ -68,9 +68,8 @@ fn id_lines(path: &Path) -> Result<Vec<(usize, String)>> {
             continue;
         }
         let (id, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let id = id
-            .parse::<usize>()
-            .map_err(|_| Error::file(path, format!("line {}: `{id}` is not a number", n + 1)))?;
+        let id =
+            id.parse::<usize>().map_err(|_| Error::file(path, format!("line {}: `{id}` is not a number", n + 1)))?;
         out.push((id, rest.trim().to_string()));
     }
     Ok(out)
@@ -262,13 +261,14 @@ fn peak_point(a: &crate::session::Analysis, cell: usize) -> (f64, f64) {
 }
 
 /// Scores every photo of `data` with the session's model. `radius`: a keypoint counts within this
-/// many photo pixels of a peak (default: one grid cell). `progress(k, n)` before photo k of n.
+/// many photo pixels of a peak (default: one grid cell). `progress(k, n)` is called before photo k
+/// of n; when it returns `false` the run stops there (an error saying so).
 pub fn score(
     s: &Session,
     data: &Annotated,
     radius: Option<f64>,
     options: PreprocessOptions,
-    mut progress: impl FnMut(usize, usize),
+    mut progress: impl FnMut(usize, usize) -> bool,
 ) -> Result<PartReport> {
     let heads = s.config().nheads;
     let names = s.class_names();
@@ -278,7 +278,9 @@ pub fn score(
     let mut failed = Vec::new();
     let mut used_radius = None;
     for (k, item) in data.items.iter().enumerate() {
-        progress(k, data.items.len());
+        if !progress(k, data.items.len()) {
+            return Err(Error::Request(format!("stopped after {k} of {} photos", data.items.len())));
+        }
         let a = match s.analyse(&item.image, options, Probes::default()) {
             Ok(a) => a,
             Err(e) => {
@@ -304,17 +306,16 @@ pub fn score(
             match &item.truth {
                 Truth::Keypoints(points) => {
                     // One grid cell in photo pixels, unless asked otherwise.
-                    let r = radius.unwrap_or(a.mapping.stride as f64 * a.mapping.original.0 as f64
-                        / a.mapping.input.0.max(1) as f64);
+                    let r = radius.unwrap_or(
+                        a.mapping.stride as f64 * a.mapping.original.0 as f64 / a.mapping.input.0.max(1) as f64,
+                    );
                     used_radius = Some(r);
                     let mut seen = vec![false; np];
                     for &(p, _, _) in points {
                         if p < np && !seen[p] {
                             seen[p] = true;
-                            let near = points
-                                .iter()
-                                .filter(|q| q.0 == p)
-                                .any(|&(_, qx, qy)| (qx - x).hypot(qy - y) <= r);
+                            let near =
+                                points.iter().filter(|q| q.0 == p).any(|&(_, qx, qy)| (qx - x).hypot(qy - y) <= r);
                             mark(p, near);
                         }
                     }
@@ -411,7 +412,13 @@ impl PartReport {
             panels,
             columns: self.parts.len().max(1),
             row_labels,
-            colour_bar: Some(ColourBar { lut, lo: 0.0, hi: 1.0, label: "hit rate".into(), colormap: colormap.name().into() }),
+            colour_bar: Some(ColourBar {
+                lut,
+                lo: 0.0,
+                hi: 1.0,
+                label: "hit rate".into(),
+                colormap: colormap.name().into(),
+            }),
             ..Default::default()
         };
         let page = crate::figure::MAX_WIDTH_MM / 25.4 * 96.0;

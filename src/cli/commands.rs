@@ -124,6 +124,7 @@ pub fn parts(a: &PartsArgs) -> Result<i32> {
     );
     let report = parts::score(&s, &data, a.radius.map(f64::from), a.model.preprocess_options(), |k, _| {
         pb.set_position(k as u64);
+        true
     })?;
     pb.finish_and_clear();
     for (p, e) in &report.failed {

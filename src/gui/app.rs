@@ -90,6 +90,7 @@ impl ExplorerApp {
             rankings: std::collections::HashMap::new(),
             rankings_asked: std::collections::HashSet::new(),
             contrast: None,
+            parts: Default::default(),
             paper,
             export: persisted.export,
             models: super::models::ModelsState::default(),
@@ -546,6 +547,30 @@ impl ExplorerApp {
                 }
             }
             Command::ShowSheet(on) => self.view.show_sheet = on,
+            Command::ShowParts(on) => self.parts.show = on,
+            Command::PartsInput(text) => self.parts.input = text,
+            Command::ScoreParts(dir) => match self.worker.send(Request::ScoreParts { dir }) {
+                Ok(()) => {
+                    self.parts.running = Some((0, 0));
+                    self.parts.report = None;
+                }
+                Err(e) => self.parts.report = Some(Err(e)),
+            },
+            Command::StopParts => self.worker.stop_parts(),
+            Command::TakePartNames => {
+                let names: Vec<(usize, String)> = match &self.parts.report {
+                    Some(Ok(r)) => r
+                        .suggested
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(h, s)| s.as_ref().map(|s| (h, s.0.clone())))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for (head, name) in names {
+                    self.name_head(None, head, &name);
+                }
+            }
             Command::SheetPhoto(path, on) => {
                 self.view.sheet_left_out.retain(|p| *p != path);
                 if !on {
@@ -693,6 +718,10 @@ impl ExplorerApp {
             match r {
                 Response::ModelLoaded(info) => {
                     self.model_loading = None;
+                    // "loading model" is over (with no photo to analyse it used to spin forever).
+                    if self.busy.is_some_and(|(id, _)| id == 0) {
+                        self.busy = None;
+                    }
                     self.errors.retain(|b| b.cause != Cause::Model);
                     for e in &info.focus_errors {
                         self.report(e.clone(), Cause::Other);
@@ -740,6 +769,13 @@ impl ExplorerApp {
                         self.accept(i, *a);
                     }
                     self.busy = None;
+                }
+                Response::PartsProgress { done, total } => self.parts.running = Some((done, total)),
+                Response::Parts { dir, report } => {
+                    self.parts.running = None;
+                    // The scoring's own messages name the file at fault; a stop says where it stopped.
+                    let _ = dir;
+                    self.parts.report = Some(report.map(Arc::from));
                 }
                 Response::Ranked { id, class, ranking } => {
                     // Kept only while the photo it was asked for is open with that analysis.

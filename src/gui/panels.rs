@@ -1,5 +1,7 @@
 //! Pure layout: reads the app state, draws it, returns commands. No I/O, no threads.
 
+use std::path::PathBuf;
+
 use eframe::egui::{self, Color32, RichText, Sense, Vec2};
 
 use super::gpu::callback::OverlayCallback;
@@ -26,6 +28,9 @@ pub fn layout(ui: &mut egui::Ui, app: &ExplorerApp) -> Vec<Command> {
     egui::CentralPanel::default_margins().show(ui, |ui| central_ui(ui, app, &mut cmds, &mut slot));
     if app.view.show_sheet {
         sheet_window(ui.ctx(), app, &mut cmds, &mut slot);
+    }
+    if app.parts.show {
+        parts_window(ui.ctx(), app, &mut cmds);
     }
     if app.view.show_compare {
         compare_window(ui.ctx(), app, &mut cmds, &mut slot);
@@ -110,6 +115,10 @@ fn toolbar_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>) {
         }
         if ui.button("Models…").on_hover_text("The official checkpoints: download and open").clicked() {
             cmds.push(Command::ShowModels(!app.models.show));
+        }
+        let parts = ui.button("Parts…").on_hover_text("which part each head looks at, over an annotated folder");
+        if parts.clicked() {
+            cmds.push(Command::ShowParts(!app.parts.show));
         }
         if ui.add_enabled(app.current().is_some(), egui::Button::new("Export…")).on_hover_text("Ctrl+E").clicked() {
             cmds.push(Command::ShowExport(true));
@@ -1031,6 +1040,93 @@ fn contrast_row(
     });
 }
 
+/// The Parts window: an annotated folder scored head by head against its parts in the worker,
+/// the head × part table of hit rates, and a button that names the heads by their best parts.
+fn parts_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>) {
+    let mut open = true;
+    egui::Window::new("Parts").open(&mut open).default_width(640.0).show(ctx, |ui| {
+        ui.label(
+            "Where does each head look? Give a folder with part annotations: CUB-200-2011's layout \
+             (images.txt, parts/, images/) or a generated dataset (intr-explorer synth). Each photo's class \
+             is scored: a keypoint near a head's peak, or the peak inside a part's mask, is a hit.",
+        );
+        ui.horizontal(|ui| {
+            let mut text = app.parts.input.clone();
+            let edit = ui.add(egui::TextEdit::singleline(&mut text).hint_text("annotated folder").desired_width(380.0));
+            if edit.changed() {
+                cmds.push(Command::PartsInput(text.clone()));
+            }
+            let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            let ready = app.model.is_some() && app.parts.running.is_none() && !text.trim().is_empty();
+            if (ui.add_enabled(ready, egui::Button::new("Score")).clicked() || (enter && ready))
+                && !text.trim().is_empty()
+            {
+                cmds.push(Command::ScoreParts(PathBuf::from(text.trim())));
+            }
+        });
+        if let Some((done, total)) = app.parts.running {
+            ui.horizontal(|ui| {
+                let f = if total > 0 { done as f32 / total as f32 } else { 0.0 };
+                ui.add(egui::ProgressBar::new(f).text(format!("scoring {done} / {total}")).desired_width(300.0));
+                if ui.button("Stop").clicked() {
+                    cmds.push(Command::StopParts);
+                }
+            });
+        }
+        match &app.parts.report {
+            None => {}
+            Some(Err(e)) => {
+                ui.colored_label(ui.visuals().error_fg_color, e);
+            }
+            Some(Ok(r)) => parts_table(ui, r, cmds),
+        }
+    });
+    if !open {
+        cmds.push(Command::ShowParts(false));
+    }
+}
+
+fn parts_table(ui: &mut egui::Ui, r: &crate::batch::parts::PartReport, cmds: &mut Vec<Command>) {
+    let what = match r.radius {
+        Some(px) => format!("a keypoint within {px:.0} px of the head's peak"),
+        None => "the head's peak inside the part's mask".to_string(),
+    };
+    ui.label(format!("{} photos ({}) · layer {} · hit rate: {what}", r.all.photos, r.format, r.layer));
+    if !r.failed.is_empty() {
+        let first = r.failed.first().map(|(p, e)| format!(" (first: {}: {e})", p.display())).unwrap_or_default();
+        ui.colored_label(ui.visuals().warn_fg_color, format!("{} photos could not be analysed{first}", r.failed.len()));
+    }
+    egui::ScrollArea::both().max_height(360.0).show(ui, |ui| {
+        egui::Grid::new("parts-table").striped(true).show(ui, |ui| {
+            ui.label(RichText::new("head").strong());
+            for p in &r.parts {
+                ui.label(RichText::new(p).strong());
+            }
+            ui.label(RichText::new("suggested name").strong());
+            ui.end_row();
+            for h in 0..r.all.hits.len() {
+                ui.label(format!("{}", h + 1));
+                for p in 0..r.parts.len() {
+                    let rate = r.all.rate(h, p);
+                    let best = r.suggested[h].as_ref().is_some_and(|s| s.0 == r.parts[p]);
+                    let text = RichText::new(format!("{rate:.2}")).monospace();
+                    ui.label(if best { text.strong() } else { text.weak() });
+                }
+                match &r.suggested[h] {
+                    Some((name, rate)) => ui.label(format!("{name} {rate:.2}")),
+                    None => ui.label("(no part)"),
+                };
+                ui.end_row();
+            }
+        });
+    });
+    let any = r.suggested.iter().any(Option::is_some);
+    let take = ui.add_enabled(any, egui::Button::new("Use the suggested names"));
+    if take.on_hover_text("name each head by its best part, for every class (kept for the model)").clicked() {
+        cmds.push(Command::TakePartNames);
+    }
+}
+
 /// The specimen sheet's window id.
 pub const SHEET_WINDOW: &str = "sheet-window";
 
@@ -1185,6 +1281,12 @@ fn help_window(ctx: &egui::Context, cmds: &mut Vec<Command>) {
                     "A specimen sheet: the class shown, its heads and their mean across the strip's photos, one \
                      row per photo (untick photos to leave them out; a photo is analysed when shown). Does head 3 \
                      find the crown on every specimen? Export it as a figure with Export (sheet).",
+                ),
+                (
+                    "Parts",
+                    "Parts… (toolbar) scores every head against a folder of photos with part annotations \
+                     (CUB's keypoints, or generated birds' masks): how often each head's peak falls on each \
+                     part, and a suggested name per head, which one button takes over as the head names.",
                 ),
                 ("Colour bar", "Which attention values the colours stand for, under the chosen normalisation."),
                 (

@@ -152,6 +152,15 @@ pub enum Command {
     SaveSessionTo(PathBuf),
     /// Open a saved session: a missing file is reported and the rest opens.
     OpenSession(PathBuf),
+    /// Open or close the Parts window.
+    ShowParts(bool),
+    /// The text of the Parts window's folder field.
+    PartsInput(String),
+    /// Score every head against the part annotations of this folder (in the worker).
+    ScoreParts(PathBuf),
+    StopParts,
+    /// Name every head by the part scoring's suggestion.
+    TakePartNames,
     /// Name a head (0-based) of the open model, for one class (0-based) or every class (`None`);
     /// an empty name removes it. Kept for the model.
     NameHead {
@@ -222,6 +231,8 @@ pub struct ExplorerApp {
     pub(super) rankings_asked: std::collections::HashSet<(u64, usize)>,
     /// Blurred overlays (official look), rendered in the background.
     pub paper: PaperCache,
+    /// The Parts window: its folder field, the scoring in progress (done, total) and its result.
+    pub parts: PartsState,
     /// The contrast on the GPU (scene [`super::app::CONTRAST_SCENE`]): of which analysis, classes
     /// and layer, and its symmetric value range.
     pub(super) contrast: Option<ContrastScene>,
@@ -242,6 +253,16 @@ pub struct ExplorerApp {
     pub(super) dialog_notice_given: bool,
     pub(super) gpu: Option<eframe::egui_wgpu::RenderState>,
     pub(super) ctx: egui::Context,
+}
+
+/// The Parts window.
+#[derive(Debug, Default)]
+pub struct PartsState {
+    pub show: bool,
+    pub input: String,
+    /// (photos done, of) while the worker scores.
+    pub running: Option<(usize, usize)>,
+    pub report: Option<Result<Arc<crate::batch::parts::PartReport>, String>>,
 }
 
 /// What the contrast scene on the GPU holds.

@@ -40,6 +40,8 @@ pub enum Request {
     Analyze { id: u64, image: PathBuf, options: PreprocessOptions },
     /// Rank the last layer's heads for `class` of a finished analysis (made by the model loaded now).
     RankHeads { analysis: Arc<Analysis>, class: usize },
+    /// Score every head against the part annotations of a folder ([`crate::batch::parts`]).
+    ScoreParts { dir: PathBuf },
 }
 
 /// A finished analysis tagged with its request id.
@@ -94,6 +96,16 @@ pub enum Response {
         class: usize,
         ranking: Result<crate::probe::HeadRanking, String>,
     },
+    /// Part scoring: photo `done` of `total` is next.
+    PartsProgress {
+        done: usize,
+        total: usize,
+    },
+    /// The head × part table of a folder (or why not).
+    Parts {
+        dir: PathBuf,
+        report: Result<Box<crate::batch::parts::PartReport>, String>,
+    },
     /// A readable message; `id` is 0 for model loading.
     Failed {
         id: u64,
@@ -109,6 +121,8 @@ pub struct Worker {
     current: Arc<AtomicU64>,
     /// Makes the next analysis panic (tests of the panic boundary).
     fault: Arc<AtomicBool>,
+    /// Stops a part scoring in progress.
+    stop_parts: Arc<AtomicBool>,
     /// Requests sent and not yet finished (queued or running).
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -152,6 +166,8 @@ impl Worker {
         let inject = Arc::clone(&fault);
         let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let finished = Arc::clone(&in_flight);
+        let stop_parts = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&stop_parts);
         std::thread::Builder::new().name("intr-worker".into()).spawn(move || {
             let mut state: Option<Session> = None;
             let send = |r: Response| {
@@ -181,6 +197,23 @@ impl Worker {
                         };
                         send(Response::Ranked { id: analysis.id, class, ranking });
                     }
+                    Request::ScoreParts { dir } => {
+                        stop.store(false, Ordering::Release);
+                        let report = match &state {
+                            Some(s) => guarded("scoring the parts", || {
+                                let data = crate::batch::parts::load(&dir).map_err(|e| e.to_string())?;
+                                let go_on = |done, total| {
+                                    send(Response::PartsProgress { done, total });
+                                    !stop.load(Ordering::Acquire)
+                                };
+                                crate::batch::parts::score(s, &data, None, PreprocessOptions::default(), go_on)
+                                    .map(Box::new)
+                                    .map_err(|e| e.to_string())
+                            }),
+                            None => Err("no model is loaded".into()),
+                        };
+                        send(Response::Parts { dir, report });
+                    }
                     Request::Analyze { id, image, options } => {
                         if id < latest.load(Ordering::Acquire) {
                             continue;
@@ -205,7 +238,7 @@ impl Worker {
                 }
             }
         })?;
-        Ok(Self { tx, rx, current, fault, in_flight })
+        Ok(Self { tx, rx, current, fault, stop_parts, in_flight })
     }
 
     /// Whether every request sent has been handled (nothing queued or running).
@@ -245,6 +278,11 @@ impl Worker {
                 })
             }
         }
+    }
+
+    /// Stops the part scoring in progress (it answers with an error saying where it stopped).
+    pub fn stop_parts(&self) {
+        self.stop_parts.store(true, Ordering::Release);
     }
 
     /// Marks every analysis up to and including `id` cancelled.
