@@ -150,3 +150,27 @@ fn loading_reads_every_weight_of_the_state_dict_and_nothing_else() {
         assert_eq!(ws.consumed(), listed, "{name}: weights read differ from the official key list");
     }
 }
+
+/// The parity tests above run once more for every other SIMD path this CPU has (`INTR_SIMD`), in
+/// child runs of this test binary: each path must match the official code within the same 1e-4.
+#[test]
+fn parity_holds_on_every_simd_path_this_cpu_has() {
+    use intr_explorer::kernels::{Simd, simd};
+    if std::env::var_os("INTR_SIMD").is_some() {
+        // A child run (or a run on a forced path): the other tests are what it checks.
+        return;
+    }
+    let others: Vec<Simd> = Simd::available_paths().into_iter().filter(|&p| p != simd()).collect();
+    for path in others {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--skip", "parity_holds_on_every_simd_path", "--test-threads", "1"])
+            .env("INTR_SIMD", path.name())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "parity on {}:\n{stdout}\n{stderr}", path.name());
+        let ran = stdout.lines().find_map(|l| l.strip_prefix("test result: ok. ")).unwrap_or_default();
+        assert!(!ran.starts_with("0 passed") && !ran.is_empty(), "parity on {}:\n{stdout}", path.name());
+        assert!(!stderr.contains("warning: INTR_SIMD"), "{} was not used: {stderr}", path.name());
+    }
+}

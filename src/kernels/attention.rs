@@ -52,7 +52,7 @@ pub fn attention(
 /// In-place softmax of one row.
 fn softmax_row(row: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
+    if packed_gemm::simd() == packed_gemm::Simd::Avx512 {
         // SAFETY: AVX-512F is present; the kernel stays inside `row`.
         unsafe { softmax_avx512(row) };
         return;

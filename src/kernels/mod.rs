@@ -7,4 +7,4 @@ pub mod conv;
 pub mod packed_gemm;
 pub mod training;
 
-pub use packed_gemm::available;
+pub use packed_gemm::{Simd, available, simd};

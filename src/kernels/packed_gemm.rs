@@ -81,17 +81,84 @@ impl PackedB {
     }
 }
 
-/// Whether the AVX-512 kernel can run on this CPU.
+/// The instruction set the packed kernels run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Simd {
+    /// AVX-512F: 6 × 64 register tiles.
+    Avx512,
+    /// AVX2 + FMA: 6 × 16 register tiles over the same packed panels.
+    Avx2,
+    /// No packed kernels: the `gemm` crate (NEON on Arm, whatever the CPU has elsewhere).
+    Portable,
+}
+
+impl Simd {
+    /// The name `INTR_SIMD` takes and benchmarks print.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Avx512 => "avx512",
+            Simd::Avx2 => "avx2",
+            Simd::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    #[must_use]
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Simd::Avx512 => std::is_x86_feature_detected!("avx512f"),
+                Simd::Avx2 => std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+                Simd::Portable => true,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Simd::Portable
+        }
+    }
+
+    /// Every path this CPU can run, fastest first.
+    #[must_use]
+    pub fn available_paths() -> Vec<Simd> {
+        [Simd::Avx512, Simd::Avx2, Simd::Portable].into_iter().filter(|s| s.supported()).collect()
+    }
+}
+
+/// The path in use, chosen once per process: `INTR_SIMD` (`avx512`, `avx2` or `portable`) when set
+/// and this CPU supports it (otherwise a warning and the best path), else the best path.
+#[must_use]
+pub fn simd() -> Simd {
+    static CHOSEN: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let best = Simd::available_paths()[0];
+        let Some(asked) = std::env::var("INTR_SIMD").ok().filter(|v| !v.trim().is_empty()) else { return best };
+        let wanted = match asked.trim().to_ascii_lowercase().as_str() {
+            "avx512" | "avx-512" => Some(Simd::Avx512),
+            "avx2" => Some(Simd::Avx2),
+            "portable" | "none" => Some(Simd::Portable),
+            _ => None,
+        };
+        match wanted {
+            Some(s) if s.supported() => s,
+            Some(s) => {
+                eprintln!("warning: INTR_SIMD={asked}: this CPU has no {}; using {}", s.name(), best.name());
+                best
+            }
+            None => {
+                eprintln!("warning: INTR_SIMD={asked} is not one of avx512, avx2, portable; using {}", best.name());
+                best
+            }
+        }
+    })
+}
+
+/// Whether the packed kernels run on this CPU (AVX-512 or AVX2 + FMA, unless `INTR_SIMD=portable`).
 #[must_use]
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    simd() != Simd::Portable
 }
 
 /// How to find each output pixel's inputs.
@@ -173,6 +240,23 @@ pub enum Residual<'a> {
 ///
 /// `src` is the (padded) NHWC input, `out` and a separate residual are (out_h·out_w, n) row-major.
 pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: bool, out: &mut [f32]) {
+    run_on(simd(), src, geo, b, residual, relu, out);
+}
+
+/// [`run`] on a given path (tests and benchmarks of each path in one process).
+///
+/// # Panics
+/// If `path` is not supported by this CPU, or is [`Simd::Portable`] (which has no packed kernel).
+pub fn run_on(
+    path: Simd,
+    src: &[f32],
+    geo: &Geometry,
+    b: &PackedB,
+    residual: Residual,
+    relu: bool,
+    out: &mut [f32],
+) {
+    assert!(path != Simd::Portable && path.supported(), "the packed kernels cannot run on {}", path.name());
     let m = geo.out_h * geo.out_w;
     let n = b.n;
     assert_eq!(out.len(), m * n, "output size");
@@ -250,9 +334,9 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: b
                     last,
                     relu,
                 };
-                // SAFETY: AVX-512 availability is checked by the caller through `available()`;
-                // pointers are in bounds as asserted above.
-                unsafe { dispatch(*rows, &tile, chunk) };
+                // SAFETY: the path is supported (asserted above); pointers are in bounds as asserted
+                // above.
+                unsafe { dispatch(path, *rows, &tile, chunk) };
             };
             // Tile-major: the tile's A rows stay in L1 across all output-channel panels.
             for ti in 0..rows_of.len() {
@@ -281,9 +365,19 @@ struct Tile<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn dispatch(rows: usize, t: &Tile, chunk: &[(usize, usize, usize)]) {
-    // SAFETY: forwarded from `run`.
+unsafe fn dispatch(path: Simd, rows: usize, t: &Tile, chunk: &[(usize, usize, usize)]) {
+    // SAFETY: forwarded from `run_on`, which checked that this CPU supports `path`.
     unsafe {
+        if path == Simd::Avx2 {
+            return match rows {
+                6 => kernel_avx2::<6>(t, chunk),
+                5 => kernel_avx2::<5>(t, chunk),
+                4 => kernel_avx2::<4>(t, chunk),
+                3 => kernel_avx2::<3>(t, chunk),
+                2 => kernel_avx2::<2>(t, chunk),
+                _ => kernel_avx2::<1>(t, chunk),
+            };
+        }
         match rows {
             6 => kernel::<6>(t, chunk),
             5 => kernel::<5>(t, chunk),
@@ -295,8 +389,84 @@ unsafe fn dispatch(rows: usize, t: &Tile, chunk: &[(usize, usize, usize)]) {
     }
 }
 
+/// Columns of one AVX2 sub-tile: two 8-lane vectors.
+const NR2: usize = 16;
+
+/// The AVX2 + FMA micro-kernel: the tile's panel of [`NR`] columns in four sub-tiles of 16 (R × 2
+/// accumulators, within AVX2's 16 registers), each over the whole K chunk; bias, residual and
+/// ReLU fused into the final store as in the AVX-512 kernel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn kernel_avx2<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)]) {
+    // SAFETY: the caller guarantees AVX2 + FMA and in-bounds pointers (see `run`).
+    unsafe {
+        use std::arch::x86_64::*;
+        let bp = t.panel.as_ptr();
+        for sub in 0..NR.div_ceil(NR2) {
+            let s0 = sub * NR2;
+            if s0 >= t.cols {
+                break;
+            }
+            // Lane masks of this sub-tile's two vectors (all ones where the column exists).
+            let mut masks = [_mm256_setzero_si256(); 2];
+            for (v, m) in masks.iter_mut().enumerate() {
+                let cols = t.cols.saturating_sub(s0 + 8 * v).min(8) as i32;
+                *m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            }
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            if !t.first {
+                for r in 0..R {
+                    let c = t.p_rows[r].add(t.col0 + s0);
+                    for v in 0..2 {
+                        acc[r][v] = _mm256_maskload_ps(c.add(8 * v), masks[v]);
+                    }
+                }
+            }
+            for &(aoff, brow, len) in chunk {
+                let mut b = bp.add(brow * NR + s0);
+                let mut a = [std::ptr::null::<f32>(); R];
+                for r in 0..R {
+                    a[r] = t.a_rows[r].add(aoff);
+                }
+                for p in 0..len {
+                    let b0 = _mm256_loadu_ps(b);
+                    let b1 = _mm256_loadu_ps(b.add(8));
+                    for r in 0..R {
+                        let x = _mm256_broadcast_ss(&*a[r].add(p));
+                        acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+                    }
+                    b = b.add(NR);
+                }
+            }
+            if t.last {
+                for v in 0..2 {
+                    let bias = _mm256_loadu_ps(t.bias.as_ptr().add(s0 + 8 * v));
+                    for r in 0..R {
+                        acc[r][v] = _mm256_add_ps(acc[r][v], bias);
+                        if let Some(res) = t.res_rows {
+                            let rp = res[r].add(t.col0 + s0 + 8 * v);
+                            acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_maskload_ps(rp, masks[v]));
+                        }
+                        if t.relu {
+                            acc[r][v] = _mm256_max_ps(acc[r][v], _mm256_setzero_ps());
+                        }
+                    }
+                }
+            }
+            for r in 0..R {
+                let c = if t.last { t.c_rows[r] } else { t.p_rows[r] }.add(t.col0 + s0);
+                for v in 0..2 {
+                    _mm256_maskstore_ps(c.add(8 * v), masks[v], acc[r][v]);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dispatch(_rows: usize, _t: &Tile, _chunk: &[(usize, usize, usize)]) {
+unsafe fn dispatch(_path: Simd, _rows: usize, _t: &Tile, _chunk: &[(usize, usize, usize)]) {
     unreachable!("fastconv::available() is false off x86-64");
 }
 
@@ -362,6 +532,69 @@ unsafe fn kernel<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)]) {
             let c = if t.last { t.c_rows[r] } else { t.p_rows[r] }.add(t.col0);
             for v in 0..NV {
                 _mm512_mask_storeu_ps(c.add(16 * v), masks[v], acc[r][v]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_packed_path_this_cpu_has_computes_the_same_convolution_as_a_naive_loop() {
+        // (cin, n, k, stride, out_h, out_w): partial panels (n = 40, 70, 130), several K chunks
+        // (cin·k·k > 512), stride 2, a single output row.
+        let cases = [(5, 40, 3, 1, 4, 7), (64, 70, 3, 2, 3, 5), (300, 130, 3, 1, 2, 3), (700, 16, 1, 1, 1, 13)];
+        let paths: Vec<Simd> = Simd::available_paths().into_iter().filter(|&p| p != Simd::Portable).collect();
+        for (idx, &(cin, n, k, stride, oh, ow)) in cases.iter().enumerate() {
+            let (h, w) = ((oh - 1) * stride + k, (ow - 1) * stride + k);
+            let src = pseudo(h * w * cin, idx as u32);
+            let kk = k * k * cin;
+            let wgt = pseudo(kk * n, 50 + idx as u32);
+            let bias = pseudo(n, 90 + idx as u32);
+            let residual = pseudo(oh * ow * n, 130 + idx as u32);
+            let b = PackedB::new(&wgt, &bias, kk, n);
+            let geo = Geometry::conv(w, cin, k, stride, 1, (oh, ow));
+            let mut want = vec![0.0f32; oh * ow * n];
+            for i in 0..oh {
+                for j in 0..ow {
+                    for c in 0..n {
+                        let mut acc = f64::from(bias[c]) + f64::from(residual[(i * ow + j) * n + c]);
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                for ci in 0..cin {
+                                    let x = src[((i * stride + ky) * w + j * stride + kx) * cin + ci];
+                                    acc += f64::from(x) * f64::from(wgt[((ky * k + kx) * cin + ci) * n + c]);
+                                }
+                            }
+                        }
+                        want[(i * ow + j) * n + c] = (acc as f32).max(0.0);
+                    }
+                }
+            }
+            for &path in &paths {
+                let mut separate = vec![0.0f32; oh * ow * n];
+                run_on(path, &src, &geo, &b, Residual::Add(&residual), true, &mut separate);
+                let mut in_place = residual.clone();
+                run_on(path, &src, &geo, &b, Residual::InPlace, true, &mut in_place);
+                for (label, got) in [("separate residual", &separate), ("in place", &in_place)] {
+                    for (a, e) in got.iter().zip(&want) {
+                        assert!((a - e).abs() < 1e-4, "case {idx} on {}, {label}: {a} vs {e}", path.name());
+                    }
+                }
             }
         }
     }
