@@ -56,20 +56,23 @@ fn the_parts_window_scores_a_folder_and_takes_over_the_suggested_names() {
     assert_eq!(report.all.photos, 48);
     h.get_by_label("suggested name");
     h.get_by_label_contains("48 photos (generated)");
-    let (best, rate) = report.suggested.iter().flatten().next().cloned().expect("a head on a part");
-    h.get_by_label(&format!("{best} {rate:.2}"));
+    let first = report.suggested.iter().flatten().next().cloned().expect("a head on a part");
+    let best = first.part.clone();
+    h.get_by_label(&format!("{} {:.2}", first.part, first.hit_rate));
     h.get_by_label("Use the suggested names").click();
     h.run_steps(3);
     for (head, s) in report.suggested.iter().enumerate() {
         let got = h.state().head_names.name("any class", head).map(str::to_string);
-        assert_eq!(got, s.as_ref().map(|s| s.0.clone()), "head {}", head + 1);
+        assert_eq!(got, s.as_ref().map(|s| s.part.clone()), "head {}", head + 1);
     }
+    // What changed is said in the window.
+    h.get_by_label_contains("named for every class: head");
     let kept = std::fs::read_to_string(config.path().join("head-names.json")).unwrap();
     assert!(kept.contains(&best), "{kept}");
     // A folder without annotations is named in the window, in the error colour.
     h.get_by_role(egui::accesskit::Role::TextInput).focus();
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    h.get_by_role(egui::accesskit::Role::TextInput).type_text(config.path().join("nothing").to_str().unwrap());
+    h.get_by_role(egui::accesskit::Role::TextInput).type_text(config.path().to_str().unwrap());
     h.run_steps(2);
     h.get_by_label("Score").click();
     wait(&mut h, "the second scoring never finished", &|app| app.parts.running.is_none() && app.parts.report.is_some());

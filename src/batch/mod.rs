@@ -259,10 +259,12 @@ fn explain_one(
     // Each explained class against its contrast class (its closest look-alike: the photo's best
     // other class, or the one named).
     for &c in &classes {
+        // A class named that is the one explained is contrasted with its runner-up instead.
+        let runner_up = ranking.iter().copied().find(|&k| k != c);
         let other = match plan.contrast {
             None => continue,
-            Some(ContrastPick::Class(k)) => k,
-            Some(ContrastPick::RunnerUp) => match ranking.iter().copied().find(|&k| k != c) {
+            Some(ContrastPick::Class(k)) if k != c => k,
+            Some(_) => match runner_up {
                 Some(k) => k,
                 None => continue,
             },

@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 use crate::image::preprocess::PreprocessOptions;
 use crate::session::{Probes, Session};
 
+/// A head is given a suggested name only when its peak falls on that part at least this often.
+pub const MIN_SUGGESTED_RATE: f64 = 0.25;
+
 /// Annotation files are read whole; larger ones are refused.
 const MAX_ANNOTATION_BYTES: u64 = 256 << 20;
 
@@ -77,6 +80,12 @@ fn id_lines(path: &Path) -> Result<Vec<(usize, String)>> {
 
 /// Reads an annotated folder, in either format.
 pub fn load(dir: &Path) -> Result<Annotated> {
+    if !dir.exists() {
+        return Err(Error::file(dir, "does not exist"));
+    }
+    if !dir.is_dir() {
+        return Err(Error::file(dir, "is not a folder"));
+    }
     if dir.join("parts/part_locs.txt").is_file() && dir.join("images.txt").is_file() {
         load_cub(dir)
     } else if dir.join("dataset.json").is_file() && dir.join("masks").is_dir() {
@@ -202,6 +211,8 @@ fn load_generated(dir: &Path) -> Result<Annotated> {
 pub struct HitTable {
     /// Photos scored.
     pub photos: usize,
+    /// `rates[h][p]`: `hits / cases` (0 where the part could never be hit); filled by [`score`].
+    pub rates: Vec<Vec<f64>>,
     /// `hits[h][p]`: photos where head h's peak fell on part p.
     pub hits: Vec<Vec<usize>>,
     /// `cases[h][p]`: photos where part p could be hit (annotated and visible).
@@ -210,7 +221,11 @@ pub struct HitTable {
 
 impl HitTable {
     fn new(heads: usize, parts: usize) -> Self {
-        Self { photos: 0, hits: vec![vec![0; parts]; heads], cases: vec![vec![0; parts]; heads] }
+        Self { photos: 0, rates: Vec::new(), hits: vec![vec![0; parts]; heads], cases: vec![vec![0; parts]; heads] }
+    }
+
+    fn fill_rates(&mut self) {
+        self.rates = (0..self.hits.len()).map(|h| (0..self.hits[h].len()).map(|p| self.rate(h, p)).collect()).collect();
     }
 
     /// The hit rate of head `h` on part `p` (0 when it could never be hit).
@@ -230,6 +245,15 @@ impl HitTable {
     }
 }
 
+/// A head's suggested name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suggestion {
+    /// 1-based, as everywhere heads are shown.
+    pub head: usize,
+    pub part: String,
+    pub hit_rate: f64,
+}
+
 /// The result of `parts`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PartReport {
@@ -243,8 +267,9 @@ pub struct PartReport {
     pub all: HitTable,
     /// Per class (by name), for the classes with photos.
     pub per_class: BTreeMap<String, HitTable>,
-    /// Per head (0-based), the suggested name and its hit rate.
-    pub suggested: Vec<Option<(String, f64)>>,
+    /// Per head (index 0-based), its suggested name: the part its peak falls on most often, if at
+    /// least [`MIN_SUGGESTED_RATE`] of the time.
+    pub suggested: Vec<Option<Suggestion>>,
     /// Photos that could not be analysed, with why.
     pub failed: Vec<(PathBuf, String)>,
 }
@@ -341,7 +366,17 @@ pub fn score(
             None => "the annotations list no photos".to_string(),
         }));
     }
-    let suggested = (0..heads).map(|h| all.best(h).map(|(p, r)| (data.parts[p].clone(), r))).collect();
+    all.fill_rates();
+    per_class.values_mut().for_each(HitTable::fill_rates);
+    let suggested = (0..heads)
+        .map(|h| {
+            all.best(h).filter(|&(_, r)| r >= MIN_SUGGESTED_RATE).map(|(p, r)| Suggestion {
+                head: h + 1,
+                part: data.parts[p].clone(),
+                hit_rate: r,
+            })
+        })
+        .collect();
     Ok(PartReport {
         format: data.format,
         parts: data.parts.clone(),
@@ -359,19 +394,20 @@ impl PartReport {
     #[must_use]
     pub fn table(&self) -> String {
         let w = self.parts.iter().map(|p| p.chars().count()).max().unwrap_or(4).max(5);
-        let mut s = format!("{:<8}", "head");
+        // The attention head, not the body part that may be called "head".
+        let mut s = format!("{:<10}", "attn head");
         for p in &self.parts {
             s.push_str(&format!(" {p:>w$}"));
         }
         s.push_str("   suggested name\n");
         for h in 0..self.all.hits.len() {
-            s.push_str(&format!("{:<8}", h + 1));
+            s.push_str(&format!("{:<10}", h + 1));
             for p in 0..self.parts.len() {
                 s.push_str(&format!(" {:>w$.2}", self.all.rate(h, p)));
             }
             match &self.suggested[h] {
-                Some((name, r)) => s.push_str(&format!("   {name} {r:.2}\n")),
-                None => s.push_str("   (no part)\n"),
+                Some(sug) => s.push_str(&format!("   {} {:.2}\n", sug.part, sug.hit_rate)),
+                None => s.push_str(&format!("   (none: no part {:.0} % of the time)\n", MIN_SUGGESTED_RATE * 100.0)),
             }
         }
         s
@@ -397,8 +433,8 @@ impl PartReport {
         }
         let row_labels = (0..self.all.hits.len())
             .map(|h| match &self.suggested[h] {
-                Some((name, r)) => format!("head {}\n{name} {r:.2}", h + 1),
-                None => format!("head {}", h + 1),
+                Some(sug) => format!("attention head {}\n{} {:.2}", h + 1, sug.part, sug.hit_rate),
+                None => format!("attention head {}", h + 1),
             })
             .collect();
         let what = match self.radius {

@@ -140,13 +140,24 @@ pub fn parts(a: &PartsArgs) -> Result<i32> {
         let sha = s.model_sha256()?;
         let store = crate::session::head_names::Store::default();
         let mut names = s.head_names().unwrap_or_default();
-        for (h, sug) in report.suggested.iter().enumerate() {
-            if let Some((name, _)) = sug {
-                names.set(None, h, name);
+        let mut changes = Vec::new();
+        for sug in report.suggested.iter().flatten() {
+            let h = sug.head - 1;
+            let before = names.heads.get(&sug.head).cloned();
+            if before.as_deref() != Some(sug.part.as_str()) {
+                changes.push(match before {
+                    Some(b) => format!("head {}: {b} → {}", sug.head, sug.part),
+                    None => format!("head {}: {}", sug.head, sug.part),
+                });
             }
+            names.set(None, h, &sug.part);
         }
         store.save(&sha, &names)?;
-        eprintln!("kept the suggested names as the head names of {}", s.model_name());
+        if changes.is_empty() {
+            eprintln!("the head names of {} already were the suggested ones", s.model_name());
+        } else {
+            eprintln!("head names of {} (for every class): {}", s.model_name(), changes.join(", "));
+        }
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -36,7 +36,8 @@ pub struct ExplainArgs {
     #[arg(long, value_delimiter = ',')]
     pub compare: Vec<String>,
     /// Also write, for each explained class, a figure of where it looks differently from another
-    /// class: `runner-up` (the photo's best other class, its closest look-alike) or a class name.
+    /// class: `runner-up` (the photo's best other class, its closest look-alike) or a class name
+    /// (where that is the class explained, its runner-up).
     /// Per head, the first class's attention minus the second's, on one symmetric red–blue scale.
     #[arg(long)]
     pub contrast: Option<String>,

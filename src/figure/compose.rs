@@ -276,9 +276,8 @@ pub fn compose(
     // class stays, under it.
     let class_line = match view {
         View::Gallery { class, .. } if opts.labels => Some(format!("{} · layer {}", class_title(*class), layer + 1)),
-        View::Contrast { first, second, .. } if opts.labels => {
-            let named = |c: usize| format!("{} ({:.1} %)", names.get(c).map_or("?", String::as_str), probs[c] * 100.0);
-            Some(format!("red: {} · blue: {} · layer {}", named(*first), named(*second), layer + 1))
+        View::Contrast { .. } if opts.labels => {
+            Some(format!("layer {} · per head, the first class's attention minus the second's", layer + 1))
         }
         _ => None,
     };
@@ -290,12 +289,25 @@ pub fn compose(
         }
         (None, class) => (class, None),
     };
+    // A contrast's legend names both classes; the caption wraps, so long names never widen it.
+    let caption = match (view, opts.labels) {
+        (View::Contrast { first, second, .. }, true) => {
+            let named = |c: usize| format!("{} ({:.1} %)", names.get(c).map_or("?", String::as_str), probs[c] * 100.0);
+            let legend =
+                format!("Red: {} looks more; blue: {} looks more; white: alike.", named(*first), named(*second));
+            Some(match &opts.caption {
+                Some(c) => format!("{legend} {c}"),
+                None => legend,
+            })
+        }
+        _ => opts.caption.clone(),
+    };
     let mut fig = Figure {
         title,
         subtitle,
         width_mm: opts.width_mm,
         panel_scale: None,
-        caption: opts.caption.clone(),
+        caption,
         footer: footer(opts),
         panels,
         columns,
@@ -419,7 +431,8 @@ mod tests {
         let ((r0, b0), (r1, b1)) = (px(2, 2), px(29, 29));
         assert!(r0 > b0 + 60, "first class's cell is red: {r0} {b0}");
         assert!(b1 > r1 + 60, "second class's cell is blue: {r1} {b1}");
-        assert!(fig.subtitle.as_deref().unwrap_or_default().starts_with("red: Speckled"), "{:?}", fig.subtitle);
+        let caption = fig.caption.clone().unwrap_or_default();
+        assert!(caption.starts_with("Red: Speckled") && caption.contains("blue: Azure"), "{caption}");
     }
 
     /// The `width` attribute of an SVG's root, in px.

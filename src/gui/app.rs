@@ -553,23 +553,32 @@ impl ExplorerApp {
                 Ok(()) => {
                     self.parts.running = Some((0, 0));
                     self.parts.report = None;
+                    self.parts.taken = None;
                 }
                 Err(e) => self.parts.report = Some(Err(e)),
             },
             Command::StopParts => self.worker.stop_parts(),
             Command::TakePartNames => {
                 let names: Vec<(usize, String)> = match &self.parts.report {
-                    Some(Ok(r)) => r
-                        .suggested
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(h, s)| s.as_ref().map(|s| (h, s.0.clone())))
-                        .collect(),
+                    Some(Ok(r)) => r.suggested.iter().flatten().map(|s| (s.head - 1, s.part.clone())).collect(),
                     _ => Vec::new(),
                 };
+                let mut changes = Vec::new();
                 for (head, name) in names {
+                    let before = self.head_names.heads.get(&(head + 1)).cloned();
+                    if before.as_deref() != Some(name.as_str()) {
+                        changes.push(match before {
+                            Some(b) => format!("head {}: {b} → {name}", head + 1),
+                            None => format!("head {}: {name}", head + 1),
+                        });
+                    }
                     self.name_head(None, head, &name);
                 }
+                self.parts.taken = Some(if changes.is_empty() {
+                    "the heads already had these names".to_string()
+                } else {
+                    format!("named for every class: {}", changes.join(", "))
+                });
             }
             Command::SheetPhoto(path, on) => {
                 self.view.sheet_left_out.retain(|p| *p != path);

@@ -196,6 +196,12 @@ pub fn suggested_name(app: &ExplorerApp) -> String {
         .current()
         .and_then(|a| a.image_path.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "figure".into());
+    if app.export.what == ExportWhat::Sheet {
+        // A sheet covers several photos: named after its class.
+        let class = app.model.as_ref().and_then(|m| m.class_names.get(app.view.class).cloned()).unwrap_or_default();
+        let class: String = class.chars().map(|c| if c.is_alphanumeric() { c } else { '_' }).collect();
+        return format!("{class}_sheet.{}", app.export.format.extension());
+    }
     let what = match app.export.what {
         ExportWhat::Current => "view",
         ExportWhat::Gallery => "heads",

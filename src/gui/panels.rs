@@ -918,7 +918,7 @@ fn compare_ui(ui: &mut egui::Ui, app: &ExplorerApp, cmds: &mut Vec<Command>, slo
     let shared = app.compare_style(a);
     ui.horizontal(|ui| {
         ui.label(format!(
-            "shared scale {} – {} ({}) · click a cell to show it",
+            "classes: one scale {} – {} ({}) · click a cell to show it",
             scale_value(shared.lo),
             scale_value(shared.hi),
             shared.colormap.name()
@@ -1015,10 +1015,7 @@ fn contrast_row(
             ui.set_width(label_w - gap);
             let (a_name, b_name) = (&a.class_names[first], &a.class_names[second]);
             ui.add(egui::Label::new(RichText::new(format!("{a_name} minus {b_name}")).strong()).wrap());
-            ui.label(
-                RichText::new(format!("red: {a_name} looks more · blue: {b_name} · ±{}", scale_value(cs.range.1)))
-                    .small(),
-            );
+            ui.label(format!("red: {a_name} looks more · blue: {b_name} · scale ±{}", scale_value(cs.range.1)));
             if ui.small_button("swap").on_hover_text("subtract the other way round").clicked() {
                 cmds.push(Command::SwapContrast);
             }
@@ -1080,6 +1077,9 @@ fn parts_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>)
             }
             Some(Ok(r)) => parts_table(ui, r, cmds),
         }
+        if let Some(t) = &app.parts.taken {
+            ui.label(t);
+        }
     });
     if !open {
         cmds.push(Command::ShowParts(false));
@@ -1098,7 +1098,8 @@ fn parts_table(ui: &mut egui::Ui, r: &crate::batch::parts::PartReport, cmds: &mu
     }
     egui::ScrollArea::both().max_height(360.0).show(ui, |ui| {
         egui::Grid::new("parts-table").striped(true).show(ui, |ui| {
-            ui.label(RichText::new("head").strong());
+            // The attention head, not the body part that may be called "head".
+            ui.label(RichText::new("attn head").strong());
             for p in &r.parts {
                 ui.label(RichText::new(p).strong());
             }
@@ -1108,13 +1109,16 @@ fn parts_table(ui: &mut egui::Ui, r: &crate::batch::parts::PartReport, cmds: &mu
                 ui.label(format!("{}", h + 1));
                 for p in 0..r.parts.len() {
                     let rate = r.all.rate(h, p);
-                    let best = r.suggested[h].as_ref().is_some_and(|s| s.0 == r.parts[p]);
+                    let best = r.suggested[h].as_ref().is_some_and(|s| s.part == r.parts[p]);
                     let text = RichText::new(format!("{rate:.2}")).monospace();
                     ui.label(if best { text.strong() } else { text.weak() });
                 }
                 match &r.suggested[h] {
-                    Some((name, rate)) => ui.label(format!("{name} {rate:.2}")),
-                    None => ui.label("(no part)"),
+                    Some(s) => ui.label(format!("{} {:.2}", s.part, s.hit_rate)),
+                    None => ui.label("(none)").on_hover_text(format!(
+                        "no part is under this head's peak {:.0} % of the time or more",
+                        crate::batch::parts::MIN_SUGGESTED_RATE * 100.0
+                    )),
                 };
                 ui.end_row();
             }
@@ -1122,7 +1126,9 @@ fn parts_table(ui: &mut egui::Ui, r: &crate::batch::parts::PartReport, cmds: &mu
     });
     let any = r.suggested.iter().any(Option::is_some);
     let take = ui.add_enabled(any, egui::Button::new("Use the suggested names"));
-    if take.on_hover_text("name each head by its best part, for every class (kept for the model)").clicked() {
+    let hint = "name each head that has a suggestion by it, for every class (kept for the model; names given \
+                before to those heads are replaced, the change is listed)";
+    if take.on_hover_text(hint).clicked() {
         cmds.push(Command::TakePartNames);
     }
 }
@@ -1138,6 +1144,8 @@ fn sheet_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>,
     let size = Vec2::new(900.0f32.min(max.x), 520.0f32.min(max.y));
     egui::Window::new("Specimen sheet")
         .id(egui::Id::unique(SHEET_WINDOW))
+        // Clear of the photo strip on the left, whose photos it lists.
+        .default_pos(egui::pos2(ctx.content_rect().width() * 0.25, 60.0))
         .open(&mut open)
         .default_size(size)
         .max_size(max)

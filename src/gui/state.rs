@@ -263,6 +263,8 @@ pub struct PartsState {
     /// (photos done, of) while the worker scores.
     pub running: Option<(usize, usize)>,
     pub report: Option<Result<Arc<crate::batch::parts::PartReport>, String>>,
+    /// What taking over the suggested names changed.
+    pub taken: Option<String>,
 }
 
 /// What the contrast scene on the GPU holds.

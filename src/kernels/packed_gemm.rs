@@ -247,15 +247,7 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: b
 ///
 /// # Panics
 /// If `path` is not supported by this CPU, or is [`Simd::Portable`] (which has no packed kernel).
-pub fn run_on(
-    path: Simd,
-    src: &[f32],
-    geo: &Geometry,
-    b: &PackedB,
-    residual: Residual,
-    relu: bool,
-    out: &mut [f32],
-) {
+pub fn run_on(path: Simd, src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: bool, out: &mut [f32]) {
     assert!(path != Simd::Portable && path.supported(), "the packed kernels cannot run on {}", path.name());
     let m = geo.out_h * geo.out_w;
     let n = b.n;

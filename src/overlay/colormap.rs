@@ -56,7 +56,7 @@ impl Colormap {
             Colormap::Turbo => "turbo",
             Colormap::Jet => "jet",
             Colormap::JetOpenCv => "jet (OpenCV, paper)",
-            Colormap::RedBlue => "red-blue (diverging)",
+            Colormap::RedBlue => "red-blue diverging",
         }
     }
 
