@@ -12,7 +12,6 @@ pub mod draw;
 pub mod species;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -139,14 +138,11 @@ fn file_name(index: usize, count: usize) -> String {
     format!("{index:0width$}.png")
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Writes `bytes` to `path` atomically, with the permissions the umask gives ([`crate::files::write_atomic`]).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().with_context(|| format!("{} has no parent folder", path.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file for {}", path.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("renaming the temporary file to {}", path.display()))?;
-    Ok(())
+    crate::files::write_atomic(path, |tmp| {
+        std::fs::write(tmp, bytes).with_context(|| format!("writing {}", path.display()))
+    })
 }
 
 fn write_png(path: &Path, data: &[u8], size: usize, colour: image::ExtendedColorType) -> Result<()> {
