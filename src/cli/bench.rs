@@ -30,9 +30,10 @@ pub struct BenchArgs {
 pub enum BenchKind {
     /// Time one full-size forward pass of the official configuration.
     Forward {
-        /// Worker threads (the bar is measured with 2).
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// Worker threads, or a list (`1,2`: each count measured in its own process, one after
+        /// the other). The bar is measured with 2.
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        threads: Vec<usize>,
         /// Timed runs (after one warm-up).
         #[arg(long, default_value_t = 7)]
         runs: usize,
@@ -61,10 +62,36 @@ pub enum BenchKind {
 pub fn run(a: &BenchArgs) -> Result<()> {
     match &a.which {
         BenchKind::Forward { threads, runs, size, classes, compare_candle } => {
-            forward(*threads, *runs, size, *classes, *compare_candle)
+            if let [one] = threads[..] {
+                return forward(one, *runs, size, *classes, *compare_candle);
+            }
+            // The thread pool is set once per process: one child process per count.
+            let exe = std::env::current_exe().context("cannot locate this executable")?;
+            for &t in threads {
+                let mut cmd = std::process::Command::new(&exe);
+                cmd.args(["bench", "forward", "--threads", &t.to_string(), "--runs", &runs.to_string()]);
+                cmd.args(["--size", size, "--classes", &classes.to_string()]);
+                if *compare_candle {
+                    cmd.arg("--compare-candle");
+                }
+                let out = cmd.output().context("cannot run the benchmark")?;
+                out!("{}", String::from_utf8_lossy(&out.stdout));
+                if !out.status.success() {
+                    bail!("bench forward --threads {t} failed: {}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+            Ok(())
         }
         BenchKind::Memory { image, keep } => memory(image, keep.as_ref()),
     }
+}
+
+/// The CPU's model name (Linux), or what the architecture is.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -89,8 +116,18 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
     drop(weights);
     let mut rng = Rng::new(7);
     let input: Vec<f32> = (0..3 * w * h).map(|_| rng.uniform(2.0)).collect();
+    let path = crate::kernels::simd();
+    let others: Vec<&str> =
+        crate::kernels::Simd::available_paths().into_iter().filter(|&p| p != path).map(|p| p.name()).collect();
     outln!(
-        "official INTR configuration, {classes} classes, input {w}×{h}, {threads} thread(s), {runs} runs after 1 warm-up"
+        "CPU: {} ({} logical cores); SIMD path: {}{}",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        path.name(),
+        if others.is_empty() { String::new() } else { format!(" (INTR_SIMD={} also runs here)", others.join("|")) }
+    );
+    outln!(
+        "official INTR configuration, {classes} classes, input {w}×{h}, {threads} thread(s), {runs} runs after 1 warm-up (the cold forward)"
     );
     // The explorer's worker also evens each head of the last layer in turn (the reliance shown
     // under each head): timed as its own variant.
@@ -105,7 +142,9 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
         let mut stages: Vec<StageTimings> = Vec::new();
         let mut evenings = Vec::new();
         let mut rankings = Vec::new();
+        let mut flops = 0;
         for i in 0..=runs {
+            let counted = crate::kernels::flops();
             let t = Instant::now();
             let (out, evened_in, ranked_in) = if evening {
                 let (out, kept) = model.forward_keeping_last_layer(&input, h, w)?;
@@ -121,6 +160,9 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
                 (model.forward(&input, h, w)?, Duration::ZERO, Duration::ZERO)
             };
             let dt = t.elapsed() - ranked_in;
+            if i == 0 {
+                flops = crate::kernels::flops() - counted;
+            }
             if i > 0 {
                 totals.push(dt);
                 stages.push(out.timings);
@@ -141,9 +183,11 @@ fn forward(threads: usize, runs: usize, size: &str, classes: usize, compare_cand
         } else {
             String::new()
         };
+        let warm = median(totals.clone()).as_secs_f64();
         outln!(
-            "[{label}] median {:.3} s (backbone {:.3} s, encoder {:.3} s, decoder {:.3} s{evening_part}); runs: {}",
-            median(totals.clone()).as_secs_f64(),
+            "[{label}] median {warm:.3} s, {:.1} GFLOP at {:.1} GFLOP/s (backbone {:.3} s, encoder {:.3} s, decoder {:.3} s{evening_part}); runs: {}",
+            flops as f64 / 1e9,
+            flops as f64 / 1e9 / warm,
             med(|s| s.backbone).as_secs_f64(),
             med(|s| s.encoder).as_secs_f64(),
             med(|s| s.decoder).as_secs_f64(),

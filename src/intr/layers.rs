@@ -75,6 +75,7 @@ impl Linear {
                     return Ok(Tensor::from_vec(y, (m, *out), x.device())?);
                 }
                 let w_t = w_t.as_ref().ok_or_else(|| Error::Config("linear layer without weights".into()))?;
+                crate::kernels::count_gemm(m, k, *out);
                 x.matmul(w_t)?.broadcast_add(b)?
             }
         };
@@ -240,6 +241,8 @@ impl Attention {
         let qh = split((self.q.forward(q)? * scale)?, lq)?;
         let kh = split(self.k.forward(k)?, lk)?;
         let vh = split(self.v.forward(v)?, lk)?;
+        // Scores and context: two (lq × dh) · (dh × lk)-sized products per head.
+        crate::kernels::count_gemm(2 * h * lq, dh, lk);
         let scores = qh.matmul(&kh.transpose(1, 2)?)?;
         let mut weights = candle_nn::ops::softmax_last_dim(&scores)?;
         if !even.is_empty() {

@@ -229,6 +229,7 @@ fn matmul(
     assert!(dst.len() >= (m - 1) * dst_rs + n, "dst too small");
     assert!(k == 0 || lhs.len() >= (m - 1) * lhs_rs + k, "lhs too small");
     assert!(rhs.len() >= k * n, "rhs too small");
+    super::count_gemm(m, k, n);
     #[allow(clippy::cast_possible_wrap)]
     // SAFETY: all three matrices lie inside their slices (checked above); dst does not alias the inputs.
     unsafe {

@@ -8,3 +8,18 @@ pub mod packed_gemm;
 pub mod training;
 
 pub use packed_gemm::{Simd, available, simd};
+
+/// Multiply-adds (× 2) done by the inference kernels since the process started: what `bench
+/// forward` divides by the time for GFLOP/s. Counted per GEMM call, whatever the path.
+static FLOPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts the floating-point operations of an `m × k` by `k × n` product.
+pub fn count_gemm(m: usize, k: usize, n: usize) {
+    FLOPS.fetch_add(2 * (m as u64) * (k as u64) * (n as u64), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The operations counted so far.
+#[must_use]
+pub fn flops() -> u64 {
+    FLOPS.load(std::sync::atomic::Ordering::Relaxed)
+}

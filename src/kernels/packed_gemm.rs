@@ -250,6 +250,7 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: b
 pub fn run_on(path: Simd, src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: bool, out: &mut [f32]) {
     assert!(path != Simd::Portable && path.supported(), "the packed kernels cannot run on {}", path.name());
     let m = geo.out_h * geo.out_w;
+    super::count_gemm(m, geo.segments.iter().map(|s| s.2).sum(), b.n);
     let n = b.n;
     assert_eq!(out.len(), m * n, "output size");
     if let Residual::Add(r) = residual {
