@@ -1,6 +1,7 @@
 //! The fast CPU paths of inference: convolution over NHWC maps (with the `gemm` crate as the
-//! portable fallback), the register-blocked AVX-512 GEMM that reads its A rows in place, and
-//! multi-head attention on top of it. Chosen at run time by what the CPU supports.
+//! portable fallback), the register-blocked GEMM that reads its A rows in place (AVX-512 or AVX2 +
+//! FMA), and multi-head attention on top of it. Chosen at run time by what the CPU supports
+//! ([`simd`]; `INTR_SIMD` forces a path).
 
 pub mod attention;
 pub mod conv;
