@@ -462,6 +462,7 @@ pub fn maxpool_3x3_s2(x: &Fmap) -> Fmap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::pseudo;
 
     /// Direct (naive) convolution in NHWC, the reference for the fast paths.
     fn naive(x: &Fmap, p: &ConvKernel) -> Fmap {
@@ -491,18 +492,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
     }
 
     #[test]

@@ -24,3 +24,17 @@ pub fn count_gemm(m: usize, k: usize, n: usize) {
 pub fn flops() -> u64 {
     FLOPS.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// Deterministic values in [−0.5, 0.5) (xorshift), for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) - 0.5
+        })
+        .collect()
+}

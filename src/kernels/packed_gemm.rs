@@ -533,18 +533,7 @@ unsafe fn kernel<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::kernels::pseudo;
 
     #[test]
     fn every_packed_path_this_cpu_has_computes_the_same_convolution_as_a_naive_loop() {
