@@ -407,7 +407,7 @@ impl PartReport {
             }
             match &self.suggested[h] {
                 Some(sug) => s.push_str(&format!("   {} {:.2}\n", sug.part, sug.hit_rate)),
-                None => s.push_str(&format!("   (none: no part {:.0} % of the time)\n", MIN_SUGGESTED_RATE * 100.0)),
+                None => s.push_str(&format!("   (none: no part reaches {:.0} %)\n", MIN_SUGGESTED_RATE * 100.0)),
             }
         }
         s

@@ -146,7 +146,7 @@ pub fn parts(a: &PartsArgs) -> Result<i32> {
             let before = names.heads.get(&sug.head).cloned();
             if before.as_deref() != Some(sug.part.as_str()) {
                 changes.push(match before {
-                    Some(b) => format!("head {}: {b} → {}", sug.head, sug.part),
+                    Some(b) => format!("head {}: {} (was {b})", sug.head, sug.part),
                     None => format!("head {}: {}", sug.head, sug.part),
                 });
             }

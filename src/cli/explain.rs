@@ -181,6 +181,15 @@ fn plan_of(a: &ExplainArgs) -> Result<(Session, Plan)> {
         },
     };
     let plan = Plan::new(request, files, &s)?;
+    if let (crate::batch::plan::ClassPick::One(c), Some(crate::batch::plan::ContrastPick::Class(k))) =
+        (plan.classes, plan.contrast)
+        && c == k
+    {
+        eprintln!(
+            "note: --contrast {}: that is the class explained; each photo's runner-up is contrasted with it instead",
+            s.class_names()[k]
+        );
+    }
     Ok((s, plan))
 }
 

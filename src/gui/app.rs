@@ -567,8 +567,9 @@ impl ExplorerApp {
                 for (head, name) in names {
                     let before = self.head_names.heads.get(&(head + 1)).cloned();
                     if before.as_deref() != Some(name.as_str()) {
+                        // (No arrow: the window's font has none.)
                         changes.push(match before {
-                            Some(b) => format!("head {}: {b} → {name}", head + 1),
+                            Some(b) => format!("head {}: {name} (was {b})", head + 1),
                             None => format!("head {}: {name}", head + 1),
                         });
                     }

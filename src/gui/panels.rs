@@ -1041,46 +1041,52 @@ fn contrast_row(
 /// the head × part table of hit rates, and a button that names the heads by their best parts.
 fn parts_window(ctx: &egui::Context, app: &ExplorerApp, cmds: &mut Vec<Command>) {
     let mut open = true;
-    egui::Window::new("Parts").open(&mut open).default_width(640.0).show(ctx, |ui| {
-        ui.label(
-            "Where does each head look? Give a folder with part annotations: CUB-200-2011's layout \
+    egui::Window::new("Parts")
+        .open(&mut open)
+        .default_width(640.0)
+        // Clear of the photo strip and the toolbar.
+        .default_pos(egui::pos2(ctx.content_rect().width() * 0.25, 60.0))
+        .show(ctx, |ui| {
+            ui.label(
+                "Where does each head look? Give a folder with part annotations: CUB-200-2011's layout \
              (images.txt, parts/, images/) or a generated dataset (intr-explorer synth). Each photo's class \
              is scored: a keypoint near a head's peak, or the peak inside a part's mask, is a hit.",
-        );
-        ui.horizontal(|ui| {
-            let mut text = app.parts.input.clone();
-            let edit = ui.add(egui::TextEdit::singleline(&mut text).hint_text("annotated folder").desired_width(380.0));
-            if edit.changed() {
-                cmds.push(Command::PartsInput(text.clone()));
-            }
-            let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-            let ready = app.model.is_some() && app.parts.running.is_none() && !text.trim().is_empty();
-            if (ui.add_enabled(ready, egui::Button::new("Score")).clicked() || (enter && ready))
-                && !text.trim().is_empty()
-            {
-                cmds.push(Command::ScoreParts(PathBuf::from(text.trim())));
-            }
-        });
-        if let Some((done, total)) = app.parts.running {
+            );
             ui.horizontal(|ui| {
-                let f = if total > 0 { done as f32 / total as f32 } else { 0.0 };
-                ui.add(egui::ProgressBar::new(f).text(format!("scoring {done} / {total}")).desired_width(300.0));
-                if ui.button("Stop").clicked() {
-                    cmds.push(Command::StopParts);
+                let mut text = app.parts.input.clone();
+                let edit =
+                    ui.add(egui::TextEdit::singleline(&mut text).hint_text("annotated folder").desired_width(380.0));
+                if edit.changed() {
+                    cmds.push(Command::PartsInput(text.clone()));
+                }
+                let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                let ready = app.model.is_some() && app.parts.running.is_none() && !text.trim().is_empty();
+                if (ui.add_enabled(ready, egui::Button::new("Score")).clicked() || (enter && ready))
+                    && !text.trim().is_empty()
+                {
+                    cmds.push(Command::ScoreParts(PathBuf::from(text.trim())));
                 }
             });
-        }
-        match &app.parts.report {
-            None => {}
-            Some(Err(e)) => {
-                ui.colored_label(ui.visuals().error_fg_color, e);
+            if let Some((done, total)) = app.parts.running {
+                ui.horizontal(|ui| {
+                    let f = if total > 0 { done as f32 / total as f32 } else { 0.0 };
+                    ui.add(egui::ProgressBar::new(f).text(format!("scoring {done} / {total}")).desired_width(300.0));
+                    if ui.button("Stop").clicked() {
+                        cmds.push(Command::StopParts);
+                    }
+                });
             }
-            Some(Ok(r)) => parts_table(ui, r, cmds),
-        }
-        if let Some(t) = &app.parts.taken {
-            ui.label(t);
-        }
-    });
+            match &app.parts.report {
+                None => {}
+                Some(Err(e)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, e);
+                }
+                Some(Ok(r)) => parts_table(ui, r, cmds),
+            }
+            if let Some(t) = &app.parts.taken {
+                ui.label(t);
+            }
+        });
     if !open {
         cmds.push(Command::ShowParts(false));
     }
