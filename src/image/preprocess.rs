@@ -89,40 +89,46 @@ fn clip8(acc: i32) -> u8 {
 /// u8), then vertical; a pass whose size is unchanged is skipped.
 #[must_use]
 pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
-    let mut cur = img.clone();
-    if out_w != cur.width {
-        let coeffs = coefficients(cur.width, out_w);
-        let mut data = vec![0u8; out_w * cur.height * 3];
-        for y in 0..cur.height {
-            let row = &cur.data[y * cur.width * 3..(y + 1) * cur.width * 3];
-            for (x, (start, k)) in coeffs.iter().enumerate() {
-                for c in 0..3 {
-                    let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-                    for (t, &w) in k.iter().enumerate() {
-                        acc += i32::from(row[(start + t) * 3 + c]) * w;
+    use rayon::prelude::*;
+    // Output rows are independent: both passes run on every core, with the same integer arithmetic.
+    let horizontal = (out_w != img.width).then(|| {
+        let coeffs = coefficients(img.width, out_w);
+        let mut data = vec![0u8; out_w * img.height * 3];
+        if out_w > 0 {
+            data.par_chunks_mut(out_w * 3).enumerate().for_each(|(y, out)| {
+                let row = &img.data[y * img.width * 3..(y + 1) * img.width * 3];
+                for (x, (start, k)) in coeffs.iter().enumerate() {
+                    for c in 0..3 {
+                        let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+                        for (t, &w) in k.iter().enumerate() {
+                            acc += i32::from(row[(start + t) * 3 + c]) * w;
+                        }
+                        out[x * 3 + c] = clip8(acc);
                     }
-                    data[(y * out_w + x) * 3 + c] = clip8(acc);
                 }
-            }
+            });
         }
-        cur = RgbImage { width: out_w, height: cur.height, data };
+        RgbImage { width: out_w, height: img.height, data }
+    });
+    let cur = horizontal.as_ref().unwrap_or(img);
+    if out_h == cur.height {
+        return horizontal.unwrap_or_else(|| img.clone());
     }
-    if out_h != cur.height {
-        let coeffs = coefficients(cur.height, out_h);
-        let w = cur.width;
-        let mut data = vec![0u8; w * out_h * 3];
-        for (y, (start, k)) in coeffs.iter().enumerate() {
-            for i in 0..w * 3 {
+    let coeffs = coefficients(cur.height, out_h);
+    let w = cur.width;
+    let mut data = vec![0u8; w * out_h * 3];
+    if w > 0 {
+        data.par_chunks_mut(w * 3).zip(coeffs.par_iter()).for_each(|(out, (start, k))| {
+            for (i, o) in out.iter_mut().enumerate() {
                 let mut acc: i32 = 1 << (PRECISION_BITS - 1);
                 for (t, &wt) in k.iter().enumerate() {
                     acc += i32::from(cur.data[(start + t) * w * 3 + i]) * wt;
                 }
-                data[y * w * 3 + i] = clip8(acc);
+                *o = clip8(acc);
             }
-        }
-        cur = RgbImage { width: w, height: out_h, data };
+        });
     }
-    cur
+    RgbImage { width: w, height: out_h, data }
 }
 
 /// `ToTensor` + `Normalize` in f32: CHW values `(v/255 − mean)/std`.
