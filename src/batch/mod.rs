@@ -121,15 +121,9 @@ fn sheet_rows(plan: &Plan, a: &Analysis) -> Vec<(usize, SheetRow)> {
     if !plan.sheet {
         return Vec::new();
     }
-    let name = a
-        .image_path
-        .file_name()
-        .map_or_else(|| a.image_path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    // Sheets have many narrow panels: at most 240 pixels each, never enlarged.
-    let width = Some(plan.output.panel_width.unwrap_or_else(|| (a.image.width as u32).min(240)));
     explained(plan, &a.output)
         .into_iter()
-        .map(|c| (c, SheetRow::new(name.clone(), &a.image, &a.output, plan.layer, c, width)))
+        .map(|c| (c, SheetRow::of_analysis(a, plan.layer, c, plan.output.panel_width)))
         .collect()
 }
 
@@ -137,16 +131,11 @@ fn sheet_rows(plan: &Plan, a: &Analysis) -> Vec<(usize, SheetRow)> {
 /// further [`figure::sheet::SHEET_ROWS`] photos); returns how many.
 fn write_sheets(plan: &Plan, s: &Session, class: usize, rows: &[SheetRow]) -> Result<usize> {
     let names = s.class_names();
+    let source = Source::of_model(Some(s.path()), names)?;
     let pages: Vec<&[SheetRow]> = rows.chunks(figure::sheet::SHEET_ROWS).collect();
     for (k, page) in pages.iter().enumerate() {
-        let view = View::Gallery { class, heads: plan.heads.clone(), mean: true };
-        let mut prov = figure::look_provenance(&plan.output.look, plan.layer, &view, names);
-        prov.remove("view");
-        prov.insert("sheet_photos".into(), page.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" | "));
-        Source::of_model(Some(s.path()), names)?.add_to(&mut prov);
-        if !plan.head_names.is_empty() {
-            prov.insert("head_names".into(), serde_json::to_string(&plan.head_names)?);
-        }
+        let what = (plan.layer, class, plan.heads.as_slice());
+        let prov = figure::sheet::sheet_provenance(&plan.output.look, what, names, page, &source, &plan.head_names)?;
         let o = &plan.output;
         let opts = FigureOptions {
             look: o.look,

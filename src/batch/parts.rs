@@ -61,7 +61,7 @@ fn read_text(path: &Path) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| Error::file(path, "is not UTF-8 text"))
 }
 
-/// `id rest…` lines (blank lines skipped); `what` names a bad line's problem.
+/// `id rest…` lines (blank lines skipped); a line whose id is not a number is an error naming it.
 fn id_lines(path: &Path) -> Result<Vec<(usize, String)>> {
     let text = read_text(path)?;
     let mut out = Vec::new();
@@ -390,6 +390,23 @@ pub fn score(
 }
 
 impl PartReport {
+    /// Names every head that has a suggestion by it, for every class, in `names`; returns what
+    /// changed ("head 2: wing (was crown)"; no arrow, the window's font has none).
+    pub fn take_names(&self, names: &mut crate::session::head_names::HeadNames) -> Vec<String> {
+        let mut changes = Vec::new();
+        for sug in self.suggested.iter().flatten() {
+            let before = names.heads.get(&sug.head).cloned();
+            if before.as_deref() != Some(sug.part.as_str()) {
+                changes.push(match before {
+                    Some(b) => format!("head {}: {} (was {b})", sug.head, sug.part),
+                    None => format!("head {}: {}", sug.head, sug.part),
+                });
+            }
+            names.set(None, sug.head - 1, &sug.part);
+        }
+        changes
+    }
+
     /// The head × part table as aligned text, with each head's suggested name.
     #[must_use]
     pub fn table(&self) -> String {
@@ -457,10 +474,7 @@ impl PartReport {
             }),
             ..Default::default()
         };
-        let page = crate::figure::MAX_WIDTH_MM / 25.4 * 96.0;
-        if crate::figure::layout(&fig).size.0 > page {
-            crate::figure::fit_to_width(&mut fig, page, false);
-        }
+        crate::figure::fit_to_print(&mut fig, None, false);
         fig
     }
 }

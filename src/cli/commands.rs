@@ -140,18 +140,7 @@ pub fn parts(a: &PartsArgs) -> Result<i32> {
         let sha = s.model_sha256()?;
         let store = crate::session::head_names::Store::default();
         let mut names = s.head_names().unwrap_or_default();
-        let mut changes = Vec::new();
-        for sug in report.suggested.iter().flatten() {
-            let h = sug.head - 1;
-            let before = names.heads.get(&sug.head).cloned();
-            if before.as_deref() != Some(sug.part.as_str()) {
-                changes.push(match before {
-                    Some(b) => format!("head {}: {} (was {b})", sug.head, sug.part),
-                    None => format!("head {}: {}", sug.head, sug.part),
-                });
-            }
-            names.set(None, h, &sug.part);
-        }
+        let changes = report.take_names(&mut names);
         store.save(&sha, &names)?;
         if changes.is_empty() {
             eprintln!("the head names of {} already were the suggested ones", s.model_name());

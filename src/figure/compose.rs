@@ -319,15 +319,7 @@ pub fn compose(
     };
     // A figure asked to print at a width, or wider than a page, is fitted with its text at full
     // size; a grid of one class's panels may take more rows.
-    let px = |mm: f32| mm / 25.4 * 96.0;
-    let natural = crate::figure::layout(&fig).size.0;
-    let target = opts
-        .width_mm
-        .map(px)
-        .or_else(|| (natural > px(crate::figure::MAX_WIDTH_MM)).then(|| px(crate::figure::MAX_WIDTH_MM)));
-    if let Some(width) = target {
-        crate::figure::fit_to_width(&mut fig, width, width < natural && !compare);
-    }
+    crate::figure::fit_to_print(&mut fig, opts.width_mm, !compare);
     fig
 }
 

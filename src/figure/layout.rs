@@ -157,6 +157,19 @@ pub fn fit_to_width(fig: &mut Figure, width: f32, reflow: bool) {
     fig.panel_scale = Some(chosen.1.clamp(0.05, 8.0));
 }
 
+/// Fits `fig` to the printed width it is asked for (`width_mm`), or to a journal page
+/// ([`super::MAX_WIDTH_MM`]) when its natural size is wider; a figure narrower than the page keeps
+/// its natural size. With `reflow`, a figure made narrower may take more rows ([`fit_to_width`]).
+pub fn fit_to_print(fig: &mut Figure, width_mm: Option<f32>, reflow: bool) {
+    let px = |mm: f32| mm / 25.4 * 96.0;
+    let natural = layout(fig).size.0;
+    let page = px(super::MAX_WIDTH_MM);
+    let target = width_mm.map(px).or_else(|| (natural > page).then_some(page));
+    if let Some(width) = target {
+        fit_to_width(fig, width, reflow && width < natural);
+    }
+}
+
 /// Computes where everything of `fig` goes.
 #[must_use]
 pub fn layout(fig: &Figure) -> Layout {

@@ -23,7 +23,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 pub use compose::{FigureOptions, View, compose};
-pub use layout::{Layout, Rect, ScaleBarLayout, TextLine, fit_to_width, layout};
+pub use layout::{Layout, Rect, ScaleBarLayout, TextLine, fit_to_print, fit_to_width, layout};
 pub use provenance::{Source, look_provenance};
 pub use raster::{to_pdf, to_png};
 pub use readback::{read_provenance, read_provenance_bytes};

@@ -15,6 +15,10 @@ use crate::overlay::range::{range_over, style, value_range};
 /// Most photos on one sheet; a longer run writes more sheets.
 pub const SHEET_ROWS: usize = 24;
 
+/// A sheet has many narrow panels: unless asked otherwise, photos are drawn at most this wide
+/// (never enlarged).
+pub const SHEET_PANEL_WIDTH: u32 = 240;
+
 /// One photo of a sheet: the photo (already at panel size) and the sheet's class alone at the
 /// sheet's layer ([`IntrOutput::only`]: layer 0, class 0).
 #[derive(Debug, Clone)]
@@ -29,7 +33,8 @@ pub struct SheetRow {
 }
 
 impl SheetRow {
-    /// The row of `class` at `layer` of an analysed photo, its photo resized to `panel_width`.
+    /// The row of `class` at `layer` of an analysed photo, its photo resized to `panel_width`
+    /// (`None`: at most [`SHEET_PANEL_WIDTH`]).
     #[must_use]
     pub fn new(
         name: String,
@@ -41,14 +46,49 @@ impl SheetRow {
     ) -> Self {
         let probs = o.probabilities();
         let rank = o.ranking().iter().position(|&c| c == class).map_or(0, |p| p + 1);
+        let width = panel_width.unwrap_or_else(|| (photo.width as u32).min(SHEET_PANEL_WIDTH));
         Self {
             name,
             probability: probs.get(class).copied().unwrap_or(0.0),
             rank,
-            photo: panel_photo(photo, panel_width),
+            photo: panel_photo(photo, Some(width)),
             output: o.only(layer, class),
         }
     }
+
+    /// [`SheetRow::new`] for an analysed photo, named by its file name.
+    #[must_use]
+    pub fn of_analysis(a: &crate::session::Analysis, layer: usize, class: usize, panel_width: Option<u32>) -> Self {
+        let name = a
+            .image_path
+            .file_name()
+            .map_or_else(|| a.image_path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Self::new(name, &a.image, &a.output, layer, class, panel_width)
+    }
+}
+
+/// The provenance of a sheet of `class` over `rows`: the look, layer, class and heads, the model
+/// and class list (`source`, of no one photo), the photos by name, and the head names drawn.
+pub fn sheet_provenance(
+    look: &crate::overlay::Look,
+    (layer, class, heads): (usize, usize, &[usize]),
+    names: &[String],
+    rows: &[SheetRow],
+    source: &super::Source,
+    head_names: &crate::session::head_names::HeadNames,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let view = super::View::Gallery { class, heads: heads.to_vec(), mean: true };
+    let mut prov = super::look_provenance(look, layer, &view, names);
+    // Not a view `remake` can draw from one photo.
+    prov.remove("view");
+    prov.insert("sheet_photos".into(), rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" | "));
+    source.add_to(&mut prov);
+    prov.remove("image");
+    prov.remove("image_sha256");
+    if !head_names.is_empty() {
+        prov.insert("head_names".into(), serde_json::to_string(head_names)?);
+    }
+    Ok(prov)
 }
 
 /// The sheet of `class` (its name) over `rows`: the given heads (0-based) and their mean. Under
@@ -161,12 +201,7 @@ pub fn compose_sheet(
         scale_bar: None,
         provenance,
     };
-    let px = |mm: f32| mm / 25.4 * 96.0;
-    let natural = super::layout(&fig).size.0;
-    let target = opts.width_mm.map(px).or_else(|| (natural > px(super::MAX_WIDTH_MM)).then(|| px(super::MAX_WIDTH_MM)));
-    if let Some(width) = target {
-        super::fit_to_width(&mut fig, width, false);
-    }
+    super::fit_to_print(&mut fig, opts.width_mm, false);
     fig
 }
 

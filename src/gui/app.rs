@@ -279,6 +279,12 @@ impl ExplorerApp {
         }
         let class_name = class.and_then(|c| m.class_names.get(c).cloned());
         self.head_names.set(class_name.as_deref(), head, name);
+        self.keep_head_names();
+    }
+
+    /// Keeps the head names for the open model (and says so when they cannot be kept).
+    fn keep_head_names(&mut self) {
+        let Some(m) = &self.model else { return };
         let saved = match &m.sha256 {
             Some(sha) => {
                 crate::session::head_names::Store::default().save(sha, &self.head_names).map_err(|e| e.to_string())
@@ -559,22 +565,9 @@ impl ExplorerApp {
             },
             Command::StopParts => self.worker.stop_parts(),
             Command::TakePartNames => {
-                let names: Vec<(usize, String)> = match &self.parts.report {
-                    Some(Ok(r)) => r.suggested.iter().flatten().map(|s| (s.head - 1, s.part.clone())).collect(),
-                    _ => Vec::new(),
-                };
-                let mut changes = Vec::new();
-                for (head, name) in names {
-                    let before = self.head_names.heads.get(&(head + 1)).cloned();
-                    if before.as_deref() != Some(name.as_str()) {
-                        // (No arrow: the window's font has none.)
-                        changes.push(match before {
-                            Some(b) => format!("head {}: {name} (was {b})", head + 1),
-                            None => format!("head {}: {name}", head + 1),
-                        });
-                    }
-                    self.name_head(None, head, &name);
-                }
+                let Some(Ok(report)) = self.parts.report.clone() else { return };
+                let changes = report.take_names(&mut self.head_names);
+                self.keep_head_names();
                 self.parts.taken = Some(if changes.is_empty() {
                     "the heads already had these names".to_string()
                 } else {
@@ -781,10 +774,9 @@ impl ExplorerApp {
                     self.busy = None;
                 }
                 Response::PartsProgress { done, total } => self.parts.running = Some((done, total)),
-                Response::Parts { dir, report } => {
+                Response::Parts { report } => {
                     self.parts.running = None;
                     // The scoring's own messages name the file at fault; a stop says where it stopped.
-                    let _ = dir;
                     self.parts.report = Some(report.map(Arc::from));
                 }
                 Response::Ranked { id, class, ranking } => {

@@ -79,24 +79,12 @@ impl ExportJob {
         let names: &[String] = &self.analysis.class_names;
         let s = &self.settings;
         let format = Format::from_path(&self.out).unwrap_or(s.format);
-        let mut prov = figure::look_provenance(&self.look, self.layer, &self.view, names);
-        prov.remove("view");
-        let rows: Vec<figure::SheetRow> = self
-            .sheet
-            .iter()
-            .map(|a| {
-                let name = a.image_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let width = Some((a.image.width as u32).min(240));
-                figure::SheetRow::new(name, &a.image, &a.output, self.layer, *class, width)
-            })
-            .collect();
-        prov.insert("sheet_photos".into(), rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(" | "));
-        Source::hash(self.model_path.as_deref(), names, &self.analysis.image_path)?.add_to(&mut prov);
-        prov.remove("image");
-        prov.remove("image_sha256");
-        if !self.head_names.is_empty() {
-            prov.insert("head_names".into(), serde_json::to_string(&self.head_names)?);
-        }
+        let rows: Vec<figure::SheetRow> =
+            self.sheet.iter().map(|a| figure::SheetRow::of_analysis(a, self.layer, *class, None)).collect();
+        // Of the model and class list, not of the photo shown (the sheet has many).
+        let source = Source::of_model(self.model_path.as_deref(), names)?;
+        let what = (self.layer, *class, heads.as_slice());
+        let prov = figure::sheet::sheet_provenance(&self.look, what, names, &rows, &source, &self.head_names)?;
         let opts = FigureOptions {
             look: self.look,
             layer: self.layer,

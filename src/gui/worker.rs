@@ -103,7 +103,6 @@ pub enum Response {
     },
     /// The head × part table of a folder (or why not).
     Parts {
-        dir: PathBuf,
         report: Result<Box<crate::batch::parts::PartReport>, String>,
     },
     /// A readable message; `id` is 0 for model loading.
@@ -212,7 +211,7 @@ impl Worker {
                             }),
                             None => Err("no model is loaded".into()),
                         };
-                        send(Response::Parts { dir, report });
+                        send(Response::Parts { report });
                     }
                     Request::Analyze { id, image, options } => {
                         if id < latest.load(Ordering::Acquire) {
