@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 use super::packed_gemm;
+use super::winograd::{self, Winograd};
 
 /// Feature-map buffers kept for reuse. A full-size forward pass allocates hundreds of MB in
 /// short-lived maps; fresh allocations of that size come from the kernel as untouched pages whose
@@ -121,8 +122,11 @@ pub struct ConvKernel {
     pub weight: Vec<f32>,
     /// (cout)
     pub bias: Vec<f32>,
-    /// The weights packed for the AVX-512 kernel, when this CPU has it.
+    /// The weights packed for the AVX-512 or AVX2 kernel, when this CPU has one.
     pub packed: Option<packed_gemm::PackedB>,
+    /// Stride-1, padding-1 3×3 kernels on a packed path: the weights in the Winograd domain
+    /// (`weight` and `packed` are then empty).
+    pub winograd: Option<Winograd>,
 }
 
 impl ConvKernel {
@@ -158,6 +162,14 @@ impl ConvKernel {
             #[allow(clippy::cast_possible_truncation)]
             scale.map_or(v, |s| (f64::from(v) * s[o]) as f32)
         };
+        if k == 3 && stride == 1 && pad == 1 && dilation == 1 && winograd::enabled() {
+            let g = |ci: usize, o: usize, ky: usize, kx: usize| {
+                let v = f64::from(oihw[((o * cin + ci) * 3 + ky) * 3 + kx]);
+                scale.map_or(v, |s| v * s[o])
+            };
+            let winograd = Some(Winograd::new(cin, cout, g));
+            return Self { cin, cout, k, stride, pad, dilation, weight: Vec::new(), bias, packed: None, winograd };
+        }
         let (weight, packed) = if packed_gemm::available() {
             (Vec::new(), Some(packed_gemm::PackedB::from_fn(rows, cout, &bias, at)))
         } else {
@@ -171,23 +183,25 @@ impl ConvKernel {
             }
             (weight, None)
         };
-        Self { cin, cout, k, stride, pad, dilation, weight, bias, packed }
+        Self { cin, cout, k, stride, pad, dilation, weight, bias, packed, winograd: None }
     }
 
     /// The weights in (k·k·cin, cout) layout, whichever form they are kept in.
     #[must_use]
     pub fn gemm_weight(&self) -> std::borrow::Cow<'_, [f32]> {
-        match &self.packed {
-            Some(p) => std::borrow::Cow::Owned(p.unpack()),
-            None => std::borrow::Cow::Borrowed(&self.weight),
+        match (&self.packed, &self.winograd) {
+            (Some(p), _) => std::borrow::Cow::Owned(p.unpack()),
+            (None, Some(wg)) => std::borrow::Cow::Owned(wg.direct_weights()),
+            (None, None) => std::borrow::Cow::Borrowed(&self.weight),
         }
     }
 
-    /// The same convolution without the AVX-512 path (portable `gemm` code only).
+    /// The same convolution without the packed paths (portable `gemm` code only).
     #[must_use]
     pub fn portable(mut self) -> Self {
         self.weight = self.gemm_weight().into_owned();
         self.packed = None;
+        self.winograd = None;
         self
     }
 
@@ -264,7 +278,10 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
     let (ho, wo) = p.out_size(x.h, x.w);
     let n = p.cout;
     let mut out = Fmap { h: ho, w: wo, c: n, data: take_buffer(ho * wo * n) };
-    if let Some(packed) = &p.packed {
+    if let Some(wg) = &p.winograd {
+        let res = residual.map_or(packed_gemm::Residual::None, |r| packed_gemm::Residual::Add(&r.data));
+        wg.run(&x.data, x.h, x.w, &p.bias, res, relu, &mut out.data);
+    } else if let Some(packed) = &p.packed {
         let res = residual.map_or(packed_gemm::Residual::None, |r| packed_gemm::Residual::Add(&r.data));
         run_packed(x, p, packed, res, relu, &mut out.data);
     } else if p.k == 1 && p.pad == 0 {
@@ -307,6 +324,10 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
 pub fn conv2d_add_into(x: &Fmap, p: &ConvKernel, mut residual: Fmap, relu: bool) -> Fmap {
     let (ho, wo) = p.out_size(x.h, x.w);
     assert_eq!((residual.h, residual.w, residual.c), (ho, wo, p.cout), "residual shape");
+    if let Some(wg) = &p.winograd {
+        wg.run(&x.data, x.h, x.w, &p.bias, packed_gemm::Residual::InPlace, relu, &mut residual.data);
+        return residual;
+    }
     let Some(packed) = &p.packed else { return conv2d(x, p, Some(&residual), relu) };
     run_packed(x, p, packed, packed_gemm::Residual::InPlace, relu, &mut residual.data);
     residual

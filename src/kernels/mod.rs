@@ -7,6 +7,7 @@ pub mod attention;
 pub mod conv;
 pub mod packed_gemm;
 pub mod training;
+pub mod winograd;
 
 pub use packed_gemm::{Simd, available, simd};
 
