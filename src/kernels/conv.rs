@@ -280,7 +280,7 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
     let mut out = Fmap { h: ho, w: wo, c: n, data: take_buffer(ho * wo * n) };
     if let Some(wg) = &p.winograd {
         let res = residual.map_or(packed_gemm::Residual::None, |r| packed_gemm::Residual::Add(&r.data));
-        wg.run(&x.data, x.h, x.w, &p.bias, res, relu, &mut out.data);
+        wg.run(&x.data, (x.h, x.w), &p.bias, res, relu, &mut out.data);
     } else if let Some(packed) = &p.packed {
         let res = residual.map_or(packed_gemm::Residual::None, |r| packed_gemm::Residual::Add(&r.data));
         run_packed(x, p, packed, res, relu, &mut out.data);
@@ -325,7 +325,7 @@ pub fn conv2d_add_into(x: &Fmap, p: &ConvKernel, mut residual: Fmap, relu: bool)
     let (ho, wo) = p.out_size(x.h, x.w);
     assert_eq!((residual.h, residual.w, residual.c), (ho, wo, p.cout), "residual shape");
     if let Some(wg) = &p.winograd {
-        wg.run(&x.data, x.h, x.w, &p.bias, packed_gemm::Residual::InPlace, relu, &mut residual.data);
+        wg.run(&x.data, (x.h, x.w), &p.bias, packed_gemm::Residual::InPlace, relu, &mut residual.data);
         return residual;
     }
     let Some(packed) = &p.packed else { return conv2d(x, p, Some(&residual), relu) };

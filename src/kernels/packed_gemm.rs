@@ -248,6 +248,26 @@ pub fn run(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: b
 /// # Panics
 /// If `path` is not supported by this CPU, or is [`Simd::Portable`] (which has no packed kernel).
 pub fn run_on(path: Simd, src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: bool, out: &mut [f32]) {
+    run_with(path, src, geo, b, residual, relu, out, true);
+}
+
+/// [`run`] on the calling thread only: for callers that already split their work over the cores
+/// and want each piece's data to stay in one core's caches.
+pub fn run_serial(src: &[f32], geo: &Geometry, b: &PackedB, residual: Residual, relu: bool, out: &mut [f32]) {
+    run_with(simd(), src, geo, b, residual, relu, out, false);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    path: Simd,
+    src: &[f32],
+    geo: &Geometry,
+    b: &PackedB,
+    residual: Residual,
+    relu: bool,
+    out: &mut [f32],
+    parallel: bool,
+) {
     assert!(path != Simd::Portable && path.supported(), "the packed kernels cannot run on {}", path.name());
     let m = geo.out_h * geo.out_w;
     super::count_gemm(m, geo.segments.iter().map(|s| s.2).sum(), b.n);
@@ -272,7 +292,7 @@ pub fn run_on(path: Simd, src: &[f32], geo: &Geometry, b: &PackedB, residual: Re
     let out_ptr = SendPtr(out.as_mut_ptr());
     let tasks = tiles.div_ceil(tpt);
     let panels = n.div_ceil(NR);
-    (0..tasks).into_par_iter().for_each(|task| {
+    let task = |task: usize| {
         // Capture the whole wrapper (not its raw-pointer field) so the closure stays Send.
         #[allow(clippy::redundant_locals)]
         let out_ptr = out_ptr;
@@ -338,7 +358,12 @@ pub fn run_on(path: Simd, src: &[f32], geo: &Geometry, b: &PackedB, residual: Re
                 }
             }
         }
-    });
+    };
+    if parallel {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
 }
 
 struct Tile<'a> {
@@ -407,12 +432,18 @@ unsafe fn kernel_avx2<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)])
                 let cols = t.cols.saturating_sub(s0 + 8 * v).min(8) as i32;
                 *m = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
             }
+            // Masked moves are slow on some AVX2 CPUs (a masked store is microcoded on AMD's):
+            // a full sub-tile uses plain ones.
+            let full = t.cols >= s0 + NR2;
+            let load = |p: *const f32, v: usize| {
+                if full { _mm256_loadu_ps(p) } else { _mm256_maskload_ps(p, masks[v]) }
+            };
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
             if !t.first {
                 for r in 0..R {
                     let c = t.p_rows[r].add(t.col0 + s0);
                     for v in 0..2 {
-                        acc[r][v] = _mm256_maskload_ps(c.add(8 * v), masks[v]);
+                        acc[r][v] = load(c.add(8 * v), v);
                     }
                 }
             }
@@ -440,7 +471,7 @@ unsafe fn kernel_avx2<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)])
                         acc[r][v] = _mm256_add_ps(acc[r][v], bias);
                         if let Some(res) = t.res_rows {
                             let rp = res[r].add(t.col0 + s0 + 8 * v);
-                            acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_maskload_ps(rp, masks[v]));
+                            acc[r][v] = _mm256_add_ps(acc[r][v], load(rp, v));
                         }
                         if t.relu {
                             acc[r][v] = _mm256_max_ps(acc[r][v], _mm256_setzero_ps());
@@ -451,7 +482,11 @@ unsafe fn kernel_avx2<const R: usize>(t: &Tile, chunk: &[(usize, usize, usize)])
             for r in 0..R {
                 let c = if t.last { t.c_rows[r] } else { t.p_rows[r] }.add(t.col0 + s0);
                 for v in 0..2 {
-                    _mm256_maskstore_ps(c.add(8 * v), masks[v], acc[r][v]);
+                    if full {
+                        _mm256_storeu_ps(c.add(8 * v), acc[r][v]);
+                    } else {
+                        _mm256_maskstore_ps(c.add(8 * v), masks[v], acc[r][v]);
+                    }
                 }
             }
         }

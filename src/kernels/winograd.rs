@@ -8,18 +8,17 @@
 //! transforms of F(2×2, 3×3) only add, subtract and halve, so they round like a few extra
 //! additions: the parity tests against the float64 reference hold at the same tolerance.
 //!
-//! Tiles are processed in bands of tile rows whose transformed inputs and products stay within a
-//! few MB, so the transform buffers never cost more than a fraction of one feature map.
+//! Each core takes bands of tiles in turn and does all three steps for a band on its own, so that
+//! the band's transformed inputs and products (about half a MB) stay in its L2 cache.
 
 use rayon::prelude::*;
 
-use super::conv::{recycle, take_buffer};
 use super::packed_gemm::{self, Geometry, PackedB, Residual};
 
 /// `G` of F(2×2, 3×3): `U = G g Gᵀ`.
 const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
-/// Transformed values (inputs and products) one band holds at most.
-const BAND_VALUES: usize = 2 << 20;
+/// Transformed values (inputs and products) one band holds: within one core's L2 cache.
+const BAND_VALUES: usize = 128 << 10;
 /// Channels transformed together (one array of this many lanes per patch position).
 const LANES: usize = 8;
 
@@ -30,7 +29,8 @@ pub fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         packed_gemm::available()
-            && !std::env::var("INTR_WINOGRAD").is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off"))
+            && !std::env::var("INTR_WINOGRAD")
+                .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off"))
     })
 }
 
@@ -54,9 +54,9 @@ impl Winograd {
             t.par_chunks_mut(cout * 16).enumerate().for_each(|(ci, row)| {
                 for co in 0..cout {
                     let mut gg = [[0.0f64; 3]; 4];
-                    for (r, gr) in G.iter().enumerate() {
-                        for kx in 0..3 {
-                            gg[r][kx] = (0..3).map(|ky| gr[ky] * g(ci, co, ky, kx)).sum();
+                    for (ggr, gr) in gg.iter_mut().zip(&G) {
+                        for (kx, v) in ggr.iter_mut().enumerate() {
+                            *v = (0..3).map(|ky| gr[ky] * g(ci, co, ky, kx)).sum();
                         }
                     }
                     for r in 0..4 {
@@ -108,12 +108,22 @@ impl Winograd {
     ///
     /// # Panics
     /// If the sizes disagree.
-    pub fn run(&self, x: &[f32], h: usize, w: usize, bias: &[f32], residual: Residual, relu: bool, out: &mut [f32]) {
-        self.run_in_bands(x, (h, w), bias, residual, relu, out, BAND_VALUES);
+    pub fn run(
+        &self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        bias: &[f32],
+        residual: Residual,
+        relu: bool,
+        out: &mut [f32],
+    ) {
+        // Tiles per band: its V and M within about BAND_VALUES, but at least a few register tiles'
+        // worth so that each U_ξ read serves enough tiles.
+        let band = (BAND_VALUES / (16 * (self.cin + self.cout))).max(MIN_BAND_TILES);
+        self.run_in_bands(x, (h, w), bias, residual, relu, out, band);
     }
 
-    /// [`Winograd::run`] with bands of at most `band_values` transformed values (tests split small
-    /// maps into several bands with it).
+    /// [`Winograd::run`] with bands of `band` tiles (tests split small maps into several bands).
     #[allow(clippy::too_many_arguments)]
     fn run_in_bands(
         &self,
@@ -123,7 +133,7 @@ impl Winograd {
         residual: Residual,
         relu: bool,
         out: &mut [f32],
-        band_values: usize,
+        band: usize,
     ) {
         let (cin, cout) = (self.cin, self.cout);
         assert_eq!(x.len(), h * w * cin, "input size");
@@ -136,49 +146,75 @@ impl Winograd {
             return;
         }
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-        let band_rows = (band_values / (16 * (cin + cout) * tw)).clamp(1, th);
-        for r0 in (0..th).step_by(band_rows) {
-            let r1 = (r0 + band_rows).min(th);
-            let tiles = (r1 - r0) * tw;
-            // V: [tile][ξ][ci]; each tile's 16 rows of cin values are contiguous.
-            let mut v = take_buffer(tiles * 16 * cin);
-            if cin > 0 {
-                v.par_chunks_mut(16 * cin).enumerate().for_each(|(k, vt)| {
-                    input_tile(x, (h, w, cin), (r0 + k / tw, k % tw), vt);
-                });
-            } else {
-                v.fill(0.0);
-            }
-            // M: [ξ][tile][co], one product per ξ; V_ξ's rows are 16·cin apart.
-            let mut m = take_buffer(16 * tiles * cout);
-            for (xi, mx) in m.chunks_exact_mut(tiles * cout).enumerate() {
-                let geo = Geometry {
-                    src_w: 16 * tiles,
-                    cin,
-                    stride: 16,
-                    out_h: 1,
-                    out_w: tiles,
-                    segments: vec![(xi * cin, 0, cin)],
-                };
-                packed_gemm::run(&v, &geo, &self.u[xi], Residual::None, false, mx);
-            }
-            recycle(v);
-            let (y0, y1) = (2 * r0, (2 * r1).min(h));
-            let band = &mut out[y0 * w * cout..y1 * w * cout];
-            let in_place = matches!(residual, Residual::InPlace);
-            band.par_chunks_mut(2 * w * cout).enumerate().for_each(|(k, rows)| {
+        let total = th * tw;
+        // As many bands as make every core's share equal (a multiple of the thread count).
+        let threads = rayon::current_num_threads().max(1);
+        let bands = total.div_ceil(band.clamp(1, total)).div_ceil(threads) * threads;
+        let band = total.div_ceil(bands).max(1);
+        let in_place = matches!(residual, Residual::InPlace);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..total.div_ceil(band)).into_par_iter().for_each(|bi| {
+            #[allow(clippy::redundant_locals)]
+            let out_ptr = out_ptr;
+            let (k0, k1) = (bi * band, ((bi + 1) * band).min(total));
+            let tiles = k1 - k0;
+            SCRATCH.with_borrow_mut(|(v, m)| {
+                // V: [tile][ξ][ci]; each tile's 16 rows of cin values are contiguous.
+                v.resize(tiles * 16 * cin, 0.0);
+                for (k, vt) in v.chunks_exact_mut(16 * cin).enumerate() {
+                    input_tile(x, (h, w, cin), ((k0 + k) / tw, (k0 + k) % tw), vt);
+                }
+                // M: [ξ][tile][co], one product per ξ; V_ξ's rows are 16·cin apart.
+                m.resize(16 * tiles * cout, 0.0);
+                for (xi, mx) in m.chunks_exact_mut(tiles * cout).enumerate() {
+                    let geo = Geometry {
+                        src_w: 16 * tiles,
+                        cin,
+                        stride: 16,
+                        out_h: 1,
+                        out_w: tiles,
+                        segments: vec![(xi * cin, 0, cin)],
+                    };
+                    packed_gemm::run_serial(v, &geo, &self.u[xi], Residual::None, false, mx);
+                }
                 let res = match residual {
-                    Residual::Add(r) => Some(&r[(y0 + 2 * k) * w * cout..][..rows.len()]),
+                    Residual::Add(r) => Some(r),
                     _ => None,
                 };
-                for tj in 0..tw {
-                    output_tile(&m, (tiles, cout, w), k * tw + tj, tj, bias, res, in_place, relu, rows);
+                for k in 0..tiles {
+                    let tile = ((k0 + k) / tw, (k0 + k) % tw);
+                    // SAFETY: `out` holds h·w·cout values and outlives the loop; tile (ti, tj)
+                    // reads and writes only its own 2×2 output pixels, which no other tile (in
+                    // this band or another) touches.
+                    unsafe { output_tile(m, (tiles, cout, h, w), k, tile, bias, res, in_place, relu, out_ptr.0) };
+                }
+                // Bands of the largest maps stay a few MB; keep nothing larger between calls.
+                if v.capacity() > SCRATCH_KEEP {
+                    *v = Vec::new();
+                }
+                if m.capacity() > SCRATCH_KEEP {
+                    *m = Vec::new();
                 }
             });
-            recycle(m);
-        }
+        });
     }
 }
+
+// Each thread's transformed inputs and products, reused between bands and calls.
+thread_local! {
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Largest scratch buffer (values) a thread keeps between bands.
+const SCRATCH_KEEP: usize = 1 << 20;
+/// Fewest tiles in a band (eight register tiles of the packed kernels).
+const MIN_BAND_TILES: usize = 48;
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the bands write disjoint output pixels (see `run_in_bands`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
 
 /// `V = Bᵀ d B` of the 4×4 patch of tile (ti, tj) (rows 2ti − 1 …, zero outside the map) into `vt`
 /// (`[ξ][ci]`).
@@ -192,89 +228,151 @@ fn input_tile(x: &[f32], (h, w, c): (usize, usize, usize), (ti, tj): (usize, usi
             }
         }
     }
-    for c0 in (0..c).step_by(LANES) {
-        let n = LANES.min(c - c0);
-        let mut d = [[[0.0f32; LANES]; 4]; 4];
-        for (drow, prow) in d.iter_mut().zip(&px) {
-            for (dv, p) in drow.iter_mut().zip(prow) {
-                if let Some(s) = p {
-                    dv[..n].copy_from_slice(&s[c0..c0 + n]);
-                }
+    // Whole lane groups with a constant width (plain vector moves), then the remainder.
+    let full = c - c % LANES;
+    for c0 in (0..full).step_by(LANES) {
+        input_lanes(&px, c, c0, LANES, vt);
+    }
+    if full < c {
+        input_lanes(&px, c, full, c - full, vt);
+    }
+}
+
+/// [`input_tile`] for channels `c0 .. c0 + n` (n ≤ [`LANES`]).
+#[inline(always)]
+fn input_lanes(px: &[[Option<&[f32]>; 4]; 4], c: usize, c0: usize, n: usize, vt: &mut [f32]) {
+    let mut d = [[[0.0f32; LANES]; 4]; 4];
+    for (drow, prow) in d.iter_mut().zip(px) {
+        for (dv, p) in drow.iter_mut().zip(prow) {
+            if let Some(s) = p {
+                dv[..n].copy_from_slice(&s[c0..c0 + n]);
             }
         }
-        // Bᵀ d: rows d0 − d2, d1 + d2, d2 − d1, d1 − d3; then the same on the columns.
-        let mut t = [[[0.0f32; LANES]; 4]; 4];
-        for x in 0..4 {
-            for l in 0..LANES {
-                t[0][x][l] = d[0][x][l] - d[2][x][l];
-                t[1][x][l] = d[1][x][l] + d[2][x][l];
-                t[2][x][l] = d[2][x][l] - d[1][x][l];
-                t[3][x][l] = d[1][x][l] - d[3][x][l];
-            }
+    }
+    // Bᵀ d: rows d0 − d2, d1 + d2, d2 − d1, d1 − d3; then the same on the columns.
+    let mut t = [[[0.0f32; LANES]; 4]; 4];
+    for x in 0..4 {
+        for l in 0..LANES {
+            t[0][x][l] = d[0][x][l] - d[2][x][l];
+            t[1][x][l] = d[1][x][l] + d[2][x][l];
+            t[2][x][l] = d[2][x][l] - d[1][x][l];
+            t[3][x][l] = d[1][x][l] - d[3][x][l];
         }
-        for (r, tr) in t.iter().enumerate() {
-            for l in 0..n {
-                vt[(r * 4) * c + c0 + l] = tr[0][l] - tr[2][l];
-                vt[(r * 4 + 1) * c + c0 + l] = tr[1][l] + tr[2][l];
-                vt[(r * 4 + 2) * c + c0 + l] = tr[2][l] - tr[1][l];
-                vt[(r * 4 + 3) * c + c0 + l] = tr[1][l] - tr[3][l];
-            }
+    }
+    for (r, tr) in t.iter().enumerate() {
+        let mut v = [[0.0f32; LANES]; 4];
+        for l in 0..LANES {
+            v[0][l] = tr[0][l] - tr[2][l];
+            v[1][l] = tr[1][l] + tr[2][l];
+            v[2][l] = tr[2][l] - tr[1][l];
+            v[3][l] = tr[1][l] - tr[3][l];
+        }
+        for (s, vs) in v.iter().enumerate() {
+            vt[(r * 4 + s) * c + c0..][..n].copy_from_slice(&vs[..n]);
         }
     }
 }
 
-/// `Y = Aᵀ M A` of band tile `k` (column `tj`) plus bias and residual, ReLU, into the up to two
-/// output rows `rows` (each `w·cout` values; a residual `res` laid out the same, or with
-/// `in_place` the rows' own values).
+/// `Y = Aᵀ M A` of band tile `k` (tile (ti, tj) of the map) plus bias and residual (`res`, laid out
+/// as the output, or with `in_place` the output's own values), ReLU, into its up to 2×2 pixels of
+/// the `h × w × cout` output at `out`.
+///
+/// # Safety
+/// `out` must point to `h·w·cout` values that nothing else reads or writes at this tile's pixels.
 #[allow(clippy::too_many_arguments)]
-fn output_tile(
+unsafe fn output_tile(
     m: &[f32],
-    (tiles, cout, w): (usize, usize, usize),
+    (tiles, cout, h, w): (usize, usize, usize, usize),
     k: usize,
-    tj: usize,
+    (ti, tj): (usize, usize),
     bias: &[f32],
     res: Option<&[f32]>,
     in_place: bool,
     relu: bool,
-    rows: &mut [f32],
+    out: *mut f32,
 ) {
-    let nrows = rows.len() / (w * cout);
+    let nrows = (h - 2 * ti).min(2);
     let ncols = (w - 2 * tj).min(2);
-    for c0 in (0..cout).step_by(LANES) {
-        let n = LANES.min(cout - c0);
-        let mut bias_lanes = [0.0f32; LANES];
-        bias_lanes[..n].copy_from_slice(&bias[c0..c0 + n]);
-        let mut mm = [[[0.0f32; LANES]; 4]; 4];
-        for (xi, mv) in mm.iter_mut().flatten().enumerate() {
-            mv[..n].copy_from_slice(&m[(xi * tiles + k) * cout + c0..][..n]);
+    // SAFETY (both calls): forwarded from the caller.
+    let full = cout - cout % LANES;
+    for c0 in (0..full).step_by(LANES) {
+        unsafe {
+            output_lanes(m, (tiles, cout, w), k, (ti, tj), (nrows, ncols), (c0, LANES), bias, res, in_place, relu, out)
+        };
+    }
+    if full < cout {
+        unsafe {
+            output_lanes(
+                m,
+                (tiles, cout, w),
+                k,
+                (ti, tj),
+                (nrows, ncols),
+                (full, cout - full),
+                bias,
+                res,
+                in_place,
+                relu,
+                out,
+            );
+        };
+    }
+}
+
+/// [`output_tile`] for channels `c0 .. c0 + n` (n ≤ [`LANES`]) of its `nrows × ncols` pixels.
+///
+/// # Safety
+/// As [`output_tile`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_lanes(
+    m: &[f32],
+    (tiles, cout, w): (usize, usize, usize),
+    k: usize,
+    (ti, tj): (usize, usize),
+    (nrows, ncols): (usize, usize),
+    (c0, n): (usize, usize),
+    bias: &[f32],
+    res: Option<&[f32]>,
+    in_place: bool,
+    relu: bool,
+    out: *mut f32,
+) {
+    let mut bias_lanes = [0.0f32; LANES];
+    bias_lanes[..n].copy_from_slice(&bias[c0..c0 + n]);
+    let mut mm = [[[0.0f32; LANES]; 4]; 4];
+    for (xi, mv) in mm.iter_mut().flatten().enumerate() {
+        mv[..n].copy_from_slice(&m[(xi * tiles + k) * cout + c0..][..n]);
+    }
+    // Aᵀ M: rows m0 + m1 + m2, m1 − m2 − m3; then the same on the columns.
+    let mut t = [[[0.0f32; LANES]; 4]; 2];
+    for x in 0..4 {
+        for l in 0..LANES {
+            t[0][x][l] = mm[0][x][l] + mm[1][x][l] + mm[2][x][l];
+            t[1][x][l] = mm[1][x][l] - mm[2][x][l] - mm[3][x][l];
         }
-        // Aᵀ M: rows m0 + m1 + m2, m1 − m2 − m3; then the same on the columns.
-        let mut t = [[[0.0f32; LANES]; 4]; 2];
-        for x in 0..4 {
-            for l in 0..LANES {
-                t[0][x][l] = mm[0][x][l] + mm[1][x][l] + mm[2][x][l];
-                t[1][x][l] = mm[1][x][l] - mm[2][x][l] - mm[3][x][l];
+    }
+    let mut y = [[[0.0f32; LANES]; 2]; 2];
+    for (ya, ta) in y.iter_mut().zip(&t) {
+        for l in 0..LANES {
+            ya[0][l] = ta[0][l] + ta[1][l] + ta[2][l] + bias_lanes[l];
+            ya[1][l] = ta[1][l] - ta[2][l] - ta[3][l] + bias_lanes[l];
+        }
+    }
+    for (a, ya) in y.iter().enumerate().take(nrows) {
+        for (b, yb) in ya.iter().enumerate().take(ncols) {
+            let at = ((2 * ti + a) * w + 2 * tj + b) * cout + c0;
+            // SAFETY: at + n ≤ h·w·cout (the pixel lies in the map); the caller owns it.
+            let px = unsafe { std::slice::from_raw_parts_mut(out.add(at), n) };
+            let mut r = [0.0f32; LANES];
+            match res {
+                Some(rs) => r[..n].copy_from_slice(&rs[at..at + n]),
+                None if in_place => r[..n].copy_from_slice(px),
+                None => {}
             }
-        }
-        let mut y = [[[0.0f32; LANES]; 2]; 2];
-        for (ya, ta) in y.iter_mut().zip(&t) {
-            for l in 0..LANES {
-                ya[0][l] = ta[0][l] + ta[1][l] + ta[2][l] + bias_lanes[l];
-                ya[1][l] = ta[1][l] - ta[2][l] - ta[3][l] + bias_lanes[l];
-            }
-        }
-        for (a, ya) in y.iter().enumerate().take(nrows) {
-            for (b, yb) in ya.iter().enumerate().take(ncols) {
-                let at = (a * w + 2 * tj + b) * cout + c0;
-                for l in 0..n {
-                    let r = match res {
-                        Some(r) => r[at + l],
-                        None if in_place => rows[at + l],
-                        None => 0.0,
-                    };
-                    let v = yb[l] + r;
-                    rows[at + l] = if relu { v.max(0.0) } else { v };
-                }
+            for ((o, yv), rv) in px.iter_mut().zip(yb).zip(&r) {
+                let v = yv + rv;
+                *o = if relu { v.max(0.0) } else { v };
             }
         }
     }
@@ -321,8 +419,8 @@ mod tests {
                     }
                 }
             }
-            // One band, and bands of a single tile row.
-            for band in [BAND_VALUES, 1] {
+            // One band, bands of one tile, and of seven (ending mid tile row).
+            for band in [usize::MAX, 1, 7] {
                 let mut plain = vec![0.0f32; h * w * cout];
                 wg.run_in_bands(&x, (h, w), &bias, Residual::None, false, &mut plain, band);
                 let mut added = vec![0.0f32; h * w * cout];
@@ -331,8 +429,13 @@ mod tests {
                 wg.run_in_bands(&x, (h, w), &bias, Residual::InPlace, true, &mut in_place, band);
                 for (o, e) in want.iter().enumerate() {
                     let fused = (e + f64::from(residual[o])).max(0.0);
-                    for (label, got, e) in [("plain", plain[o], *e), ("added", added[o], fused), ("in place", in_place[o], fused)] {
-                        assert!((f64::from(got) - e).abs() < 1e-5, "case {idx}, band {band}, {label}, value {o}: {got} vs {e}");
+                    for (label, got, e) in
+                        [("plain", plain[o], *e), ("added", added[o], fused), ("in place", in_place[o], fused)]
+                    {
+                        assert!(
+                            (f64::from(got) - e).abs() < 1e-5,
+                            "case {idx}, band {band}, {label}, value {o}: {got} vs {e}"
+                        );
                     }
                 }
             }
