@@ -57,6 +57,16 @@ fn softmax_row(row: &mut [f32]) {
         unsafe { softmax_avx512(row) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if packed_gemm::simd() == packed_gemm::Simd::Avx2 {
+        // SAFETY: AVX2 + FMA are present; the kernel stays inside `row`.
+        unsafe { softmax_avx2(row) };
+        return;
+    }
+    softmax_scalar(row);
+}
+
+fn softmax_scalar(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f32;
     for v in row.iter_mut() {
@@ -86,6 +96,72 @@ fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     let r2 = _mm512_mul_ps(r, r);
     let p = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
     _mm512_scalef_ps(p, n)
+}
+
+/// e^x for 8 lanes, x ≤ 0 (a softmax's shifted scores): [`exp16`]'s reduction and polynomial, 2ⁿ
+/// built in the exponent bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp8_nonpositive(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_setzero_ps()), _mm256_set1_ps(-87.336_55));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let r2 = _mm256_mul_ps(r, r);
+    let p = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+    // n ∈ [−126, 0]: 2ⁿ is the normal float with exponent field n + 127.
+    let two_n =
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+    _mm256_mul_ps(p, two_n)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_avx2(row: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = row.len();
+    let full = n - n % 8;
+    let ptr = row.as_mut_ptr();
+    // SAFETY: the vector loads and stores cover the whole 8-value chunks of `row`; the rest is
+    // done on scalars.
+    unsafe {
+        let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+        for i in (0..full).step_by(8) {
+            vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(ptr.add(i)));
+        }
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
+        let max = lanes.iter().chain(&row[full..]).copied().fold(f32::NEG_INFINITY, f32::max);
+        let vm = _mm256_set1_ps(max);
+        let mut vsum = _mm256_setzero_ps();
+        for i in (0..full).step_by(8) {
+            let e = exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(ptr.add(i)), vm));
+            _mm256_storeu_ps(ptr.add(i), e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        _mm256_storeu_ps(lanes.as_mut_ptr(), vsum);
+        let mut sum: f32 = lanes.iter().sum();
+        for v in &mut row[full..] {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        let vi = _mm256_set1_ps(inv);
+        for i in (0..full).step_by(8) {
+            _mm256_storeu_ps(ptr.add(i), _mm256_mul_ps(_mm256_loadu_ps(ptr.add(i)), vi));
+        }
+        for v in &mut row[full..] {
+            *v *= inv;
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -134,16 +210,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn softmax_matches_the_scalar_definition() {
-        for n in [1usize, 7, 16, 33, 825] {
-            let row: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37).collect();
-            let mut fast = row.clone();
-            softmax_row(&mut fast);
+    fn softmax_matches_the_scalar_definition_on_every_path_this_cpu_has() {
+        type Softmax = fn(&mut [f32]);
+        let mut paths: Vec<(&str, Softmax)> = vec![("scalar", softmax_scalar), ("default", softmax_row)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY (both): called only where the CPU has the instructions.
+            if packed_gemm::Simd::Avx512.supported() {
+                paths.push(("avx512", |r| unsafe { softmax_avx512(r) }));
+            }
+            if packed_gemm::Simd::Avx2.supported() {
+                paths.push(("avx2", |r| unsafe { softmax_avx2(r) }));
+            }
+        }
+        // Rows with tails of every length, and scores far below the maximum (underflow to 0).
+        for n in [1usize, 7, 8, 9, 16, 33, 825] {
+            let row: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37 * (1 + i % 3) as f32).collect();
             let max = row.iter().copied().fold(f64::NEG_INFINITY, |a, b| a.max(f64::from(b)));
             let sum: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
-            for (f, &v) in fast.iter().zip(&row) {
-                let want = (f64::from(v) - max).exp() / sum;
-                assert!((f64::from(*f) - want).abs() <= 1e-6 * want.max(1e-3), "n={n}: {f} vs {want}");
+            for (name, softmax) in &paths {
+                let mut fast = row.clone();
+                softmax(&mut fast);
+                for (f, &v) in fast.iter().zip(&row) {
+                    let want = (f64::from(v) - max).exp() / sum;
+                    assert!((f64::from(*f) - want).abs() <= 1e-6 * want.max(1e-3), "{name}, n={n}: {f} vs {want}");
+                }
             }
         }
     }
