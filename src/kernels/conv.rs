@@ -40,8 +40,24 @@ pub fn take_buffer(len: usize) -> Vec<f32> {
             }
             v
         }
-        None => vec![0.0f32; len],
+        None => {
+            // Capacity rounded up to a size class (at most 1/32 more), so that maps of nearly the
+            // same size (a stem output and the first block's shortcut differ by a rounding of
+            // the grid) reuse one buffer instead of keeping both.
+            let mut v = Vec::with_capacity(size_class(len));
+            v.resize(len, 0.0);
+            v
+        }
     }
+}
+
+/// `len` rounded up to its top five bits (a relative step of at most 1/32).
+fn size_class(len: usize) -> usize {
+    if len < 64 {
+        return len;
+    }
+    let step = 1usize << (usize::BITS - len.leading_zeros() - 5);
+    len.div_ceil(step) * step
 }
 
 /// Returns a buffer to the pool (dropped instead if the pool is full).
