@@ -134,7 +134,8 @@ pub struct ConvKernel {
     pub stride: usize,
     pub pad: usize,
     pub dilation: usize,
-    /// (k·k·cin, cout) row-major; row `(ky·k + kx)·cin + ci`. Empty when `packed` holds the weights.
+    /// (k·k·cin, cout) row-major; row `(ky·k + kx)·cin + ci`. Empty when `packed` or `winograd` holds
+    /// the weights.
     pub weight: Vec<f32>,
     /// (cout)
     pub bias: Vec<f32>,
@@ -349,7 +350,7 @@ pub fn conv2d_add_into(x: &Fmap, p: &ConvKernel, mut residual: Fmap, relu: bool)
     residual
 }
 
-/// Runs the AVX-512 kernel of `p` on `x` (zero-padding it first if the convolution pads).
+/// Runs the packed kernel of `p` on `x` (zero-padding it first if the convolution pads).
 fn run_packed(
     x: &Fmap,
     p: &ConvKernel,

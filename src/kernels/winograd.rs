@@ -53,10 +53,11 @@ impl Winograd {
         if cout > 0 {
             t.par_chunks_mut(cout * 16).enumerate().for_each(|(ci, row)| {
                 for co in 0..cout {
+                    let k: [[f64; 3]; 3] = std::array::from_fn(|ky| std::array::from_fn(|kx| g(ci, co, ky, kx)));
                     let mut gg = [[0.0f64; 3]; 4];
                     for (ggr, gr) in gg.iter_mut().zip(&G) {
                         for (kx, v) in ggr.iter_mut().enumerate() {
-                            *v = (0..3).map(|ky| gr[ky] * g(ci, co, ky, kx)).sum();
+                            *v = (0..3).map(|ky| gr[ky] * k[ky][kx]).sum();
                         }
                     }
                     for r in 0..4 {
