@@ -332,3 +332,17 @@ fn head_names_are_set_listed_exported_imported_and_drawn_into_figures_and_summar
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(tmp.path().join("again.svg")).unwrap(), made, "the remake is not the same figure");
 }
+
+#[test]
+fn bench_prepare_times_decoding_and_the_transform_apart_and_names_a_bad_photo() {
+    let o = run(&["bench", "prepare", &bunting(), "--runs", "1", "--threads", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("CPU: "), "{out}");
+    // The bunting fixture is 500×389: the size rule makes it 1028×800.
+    assert!(out.contains("500×389 photo to a 1028×800 input: decoding "), "{out}");
+    assert!(out.contains("resize and normalisation ") && out.contains("(medians)"), "{out}");
+    let missing = run(&["bench", "prepare", "no_such_photo.jpg", "--runs", "1"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("no_such_photo.jpg"), "{}", stderr(&missing));
+}

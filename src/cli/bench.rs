@@ -6,6 +6,7 @@
 //!   worker does both). `--compare-candle` also times candle's own `conv2d` backbone in the same run.
 //! - `bench memory`: writes a full-size official-format checkpoint (optimizer state, `args`) and
 //!   runs `predict` on it in a child process, which reports its own peak RSS.
+//! - `bench prepare`: decoding a photo and the evaluation transform, timed apart.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -57,6 +58,18 @@ pub enum BenchKind {
         #[arg(long)]
         keep: Option<PathBuf>,
     },
+    /// Time preparing a photo for the network: decoding, then the official evaluation transform
+    /// (resize and normalisation), each on its own.
+    Prepare {
+        /// The photo.
+        image: PathBuf,
+        /// Timed runs (after one warm-up).
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
 pub fn run(a: &BenchArgs) -> Result<()> {
@@ -83,6 +96,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             Ok(())
         }
         BenchKind::Memory { image, keep } => memory(image, keep.as_ref()),
+        BenchKind::Prepare { image, runs, threads } => prepare(image, *runs, *threads),
     }
 }
 
@@ -236,5 +250,43 @@ fn memory(images: &[PathBuf], keep: Option<&PathBuf>) -> Result<()> {
             err.lines().find_map(|l| l.strip_prefix("peak RSS: ")).context("predict did not report its peak RSS")?;
         outln!("predict peak RSS: {peak} ({})", image.display());
     }
+    Ok(())
+}
+
+fn prepare(image: &std::path::Path, runs: usize, threads: usize) -> Result<()> {
+    use crate::image::{decode, preprocess};
+    if runs == 0 || threads == 0 {
+        bail!("--runs and --threads must be at least 1");
+    }
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set up the thread pool")?;
+    let opts = preprocess::PreprocessOptions::default();
+    let (mut decoding, mut transform) = (Vec::new(), Vec::new());
+    let mut sizes = None;
+    for i in 0..=runs {
+        let t = Instant::now();
+        let d = decode::decode_file(image, opts.apply_orientation)?;
+        let td = t.elapsed();
+        let (photo_w, photo_h) = (d.image.width, d.image.height);
+        let t = Instant::now();
+        let (chw, input, _) = preprocess::prepare_image(d.image, &opts);
+        let tt = t.elapsed();
+        std::hint::black_box(chw);
+        sizes = Some(((photo_w, photo_h), input));
+        if i > 0 {
+            decoding.push(td);
+            transform.push(tt);
+        }
+    }
+    let ((pw, ph), (iw, ih)) = sizes.context("no run")?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (md, mt) = (median(decoding), median(transform));
+    outln!("CPU: {}; {threads} thread(s), {runs} runs after 1 warm-up", cpu_model());
+    outln!(
+        "{}: {pw}×{ph} photo to a {iw}×{ih} input: decoding {:.1} ms, resize and normalisation {:.1} ms, together {:.1} ms (medians)",
+        image.display(),
+        ms(md),
+        ms(mt),
+        ms(md + mt)
+    );
     Ok(())
 }

@@ -425,6 +425,10 @@ impl Intr {
         let t0 = Instant::now();
         let (features, grid) = self.backbone.forward(chw, h, w, &self.device)?;
         let features = features.to_device(&self.device)?;
+        // The backbone's pooled feature-map buffers (the largest maps of the pass) are not needed
+        // by the transformer, whose own allocations would otherwise come on top of them: peak RSS
+        // of one predict on the full-size checkpoint 462 → 405 MB (a 3:2 photo), no slower.
+        crate::kernels::conv::release_buffers();
         let t1 = Instant::now();
         let pos_embed = self.position.encode(grid.0, grid.1, &self.device)?;
         let input_proj = self.input_proj.forward(&features)?;
