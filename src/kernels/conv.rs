@@ -295,13 +295,11 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
     let (ho, wo) = p.out_size(x.h, x.w);
     let n = p.cout;
     let mut out = Fmap { h: ho, w: wo, c: n, data: take_buffer(ho * wo * n) };
-    if let Some(wg) = &p.winograd {
-        let res = residual.map_or(packed_gemm::Residual::None, |r| packed_gemm::Residual::Add(&r.data));
-        wg.run(&x.data, (x.h, x.w), &p.bias, res, relu, &mut out.data);
-    } else if let Some(packed) = &p.packed {
-        let res = residual.map_or(packed_gemm::Residual::None, |r| packed_gemm::Residual::Add(&r.data));
-        run_packed(x, p, packed, res, relu, &mut out.data);
-    } else if p.k == 1 && p.pad == 0 {
+    let res = residual.map_or(packed_gemm::Residual::None, |r| packed_gemm::Residual::Add(&r.data));
+    if run_fast(x, p, res, relu, &mut out.data) {
+        return out;
+    }
+    if p.k == 1 && p.pad == 0 {
         if p.stride == 1 {
             matmul(ho * wo, n, p.cin, &mut out.data, n, false, &x.data, p.cin, &p.weight);
         } else {
@@ -341,24 +339,20 @@ pub fn conv2d(x: &Fmap, p: &ConvKernel, residual: Option<&Fmap>, relu: bool) -> 
 pub fn conv2d_add_into(x: &Fmap, p: &ConvKernel, mut residual: Fmap, relu: bool) -> Fmap {
     let (ho, wo) = p.out_size(x.h, x.w);
     assert_eq!((residual.h, residual.w, residual.c), (ho, wo, p.cout), "residual shape");
-    if let Some(wg) = &p.winograd {
-        wg.run(&x.data, (x.h, x.w), &p.bias, packed_gemm::Residual::InPlace, relu, &mut residual.data);
+    if run_fast(x, p, packed_gemm::Residual::InPlace, relu, &mut residual.data) {
         return residual;
     }
-    let Some(packed) = &p.packed else { return conv2d(x, p, Some(&residual), relu) };
-    run_packed(x, p, packed, packed_gemm::Residual::InPlace, relu, &mut residual.data);
-    residual
+    conv2d(x, p, Some(&residual), relu)
 }
 
-/// Runs the packed kernel of `p` on `x` (zero-padding it first if the convolution pads).
-fn run_packed(
-    x: &Fmap,
-    p: &ConvKernel,
-    packed: &packed_gemm::PackedB,
-    res: packed_gemm::Residual,
-    relu: bool,
-    out: &mut [f32],
-) {
+/// Runs `p` on `x` with its fast kernel — Winograd, or the packed kernel (zero-padding `x` first
+/// if the convolution pads) — and says whether it had one.
+fn run_fast(x: &Fmap, p: &ConvKernel, res: packed_gemm::Residual, relu: bool, out: &mut [f32]) -> bool {
+    if let Some(wg) = &p.winograd {
+        wg.run(&x.data, (x.h, x.w), &p.bias, res, relu, out);
+        return true;
+    }
+    let Some(packed) = &p.packed else { return false };
     let (ho, wo) = p.out_size(x.h, x.w);
     let geo_for = |src_w| packed_gemm::Geometry::conv(src_w, p.cin, p.k, p.stride, p.dilation, (ho, wo));
     if p.pad > 0 {
@@ -368,6 +362,7 @@ fn run_packed(
     } else {
         packed_gemm::run(&x.data, &geo_for(x.w), packed, res, relu, out);
     }
+    true
 }
 
 /// Adds bias and residual, applies ReLU; with `wide`, first takes row `i` of width `wo` from a wide
