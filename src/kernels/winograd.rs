@@ -48,10 +48,12 @@ impl Winograd {
     /// `g(ci, co, ky, kx)` (in f64; each `U` value is rounded to f32 once).
     #[must_use]
     pub fn new(cin: usize, cout: usize, g: impl Fn(usize, usize, usize, usize) -> f64 + Sync) -> Self {
-        // [ci][co][ξ], filled on every core, then packed per ξ.
-        let mut t = vec![0.0f32; cin * cout * 16];
-        if cout > 0 {
-            t.par_chunks_mut(cout * 16).enumerate().for_each(|(ci, row)| {
+        // Per input channel, its 16 rows U_ξ[ci, ·] (laid out [ξ][co]), filled on every core; then
+        // each U_ξ packed from contiguous rows.
+        let rows: Vec<Vec<f32>> = (0..cin)
+            .into_par_iter()
+            .map(|ci| {
+                let mut row = vec![0.0f32; 16 * cout];
                 for co in 0..cout {
                     let k: [[f64; 3]; 3] = std::array::from_fn(|ky| std::array::from_fn(|kx| g(ci, co, ky, kx)));
                     let mut gg = [[0.0f64; 3]; 4];
@@ -65,14 +67,15 @@ impl Winograd {
                             let u: f64 = (0..3).map(|kx| gg[r][kx] * gs[kx]).sum();
                             #[allow(clippy::cast_possible_truncation)]
                             {
-                                row[co * 16 + r * 4 + s] = u as f32;
+                                row[(r * 4 + s) * cout + co] = u as f32;
                             }
                         }
                     }
                 }
-            });
-        }
-        let u = (0..16).map(|xi| PackedB::from_fn(cin, cout, &[], |ci, co| t[(ci * cout + co) * 16 + xi])).collect();
+                row
+            })
+            .collect();
+        let u = (0..16).map(|xi| PackedB::from_fn(cin, cout, &[], |ci, co| rows[ci][xi * cout + co])).collect();
         Self { cin, cout, u }
     }
 
